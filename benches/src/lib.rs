@@ -1,0 +1,1 @@
+//! Benchmarks of connpool; see the files under benches/.

@@ -1,0 +1,238 @@
+//! Time and tasks: the [`Clock`] and [`Spawner`] traits the pool runs on, and [`ManualClock`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_core::future::BoxFuture;
+
+use crate::sync::{lock, Arc, Mutex, Weak};
+
+/// Where the pool reads the time and how its reaper sleeps.
+///
+/// The pool stamps idle connections with [`Clock::now`] and compares those stamps with later
+/// readings, so every reading must come from the same clock. A runtime adapter implements this with
+/// its runtime's timer (so a paused test clock moves the pool too); tests use [`ManualClock`].
+///
+/// # Example
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use futures::future::BoxFuture;
+///
+/// /// The system clock, with sleeps on a helper thread (a runtime adapter does better).
+/// struct ThreadClock;
+///
+/// impl connpool_core::Clock for ThreadClock {
+///     fn now(&self) -> Instant {
+///         Instant::now()
+///     }
+///     fn sleep(&self, dur: Duration) -> BoxFuture<'static, ()> {
+///         let (tx, rx) = futures::channel::oneshot::channel::<()>();
+///         std::thread::spawn(move || {
+///             std::thread::sleep(dur);
+///             let _ = tx.send(());
+///         });
+///         Box::pin(async move {
+///             let _ = rx.await;
+///         })
+///     }
+/// }
+///
+/// use connpool_core::Clock as _;
+/// futures::executor::block_on(ThreadClock.sleep(Duration::from_millis(1)));
+/// ```
+pub trait Clock: Send + Sync + 'static {
+    /// The current time.
+    fn now(&self) -> Instant;
+    /// A future that completes once `dur` has passed on this clock.
+    fn sleep(&self, dur: Duration) -> BoxFuture<'static, ()>;
+}
+
+/// Runs the pool's background task (the idle reaper) on some executor.
+///
+/// # Example
+///
+/// ```
+/// use futures::future::BoxFuture;
+///
+/// /// Runs each task to completion on a thread of its own.
+/// struct ThreadSpawner;
+///
+/// impl connpool_core::Spawner for ThreadSpawner {
+///     fn spawn(&self, task: BoxFuture<'static, ()>) {
+///         std::thread::spawn(move || futures::executor::block_on(task));
+///     }
+/// }
+/// # use connpool_core::Spawner as _;
+/// # ThreadSpawner.spawn(Box::pin(async {}));
+/// ```
+pub trait Spawner: Send + Sync + 'static {
+    /// Starts `task` in the background; it must be polled to completion.
+    fn spawn(&self, task: BoxFuture<'static, ()>);
+}
+
+/// The clock a pool uses when none is set: the system's monotonic clock. It cannot sleep, so a pool
+/// on it expires idle connections lazily (on get, return and [`Pool::reap`](crate::Pool::reap)).
+#[derive(Debug, Default)]
+pub(crate) struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep(&self, _dur: Duration) -> BoxFuture<'static, ()> {
+        // Builder::build refuses a spawner without a clock, so nothing sleeps on this clock.
+        Box::pin(std::future::pending())
+    }
+}
+
+/// A clock that moves only when told: [`advance`](ManualClock::advance) moves it and wakes the
+/// sleeps that are due.
+///
+/// Clones share one time, so a test keeps a clone and hands another to the pool.
+///
+/// ```
+/// use std::time::Duration;
+/// use connpool_core::{Clock, ManualClock};
+///
+/// let clock = ManualClock::new();
+/// let start = clock.now();
+/// let mut sleep = clock.sleep(Duration::from_secs(5));
+/// assert!(futures::FutureExt::now_or_never(&mut sleep).is_none());
+/// clock.advance(Duration::from_secs(5));
+/// assert!(futures::FutureExt::now_or_never(&mut sleep).is_some());
+/// assert_eq!(clock.now() - start, Duration::from_secs(5));
+/// ```
+#[derive(Clone)]
+pub struct ManualClock {
+    state: Arc<Mutex<ManualState>>,
+}
+
+struct ManualState {
+    now: Instant,
+    sleepers: Vec<Weak<Sleeper>>,
+}
+
+struct Sleeper {
+    deadline: Option<Instant>,
+    woken: Mutex<(bool, Option<Waker>)>,
+}
+
+impl Sleeper {
+    fn wake(&self) {
+        let waker = {
+            let mut state = lock(&self.woken);
+            state.0 = true;
+            state.1.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl ManualClock {
+    /// A clock that reads the system time once and then stands still.
+    pub fn new() -> Self {
+        ManualClock {
+            state: Arc::new(Mutex::new(ManualState {
+                now: Instant::now(),
+                sleepers: Vec::new(),
+            })),
+        }
+    }
+
+    /// Moves the clock forward by `dur` and wakes every sleep whose time has come.
+    pub fn advance(&self, dur: Duration) {
+        let due: Vec<Arc<Sleeper>> = {
+            let mut state = lock(&self.state);
+            state.now = state.now.checked_add(dur).unwrap_or(state.now);
+            let now = state.now;
+            let mut due = Vec::new();
+            state.sleepers.retain(|weak| match weak.upgrade() {
+                Some(sleeper) if sleeper.deadline.is_some_and(|d| d <= now) => {
+                    due.push(sleeper);
+                    false
+                }
+                Some(_) => true,
+                None => false,
+            });
+            due
+        };
+        for sleeper in due {
+            sleeper.wake();
+        }
+    }
+
+    /// How many sleeps on this clock are waiting for it to move.
+    ///
+    /// Tests use it to know that a background task has gone to sleep before they advance time.
+    pub fn pending_sleeps(&self) -> usize {
+        let state = lock(&self.state);
+        state
+            .sleepers
+            .iter()
+            .filter(|weak| weak.upgrade().is_some_and(|s| !lock(&s.woken).0))
+            .count()
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        ManualClock::new()
+    }
+}
+
+impl fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = lock(&self.state);
+        f.debug_struct("ManualClock")
+            .field("now", &state.now)
+            .field("sleepers", &state.sleepers.len())
+            .finish()
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        lock(&self.state).now
+    }
+
+    fn sleep(&self, dur: Duration) -> BoxFuture<'static, ()> {
+        let mut state = lock(&self.state);
+        // A deadline past the end of representable time never comes.
+        let deadline = state.now.checked_add(dur);
+        let sleeper = Arc::new(Sleeper {
+            deadline,
+            woken: Mutex::new((dur.is_zero(), None)),
+        });
+        if !dur.is_zero() {
+            state.sleepers.push(Arc::downgrade(&sleeper));
+        }
+        Box::pin(ManualSleep { sleeper })
+    }
+}
+
+struct ManualSleep {
+    sleeper: Arc<Sleeper>,
+}
+
+impl Future for ManualSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = lock(&self.sleeper.woken);
+        if state.0 {
+            return Poll::Ready(());
+        }
+        match &state.1 {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => state.1 = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}

@@ -1,0 +1,122 @@
+//! How the pool opens connections: the [`Dialer`] trait and [`dial_fn`].
+
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::io;
+use std::marker::PhantomData;
+
+use async_trait::async_trait;
+
+/// Opens connections to destinations, and says whether an idle one may be reused.
+///
+/// A pool is built around one dialer. The pool keys its idle connections by [`Dialer::Addr`], so
+/// anything a load balancer hands out works as an address: `"10.0.0.1:80"`, a `SocketAddr`, a
+/// `(scheme, host, port)` tuple, a socket path.
+///
+/// # Example
+///
+/// A dialer for an in-memory "connection" that counts what it opened:
+///
+/// ```
+/// use std::io;
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// struct Counting(AtomicUsize);
+///
+/// #[connpool_core::async_trait]
+/// impl connpool_core::Dialer for Counting {
+///     type Addr = String;
+///     type Conn = usize;
+///
+///     async fn dial(&self, addr: &String) -> io::Result<usize> {
+///         if addr.is_empty() {
+///             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty address"));
+///         }
+///         Ok(self.0.fetch_add(1, Ordering::Relaxed))
+///     }
+/// }
+///
+/// let pool = connpool_core::Pool::new(Counting(AtomicUsize::new(0)), 4, std::time::Duration::from_secs(30))?;
+/// futures::executor::block_on(async {
+///     let conn = pool.get(&"10.0.0.1:80".to_string()).await?;
+///     assert_eq!(*conn, 0);
+///     Ok::<_, connpool_core::Error>(())
+/// })?;
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[async_trait]
+pub trait Dialer: Send + Sync + 'static {
+    /// The destination key: `"10.0.0.1:80"`, a `SocketAddr`, `(scheme, host, port)`, a path...
+    type Addr: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static;
+    /// The connection the dialer opens.
+    type Conn: Send + 'static;
+
+    /// Opens a new connection to `addr`.
+    async fn dial(&self, addr: &Self::Addr) -> io::Result<Self::Conn>;
+
+    /// Cheap, synchronous, non-blocking: may this idle connection be handed out again?
+    ///
+    /// `false` when the peer closed it, it errored, or unread bytes are waiting. The pool asks
+    /// before it hands out an idle connection and before it keeps a returned one, unless
+    /// [`Builder::check_on_get`](crate::Builder::check_on_get) is off. Default: `true`.
+    fn is_open(&self, conn: &Self::Conn) -> bool {
+        let _ = conn;
+        true
+    }
+}
+
+/// A [`Dialer`] made from an async function, built by [`dial_fn`].
+pub struct DialFn<A, C, F> {
+    f: F,
+    _types: PhantomData<fn(A) -> C>,
+}
+
+/// Makes a [`Dialer`] from an async function of the address.
+///
+/// Connections made this way are always considered open; implement [`Dialer`] directly to check
+/// them.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let dialer = connpool_core::dial_fn(|addr: String| async move {
+///     Ok::<_, std::io::Error>(format!("connection to {addr}"))
+/// });
+/// let pool = connpool_core::Pool::new(dialer, 8, Duration::from_secs(60))?;
+/// let conn = futures::executor::block_on(pool.get(&"db:5432".to_string()))?;
+/// assert_eq!(*conn, "connection to db:5432");
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+pub fn dial_fn<A, C, F, Fut>(f: F) -> DialFn<A, C, F>
+where
+    F: Fn(A) -> Fut,
+    Fut: Future<Output = io::Result<C>> + Send,
+{
+    DialFn {
+        f,
+        _types: PhantomData,
+    }
+}
+
+#[async_trait]
+impl<A, C, F, Fut> Dialer for DialFn<A, C, F>
+where
+    A: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+    C: Send + 'static,
+    F: Fn(A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = io::Result<C>> + Send,
+{
+    type Addr = A;
+    type Conn = C;
+
+    async fn dial(&self, addr: &A) -> io::Result<C> {
+        (self.f)(addr.clone()).await
+    }
+}
+
+impl<A, C, F> fmt::Debug for DialFn<A, C, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DialFn").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,69 @@
+//! connpool-core: a concurrency-safe, runtime-agnostic async connection pool that keeps idle
+//! connections **per destination address**.
+//!
+//! A load balancer picks the address; the pool reuses connections to it. The model is
+//! go-connpool's:
+//!
+//! - a pool is built from a [`Dialer`], a per-host idle **capacity** and an **idle timeout**;
+//! - [`Pool::get`] returns an idle connection to the address if there is a usable one (most
+//!   recently returned first), else dials a new one;
+//! - [`Pool::dial`] always dials: the retry after a dead connection, so a crashed backend whose
+//!   idle connections are all dead costs one retry, not many;
+//! - dropping the [`Pooled`] guard puts the connection back if there is room;
+//!   [`Pooled::release`] closes it for good; [`Pool::close`] frees everything;
+//! - [`Pool::stats`] counts total and idle connections per destination, and what the pool did.
+//!
+//! This crate has no runtime in it. Time and background work come through two small traits,
+//! [`Clock`] and [`Spawner`]; the adapter crates `connpool-tokio` and `connpool-smol` implement them
+//! (and TCP and Unix dialers) for their runtimes. Without them a pool still works, on the system
+//! clock, closing expired idle connections lazily. Tests drive time with [`ManualClock`].
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use connpool_core::{dial_fn, Pool};
+//!
+//! # futures::executor::block_on(async {
+//! let dialer = dial_fn(|addr: String| async move { Ok::<_, std::io::Error>(addr.len()) });
+//! let pool = Pool::new(dialer, 8, Duration::from_secs(90))?;
+//!
+//! let conn = pool.get(&"10.0.0.7:6379".to_string()).await?;
+//! assert_eq!(*conn, 13);
+//! drop(conn); // idle again, ready for the next get to 10.0.0.7:6379
+//! assert_eq!(pool.stats().idle(), 1);
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Guarantees
+//!
+//! - A connection is handed out only for the address it was dialed for, to one holder at a time,
+//!   and never once its idle time is up.
+//! - Dropping a guard never blocks, never spawns, and works on a thread with no runtime; a guard
+//!   dropped while its thread panics closes its connection rather than reuse it.
+//! - Dropping a `get` or `dial` future at any await point leaks nothing.
+//! - Every dialed connection ends exactly once (idle, held, closed or detached), so
+//!   [`Counters`] add up; a destination with nothing held or idle takes no memory.
+//! - Bad input is an error, not a panic.
+
+#![forbid(unsafe_code)]
+
+mod clock;
+mod dial;
+mod error;
+mod pool;
+mod pooled;
+mod reaper;
+mod stats;
+mod store;
+mod sync;
+
+pub use async_trait::async_trait;
+
+pub use clock::{Clock, ManualClock, Spawner};
+pub use dial::{dial_fn, DialFn, Dialer};
+pub use error::{BuildError, Error};
+pub use pool::{Builder, Pool};
+pub use pooled::Pooled;
+pub use stats::{Counters, DestinationStats, Stats};

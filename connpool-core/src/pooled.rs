@@ -1,0 +1,215 @@
+//! The guard a caller holds: [`Pooled`], which puts its connection back when dropped.
+
+use std::fmt;
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::store::{Destination, Reason};
+use crate::sync::Arc;
+use crate::Dialer;
+
+/// A connection handed out by a [`Pool`](crate::Pool).
+///
+/// It dereferences to the connection. Dropping it puts the connection back into the pool if the
+/// pool is open, its destination has room, the thread is not panicking and (with `check_on_get`)
+/// [`Dialer::is_open`] agrees; otherwise the connection is closed. Dropping never blocks and needs no
+/// runtime.
+///
+/// When the connection implements futures-io's `AsyncRead`/`AsyncWrite` (and is `Unpin`), so does
+/// the guard; with the `tokio` feature, tokio's too.
+pub struct Pooled<D: Dialer> {
+    /// `None` only once `release` or `detach` has taken it.
+    conn: Option<D::Conn>,
+    dest: Arc<Destination<D>>,
+    reused: bool,
+}
+
+impl<D: Dialer> Pooled<D> {
+    pub(crate) fn new(dest: Arc<Destination<D>>, conn: D::Conn, reused: bool) -> Self {
+        Pooled {
+            conn: Some(conn),
+            dest,
+            reused,
+        }
+    }
+
+    /// The destination this connection was dialed for.
+    pub fn addr(&self) -> &D::Addr {
+        &self.dest.addr
+    }
+
+    /// `true` when the connection came from the idle store, `false` when it was dialed for this
+    /// caller.
+    pub fn is_reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Closes the connection now; it never returns to the pool. For a connection known to be dead
+    /// or left in an unknown state (a request cut off half-way).
+    pub fn release(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.dest.pool.store.forget(&self.dest, Reason::Released);
+            drop(conn);
+        }
+    }
+
+    /// Takes the connection out of the pool's accounting and hands it over (to upgrade a protocol,
+    /// say). The pool no longer counts it.
+    pub fn detach(mut self) -> D::Conn {
+        let conn = self.conn.take();
+        self.dest.pool.store.forget(&self.dest, Reason::Detached);
+        match conn {
+            Some(conn) => conn,
+            None => unreachable!("a guard's connection is taken only by value"),
+        }
+    }
+
+    fn conn(&self) -> &D::Conn {
+        match &self.conn {
+            Some(conn) => conn,
+            None => unreachable!("a guard's connection is taken only by value"),
+        }
+    }
+
+    fn conn_mut(&mut self) -> &mut D::Conn {
+        match &mut self.conn {
+            Some(conn) => conn,
+            None => unreachable!("a guard's connection is taken only by value"),
+        }
+    }
+}
+
+impl<D: Dialer> Drop for Pooled<D> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.dest.pool.check_in(&self.dest, conn);
+        }
+    }
+}
+
+impl<D: Dialer> Deref for Pooled<D> {
+    type Target = D::Conn;
+
+    fn deref(&self) -> &D::Conn {
+        self.conn()
+    }
+}
+
+impl<D: Dialer> DerefMut for Pooled<D> {
+    fn deref_mut(&mut self) -> &mut D::Conn {
+        self.conn_mut()
+    }
+}
+
+impl<D: Dialer> fmt::Debug for Pooled<D>
+where
+    D::Conn: fmt::Debug,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pooled")
+            .field("addr", self.addr())
+            .field("reused", &self.reused)
+            .field("conn", self.conn())
+            .finish()
+    }
+}
+
+impl<D: Dialer> futures_io::AsyncRead for Pooled<D>
+where
+    D::Conn: futures_io::AsyncRead + Unpin,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().conn_mut()).poll_read(cx, buf)
+    }
+
+    fn poll_read_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &mut [io::IoSliceMut<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().conn_mut()).poll_read_vectored(cx, bufs)
+    }
+}
+
+impl<D: Dialer> futures_io::AsyncWrite for Pooled<D>
+where
+    D::Conn: futures_io::AsyncWrite + Unpin,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().conn_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().conn_mut()).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().conn_mut()).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().conn_mut()).poll_close(cx)
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<D: Dialer> tokio::io::AsyncRead for Pooled<D>
+where
+    D::Conn: tokio::io::AsyncRead + Unpin,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().conn_mut()).poll_read(cx, buf)
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<D: Dialer> tokio::io::AsyncWrite for Pooled<D>
+where
+    D::Conn: tokio::io::AsyncWrite + Unpin,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().conn_mut()).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(self.get_mut().conn_mut()).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.conn().is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().conn_mut()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self.get_mut().conn_mut()).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,118 @@
+//! The background reaper: a thin async loop around [`Store::reap`](crate::store::Store::reap).
+//!
+//! It sleeps until the next idle deadline, parks while nothing is idle (a returned connection wakes
+//! it), and ends when the pool is closed or gone. It holds only a `Weak` to the pool, so it never
+//! keeps a pool alive.
+
+use std::future::{poll_fn, Future};
+use std::task::Poll;
+use std::time::Duration;
+
+use futures_core::future::BoxFuture;
+use futures_util::task::AtomicWaker;
+
+use crate::clock::{Clock, Spawner};
+use crate::pool::PoolInner;
+use crate::sync::{Arc, AtomicBool, Ordering, Weak};
+use crate::Dialer;
+
+/// How the pool talks to its reaper.
+#[derive(Default)]
+pub(crate) struct ReaperSignal {
+    /// Set by the reaper before it parks; a connection turning idle clears it and wakes the reaper.
+    parked: AtomicBool,
+    notified: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl ReaperSignal {
+    /// A connection became idle: wake the reaper if it parked for want of one.
+    ///
+    /// The reaper sets `parked` before it looks at the store, and the connection went idle under
+    /// a shard lock before this load, so either the reaper saw it or this sees `parked`.
+    pub(crate) fn idle_added(&self) {
+        if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
+            self.notify();
+        }
+    }
+
+    /// The pool closed: wake the reaper so that it ends now.
+    pub(crate) fn stop(&self) {
+        self.notify();
+    }
+
+    fn notify(&self) {
+        self.notified.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Waits for `sleep` (or forever when `None`) or a notification, whichever comes first.
+    fn wait(&self, mut sleep: Option<BoxFuture<'static, ()>>) -> impl Future<Output = ()> + '_ {
+        poll_fn(move |cx| {
+            self.waker.register(cx.waker());
+            if self.notified.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(());
+            }
+            match sleep.as_mut() {
+                Some(sleep) => sleep.as_mut().poll(cx),
+                None => Poll::Pending,
+            }
+        })
+    }
+}
+
+/// Starts the reaper of `pool` on `spawner`.
+pub(crate) fn spawn<D: Dialer>(
+    pool: &Arc<PoolInner<D>>,
+    signal: &Arc<ReaperSignal>,
+    spawner: &dyn Spawner,
+) {
+    let task = run(Arc::downgrade(pool), pool.clock.clone(), signal.clone());
+    spawner.spawn(Box::pin(task));
+}
+
+async fn run<D: Dialer>(
+    pool: Weak<PoolInner<D>>,
+    clock: Arc<dyn Clock>,
+    signal: Arc<ReaperSignal>,
+) {
+    loop {
+        let nap = {
+            let Some(pool) = pool.upgrade() else { return };
+            if pool.store.is_closed() {
+                return;
+            }
+            match next_nap(&pool, clock.as_ref(), &signal) {
+                Some(nap) => nap,
+                None => continue,
+            }
+        };
+        signal.wait(nap.map(|d| clock.sleep(d))).await;
+    }
+}
+
+/// Reaps, then says how long to sleep: `Some(Some(d))` until the next deadline, `Some(None)` parked
+/// until something goes idle, `None` to look again at once (something went idle while parking).
+fn next_nap<D: Dialer>(
+    pool: &PoolInner<D>,
+    clock: &dyn Clock,
+    signal: &ReaperSignal,
+) -> Option<Option<Duration>> {
+    let now = clock.now();
+    let (_, next) = pool.store.reap(now);
+    if let Some(deadline) = next {
+        // Waking at most sixteen times per idle timeout bounds the work of a pool whose
+        // connections come back at scattered times; none is handed out late meanwhile, since a
+        // get checks the idle time itself.
+        let granularity = pool.store.idle_timeout() / 16;
+        return Some(Some(
+            deadline.saturating_duration_since(now).max(granularity),
+        ));
+    }
+    signal.parked.store(true, Ordering::SeqCst);
+    if pool.store.has_idle() {
+        signal.parked.store(false, Ordering::SeqCst);
+        return None;
+    }
+    Some(None)
+}

@@ -1,0 +1,112 @@
+//! What the pool holds and what it has done: [`Stats`], [`DestinationStats`], [`Counters`].
+
+/// A snapshot of a pool, from [`Pool::stats`](crate::Pool::stats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stats<A> {
+    /// One entry per destination with at least one connection (held or idle), in no set order.
+    pub destinations: Vec<DestinationStats<A>>,
+    /// What the pool has done since it was built.
+    pub counters: Counters,
+}
+
+impl<A: PartialEq> Stats<A> {
+    /// The entry for `addr`, if the pool has connections to it.
+    pub fn destination(&self, addr: &A) -> Option<&DestinationStats<A>> {
+        self.destinations.iter().find(|d| d.addr == *addr)
+    }
+}
+
+impl<A> Stats<A> {
+    /// Connections across all destinations, held and idle.
+    pub fn total(&self) -> usize {
+        self.destinations.iter().map(|d| d.total).sum()
+    }
+
+    /// Idle connections across all destinations.
+    pub fn idle(&self) -> usize {
+        self.destinations.iter().map(|d| d.idle).sum()
+    }
+}
+
+/// The connections of one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationStats<A> {
+    /// The destination.
+    pub addr: A,
+    /// Connections to it: those held by callers plus the idle ones.
+    pub total: usize,
+    /// Idle connections to it, ready to be reused.
+    pub idle: usize,
+}
+
+/// Counts of what a pool has done since it was built.
+///
+/// Every dialed connection ends in exactly one place, so
+/// `dials == idle + held + closed() + detached` at any quiet moment.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Gets answered with an idle connection.
+    pub hits: u64,
+    /// Connections dialed successfully.
+    pub dials: u64,
+    /// Dials that failed.
+    pub dial_errors: u64,
+    /// Idle connections closed because their idle time was up.
+    pub closed_expired: u64,
+    /// Returned connections closed because their destination already had `capacity` idle.
+    pub closed_over_capacity: u64,
+    /// Connections closed because [`Dialer::is_open`](crate::Dialer::is_open) said no.
+    pub closed_not_open: u64,
+    /// Connections closed by [`Pooled::release`](crate::Pooled::release).
+    pub released: u64,
+    /// Connections closed because the pool was closed (idle ones at once, held ones on return,
+    /// and dials that finished after the close).
+    pub closed_pool_closed: u64,
+    /// Idle connections closed by [`Pool::purge`](crate::Pool::purge).
+    pub closed_purged: u64,
+    /// Connections closed because they were dropped while their thread was panicking.
+    pub closed_panicking: u64,
+    /// Connections taken out of the pool by [`Pooled::detach`](crate::Pooled::detach).
+    pub detached: u64,
+}
+
+impl Counters {
+    /// Connections the pool has closed, for any reason.
+    pub fn closed(&self) -> u64 {
+        self.closed_expired
+            + self.closed_over_capacity
+            + self.closed_not_open
+            + self.released
+            + self.closed_pool_closed
+            + self.closed_purged
+            + self.closed_panicking
+    }
+
+    pub(crate) fn add(&mut self, other: &Counters) {
+        let Counters {
+            hits,
+            dials,
+            dial_errors,
+            closed_expired,
+            closed_over_capacity,
+            closed_not_open,
+            released,
+            closed_pool_closed,
+            closed_purged,
+            closed_panicking,
+            detached,
+        } = other;
+        self.hits += hits;
+        self.dials += dials;
+        self.dial_errors += dial_errors;
+        self.closed_expired += closed_expired;
+        self.closed_over_capacity += closed_over_capacity;
+        self.closed_not_open += closed_not_open;
+        self.released += released;
+        self.closed_pool_closed += closed_pool_closed;
+        self.closed_purged += closed_purged;
+        self.closed_panicking += closed_panicking;
+        self.detached += detached;
+    }
+}

@@ -1,0 +1,447 @@
+//! go-connpool's behaviour and DESIGN.md's semantics, on the core with no runtime.
+
+mod support;
+
+use std::io;
+use std::time::Duration;
+
+use connpool_core::{Error, ManualClock, Pool, Pooled};
+use futures::executor::block_on;
+use support::{addr, poll_once, TestDialer};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn pool(capacity: usize) -> (Pool<TestDialer>, TestDialer, ManualClock) {
+    let dialer = TestDialer::new();
+    let clock = ManualClock::new();
+    let pool = Pool::builder(dialer.clone())
+        .capacity(capacity)
+        .idle_timeout(MINUTE)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    (pool, dialer, clock)
+}
+
+fn get(pool: &Pool<TestDialer>, a: &str) -> Pooled<TestDialer> {
+    block_on(pool.get(&addr(a))).unwrap()
+}
+
+/// (total, idle) for `a`, or (0, 0) when the pool has nothing there.
+fn counts(pool: &Pool<TestDialer>, a: &str) -> (usize, usize) {
+    pool.stats()
+        .destination(&addr(a))
+        .map_or((0, 0), |d| (d.total, d.idle))
+}
+
+#[test]
+fn sequential_gets_reuse_one_connection() {
+    let (pool, dialer, _) = pool(2);
+    for i in 0..10 {
+        let conn = get(&pool, "a:1");
+        assert_eq!(conn.id, 0);
+        assert_eq!(conn.is_reused(), i > 0);
+        assert_eq!(conn.addr(), "a:1");
+    }
+    assert_eq!(dialer.dials(), 1);
+    let c = pool.stats().counters;
+    assert_eq!((c.dials, c.hits), (1, 9));
+    assert_eq!(counts(&pool, "a:1"), (1, 1));
+}
+
+#[test]
+fn capacity_zero_keeps_nothing() {
+    let (pool, dialer, _) = pool(0);
+    for _ in 0..3 {
+        drop(get(&pool, "a:1"));
+        assert_eq!(counts(&pool, "a:1"), (0, 0));
+    }
+    assert_eq!(dialer.dials(), 3);
+    assert_eq!(dialer.live(), 0);
+    assert_eq!(pool.stats().counters.closed_over_capacity, 3);
+    assert!(pool.stats().destinations.is_empty());
+}
+
+#[test]
+fn capacity_bounds_idle_per_host_and_closes_the_rest() {
+    let (pool, dialer, _) = pool(2);
+    let held: Vec<_> = (0..5).map(|_| get(&pool, "a:1")).collect();
+    let other: Vec<_> = (0..3).map(|_| get(&pool, "b:1")).collect();
+    assert_eq!(counts(&pool, "a:1"), (5, 0));
+    drop(held);
+    drop(other);
+    assert_eq!(counts(&pool, "a:1"), (2, 2));
+    assert_eq!(counts(&pool, "b:1"), (2, 2));
+    assert_eq!(dialer.live(), 4);
+    assert_eq!(pool.stats().counters.closed_over_capacity, 4);
+}
+
+#[test]
+fn idle_connections_go_out_last_in_first_out() {
+    let (pool, _, _) = pool(4);
+    let (c0, c1, c2) = (get(&pool, "a:1"), get(&pool, "a:1"), get(&pool, "a:1"));
+    drop(c1);
+    drop(c0);
+    drop(c2);
+    assert_eq!(get(&pool, "a:1").id, 2);
+    let (x, y, z) = (get(&pool, "a:1"), get(&pool, "a:1"), get(&pool, "a:1"));
+    assert_eq!((x.id, y.id, z.id), (2, 0, 1));
+}
+
+#[test]
+fn reuse_is_per_address() {
+    let (pool, dialer, _) = pool(4);
+    drop(get(&pool, "a:1"));
+    let b = get(&pool, "b:1");
+    assert_eq!(b.addr, "b:1");
+    assert!(!b.is_reused());
+    drop(b);
+    for _ in 0..5 {
+        let a = get(&pool, "a:1");
+        let b = get(&pool, "b:1");
+        assert_eq!((a.addr.as_str(), b.addr.as_str()), ("a:1", "b:1"));
+    }
+    assert_eq!(dialer.dials(), 2);
+}
+
+#[test]
+fn release_closes_and_never_returns() {
+    let (pool, dialer, _) = pool(4);
+    let conn = get(&pool, "a:1");
+    conn.release();
+    assert_eq!(dialer.live(), 0);
+    assert_eq!(counts(&pool, "a:1"), (0, 0));
+    assert!(pool.stats().destinations.is_empty());
+    assert_eq!(pool.stats().counters.released, 1);
+    assert!(!get(&pool, "a:1").is_reused());
+}
+
+#[test]
+fn dial_bypasses_idle_connections() {
+    let (pool, dialer, _) = pool(4);
+    drop(get(&pool, "a:1"));
+    let fresh = block_on(pool.dial(&addr("a:1"))).unwrap();
+    assert!(!fresh.is_reused());
+    assert_eq!(fresh.id, 1);
+    assert_eq!(counts(&pool, "a:1"), (2, 1));
+    drop(fresh);
+    assert_eq!(counts(&pool, "a:1"), (2, 2));
+    assert_eq!(dialer.dials(), 2);
+}
+
+/// go-connpool's README: a dead connection is released and the retry dials afresh.
+#[test]
+fn dead_connection_release_then_dial_works() {
+    let (pool, dialer, _) = pool(4);
+    let conns: Vec<_> = (0..3).map(|_| get(&pool, "a:1")).collect();
+    drop(conns);
+    dialer.kill_all(); // the backend crashed: every idle connection is dead
+    let conn = block_on(pool.get(&addr("a:1"))).unwrap();
+    // With check_on_get the dead ones are skipped without an error.
+    assert!(!conn.is_reused());
+    assert_eq!(pool.stats().counters.closed_not_open, 3);
+    conn.release();
+
+    let (unchecked, dialer, _) = {
+        let dialer = TestDialer::new();
+        let pool = Pool::builder(dialer.clone())
+            .check_on_get(false)
+            .build()
+            .unwrap();
+        (pool, dialer, ())
+    };
+    drop(get(&unchecked, "a:1"));
+    dialer.kill_all();
+    let dead = get(&unchecked, "a:1");
+    assert!(dead.is_reused() && !dead.open.load(std::sync::atomic::Ordering::SeqCst));
+    dead.release(); // known dead
+    let retry = block_on(unchecked.dial(&addr("a:1"))).unwrap();
+    assert!(retry.open.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(dialer.dials(), 2);
+}
+
+#[test]
+fn a_connection_found_closed_on_return_is_not_kept() {
+    let (pool, dialer, _) = pool(4);
+    let conn = get(&pool, "a:1");
+    conn.kill();
+    drop(conn);
+    assert_eq!(counts(&pool, "a:1"), (0, 0));
+    assert_eq!(dialer.live(), 0);
+    assert_eq!(pool.stats().counters.closed_not_open, 1);
+}
+
+#[test]
+fn detach_takes_the_connection_out_of_the_accounting() {
+    let (pool, dialer, _) = pool(4);
+    let conn = get(&pool, "a:1").detach();
+    assert_eq!(conn.addr, "a:1");
+    assert_eq!(counts(&pool, "a:1"), (0, 0));
+    assert_eq!(dialer.live(), 1);
+    assert_eq!(pool.stats().counters.detached, 1);
+    drop(conn);
+    assert_eq!(dialer.live(), 0);
+}
+
+#[test]
+fn purge_closes_the_idle_connections_of_one_destination() {
+    let (pool, dialer, _) = pool(4);
+    let a: Vec<_> = (0..3).map(|_| get(&pool, "a:1")).collect();
+    let b = get(&pool, "b:1");
+    let held = get(&pool, "a:1");
+    drop(a);
+    drop(b);
+    assert_eq!(pool.purge(&addr("a:1")), 3);
+    assert_eq!(pool.purge(&addr("nowhere:1")), 0);
+    assert_eq!(counts(&pool, "a:1"), (1, 0));
+    assert_eq!(counts(&pool, "b:1"), (1, 1));
+    assert_eq!(dialer.live(), 2);
+    drop(held);
+    assert_eq!(counts(&pool, "a:1"), (1, 1));
+    assert_eq!(pool.stats().counters.closed_purged, 3);
+}
+
+#[test]
+fn close_is_idempotent_frees_idle_and_closes_later_returns() {
+    let (pool, dialer, _) = pool(4);
+    let held = get(&pool, "a:1");
+    drop(get(&pool, "b:1"));
+    drop(get(&pool, "c:1"));
+    assert!(!pool.is_closed());
+    pool.close();
+    pool.close();
+    assert!(pool.is_closed());
+    assert_eq!(dialer.live(), 1);
+    assert_eq!(counts(&pool, "a:1"), (1, 0));
+    assert!(matches!(
+        block_on(pool.get(&addr("a:1"))),
+        Err(Error::Closed)
+    ));
+    assert!(matches!(
+        block_on(pool.dial(&addr("z:1"))),
+        Err(Error::Closed)
+    ));
+    drop(held);
+    assert_eq!(dialer.live(), 0);
+    assert!(pool.stats().destinations.is_empty());
+    let c = pool.stats().counters;
+    assert_eq!(c.closed_pool_closed, 3);
+    assert_eq!(c.dials, 3);
+}
+
+#[test]
+fn a_dial_that_finishes_after_close_is_closed() {
+    let (pool, dialer, _) = pool(4);
+    let gate = dialer.hold();
+    let a = addr("a:1");
+    let mut fut = Box::pin(pool.get(&a));
+    assert!(poll_once(&mut fut).is_pending());
+    pool.close();
+    gate.open();
+    assert!(matches!(block_on(fut), Err(Error::Closed)));
+    assert_eq!(dialer.live(), 0);
+    let c = pool.stats().counters;
+    assert_eq!((c.dials, c.closed_pool_closed), (1, 1));
+    assert!(pool.stats().destinations.is_empty());
+}
+
+#[test]
+fn dropping_the_last_handle_closes_the_pool() {
+    let (pool, dialer, _) = pool(4);
+    let other = pool.clone();
+    let held = get(&pool, "a:1");
+    drop(get(&pool, "b:1"));
+    drop(pool);
+    assert!(!other.is_closed());
+    assert_eq!(dialer.live(), 2);
+    drop(other);
+    assert_eq!(dialer.live(), 1);
+    drop(held);
+    assert_eq!(dialer.live(), 0);
+}
+
+#[test]
+fn stats_count_total_and_idle_per_destination() {
+    let (pool, _, _) = pool(8);
+    let a: Vec<_> = (0..3).map(|_| get(&pool, "a:1")).collect();
+    let mut b: Vec<_> = (0..2).map(|_| get(&pool, "b:1")).collect();
+    b.pop();
+    let stats = pool.stats();
+    assert_eq!(stats.destinations.len(), 2);
+    assert_eq!(counts(&pool, "a:1"), (3, 0));
+    assert_eq!(counts(&pool, "b:1"), (2, 1));
+    assert_eq!((stats.total(), stats.idle()), (5, 1));
+    drop(a);
+    assert_eq!(counts(&pool, "a:1"), (3, 3));
+}
+
+#[test]
+fn idle_connections_expire_lazily_on_get() {
+    let (pool, dialer, clock) = pool(4);
+    drop(get(&pool, "a:1"));
+    clock.advance(MINUTE - Duration::from_nanos(1));
+    assert!(get(&pool, "a:1").is_reused());
+    clock.advance(MINUTE);
+    let conn = get(&pool, "a:1");
+    assert!(
+        !conn.is_reused(),
+        "an expired connection must not be handed out"
+    );
+    assert_eq!(conn.id, 1);
+    assert_eq!(dialer.live(), 1);
+    assert_eq!(pool.stats().counters.closed_expired, 1);
+}
+
+#[test]
+fn idle_connections_expire_lazily_on_return_and_reap() {
+    let (pool, dialer, clock) = pool(4);
+    let (c0, c1) = (get(&pool, "a:1"), get(&pool, "a:1"));
+    drop(c0);
+    clock.advance(MINUTE);
+    drop(c1); // closes c0 on the way in
+    assert_eq!(counts(&pool, "a:1"), (1, 1));
+    assert_eq!(dialer.live(), 1);
+    drop(get(&pool, "b:1"));
+    assert_eq!(pool.reap(), 0);
+    clock.advance(MINUTE);
+    assert_eq!(pool.reap(), 2);
+    assert!(pool.stats().destinations.is_empty());
+    assert_eq!(dialer.live(), 0);
+    assert_eq!(pool.stats().counters.closed_expired, 3);
+}
+
+#[test]
+fn a_dial_error_reaches_the_caller_with_its_source() {
+    let (pool, dialer, _) = pool(4);
+    dialer.fail("down:1", io::ErrorKind::ConnectionRefused);
+    let err = block_on(pool.get(&addr("down:1"))).unwrap_err();
+    let Error::Dial(ref io_err) = err else {
+        panic!("expected a dial error, got {err:?}")
+    };
+    assert_eq!(io_err.kind(), io::ErrorKind::ConnectionRefused);
+    assert!(err.to_string().contains("cannot reach down:1"), "{err}");
+    let source = std::error::Error::source(&err).expect("the io error is the source");
+    assert!(source.to_string().contains("cannot reach down:1"));
+    assert_eq!(
+        io::Error::from(err).kind(),
+        io::ErrorKind::ConnectionRefused
+    );
+    assert_eq!(pool.stats().counters.dial_errors, 1);
+    assert!(pool.stats().destinations.is_empty());
+    dialer.heal("down:1");
+    assert!(block_on(pool.get(&addr("down:1"))).is_ok());
+}
+
+#[test]
+fn errors_convert_to_io_errors_of_the_right_kind() {
+    assert_eq!(
+        io::Error::from(Error::Closed).kind(),
+        io::ErrorKind::NotConnected
+    );
+    assert_eq!(
+        io::Error::from(Error::Timeout).kind(),
+        io::ErrorKind::TimedOut
+    );
+    assert!(Error::Closed.to_string().contains("closed"));
+}
+
+#[test]
+fn bad_settings_are_build_errors_that_name_the_setting() {
+    let err = Pool::new(TestDialer::new(), 4, Duration::ZERO).unwrap_err();
+    assert_eq!(err.setting(), "idle_timeout");
+    assert!(err.to_string().contains("idle_timeout"), "{err}");
+    let err = Pool::builder(TestDialer::new())
+        .spawner(support::TestSpawner::default())
+        .build()
+        .unwrap_err();
+    assert_eq!(err.setting(), "spawner");
+    assert!(err.to_string().contains("clock"), "{err}");
+}
+
+#[test]
+fn extreme_settings_work() {
+    let dialer = TestDialer::new();
+    let pool = Pool::builder(dialer.clone())
+        .capacity(usize::MAX)
+        .idle_timeout(Duration::MAX)
+        .clock(ManualClock::new())
+        .spawner(support::TestSpawner::default())
+        .build()
+        .unwrap();
+    drop(get(&pool, "a:1"));
+    assert_eq!(pool.reap(), 0);
+    assert!(get(&pool, "a:1").is_reused());
+    let tiny = Pool::new(TestDialer::new(), 1, Duration::from_nanos(1)).unwrap();
+    drop(get(&tiny, ""));
+    std::thread::sleep(Duration::from_micros(10));
+    assert!(!get(&tiny, "").is_reused());
+}
+
+#[test]
+fn a_connection_dropped_while_panicking_is_closed() {
+    let (pool, dialer, _) = pool(4);
+    let conn = get(&pool, "a:1");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _conn = conn;
+        panic!("handler failed mid-request");
+    }));
+    assert!(result.is_err());
+    assert_eq!(dialer.live(), 0);
+    assert_eq!(counts(&pool, "a:1"), (0, 0));
+    assert_eq!(pool.stats().counters.closed_panicking, 1);
+    assert!(!get(&pool, "a:1").is_reused());
+}
+
+#[test]
+fn a_cancelled_get_leaves_every_count_as_it_was() {
+    let (pool, dialer, _) = pool(4);
+    drop(get(&pool, "b:1"));
+    let before = pool.stats();
+    let gate = dialer.hold();
+    let a = addr("a:1");
+    let mut fut = Box::pin(pool.get(&a));
+    assert!(poll_once(&mut fut).is_pending());
+    drop(fut);
+    let b = addr("b:1");
+    let mut fut = Box::pin(pool.dial(&b));
+    assert!(poll_once(&mut fut).is_pending());
+    drop(fut);
+    gate.open();
+    assert_eq!(pool.stats(), before);
+    assert_eq!(dialer.live(), 1);
+    // The store took the reservation back: a later get still works and the map is clean.
+    dialer.release_hold();
+    drop(get(&pool, "a:1"));
+    assert_eq!(counts(&pool, "a:1"), (1, 1));
+}
+
+#[test]
+fn guards_dropped_on_plain_threads_return() {
+    let (pool, dialer, _) = pool(4);
+    let conns: Vec<_> = (0..3).map(|_| get(&pool, "a:1")).collect();
+    std::thread::spawn(move || drop(conns)).join().unwrap();
+    assert_eq!(counts(&pool, "a:1"), (3, 3));
+    assert_eq!(dialer.live(), 3);
+}
+
+#[test]
+fn dial_fn_makes_a_dialer() {
+    let pool = Pool::new(
+        connpool_core::dial_fn(|port: u16| async move {
+            if port == 0 {
+                Err(io::Error::new(io::ErrorKind::InvalidInput, "port 0"))
+            } else {
+                Ok(port * 2)
+            }
+        }),
+        1,
+        MINUTE,
+    )
+    .unwrap();
+    assert_eq!(*block_on(pool.get(&21)).unwrap(), 42);
+    assert!(matches!(block_on(pool.get(&0)), Err(Error::Dial(_))));
+    assert!(pool.dialer().is_open(&1));
+    assert!(format!("{pool:?}").contains("capacity: 1"));
+}
+
+use connpool_core::Dialer as _;

@@ -1,0 +1,249 @@
+//! Test doubles shared by the core's tests: a counting dialer whose connections know when they
+//! close, a dial gate for cancellation, and a tiny deterministic executor for the reaper.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures::future::BoxFuture;
+
+/// A fake connection: remembers which address it was dialed for and its serial number, and tells
+/// the dialer when it closes (is dropped).
+#[derive(Debug)]
+pub struct Conn {
+    pub addr: String,
+    pub id: usize,
+    pub open: Arc<AtomicBool>,
+    live: Arc<AtomicUsize>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Conn {
+    /// Makes `is_open` answer false from now on, as for a connection whose peer went away.
+    pub fn kill(&self) {
+        self.open.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A dialer that counts its dials and the connections still alive, can be made to fail for some
+/// addresses, and can hold dials until a test lets them go.
+#[derive(Clone, Default)]
+pub struct TestDialer {
+    pub state: Arc<DialerState>,
+}
+
+#[derive(Default)]
+pub struct DialerState {
+    pub dials: AtomicUsize,
+    pub live: Arc<AtomicUsize>,
+    pub failing: Mutex<HashMap<String, io::ErrorKind>>,
+    pub gate: Mutex<Option<Arc<Gate>>>,
+    pub conns: Mutex<Vec<Arc<AtomicBool>>>,
+}
+
+/// Holds dials until opened.
+#[derive(Default)]
+pub struct Gate {
+    open: AtomicBool,
+    waiters: Mutex<Vec<Waker>>,
+}
+
+impl Gate {
+    pub fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        for w in self.waiters.lock().unwrap().drain(..) {
+            w.wake();
+        }
+    }
+}
+
+struct GateWait(Arc<Gate>);
+
+impl Future for GateWait {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.open.load(Ordering::SeqCst) {
+            return Poll::Ready(());
+        }
+        self.0.waiters.lock().unwrap().push(cx.waker().clone());
+        if self.0.open.load(Ordering::SeqCst) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl TestDialer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Connections dialed so far.
+    pub fn dials(&self) -> usize {
+        self.state.dials.load(Ordering::SeqCst)
+    }
+    /// Connections dialed and not yet closed.
+    pub fn live(&self) -> usize {
+        self.state.live.load(Ordering::SeqCst)
+    }
+    pub fn fail(&self, addr: &str, kind: io::ErrorKind) {
+        self.state
+            .failing
+            .lock()
+            .unwrap()
+            .insert(addr.to_string(), kind);
+    }
+    pub fn heal(&self, addr: &str) {
+        self.state.failing.lock().unwrap().remove(addr);
+    }
+    /// Holds every dial from now until the returned gate opens.
+    pub fn hold(&self) -> Arc<Gate> {
+        let gate = Arc::new(Gate::default());
+        *self.state.gate.lock().unwrap() = Some(gate.clone());
+        gate
+    }
+    pub fn release_hold(&self) {
+        if let Some(gate) = self.state.gate.lock().unwrap().take() {
+            gate.open();
+        }
+    }
+    /// Marks every connection dialed so far as dead.
+    pub fn kill_all(&self) {
+        for open in self.state.conns.lock().unwrap().iter() {
+            open.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+#[connpool_core::async_trait]
+impl connpool_core::Dialer for TestDialer {
+    type Addr = String;
+    type Conn = Conn;
+
+    async fn dial(&self, addr: &String) -> io::Result<Conn> {
+        let gate = self.state.gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            GateWait(gate).await;
+        }
+        if let Some(kind) = self.state.failing.lock().unwrap().get(addr) {
+            return Err(io::Error::new(*kind, format!("cannot reach {addr}")));
+        }
+        let id = self.state.dials.fetch_add(1, Ordering::SeqCst);
+        self.state.live.fetch_add(1, Ordering::SeqCst);
+        let open = Arc::new(AtomicBool::new(true));
+        self.state.conns.lock().unwrap().push(open.clone());
+        Ok(Conn {
+            addr: addr.clone(),
+            id,
+            open,
+            live: self.state.live.clone(),
+        })
+    }
+
+    fn is_open(&self, conn: &Conn) -> bool {
+        conn.open.load(Ordering::SeqCst)
+    }
+}
+
+/// A spawner that keeps its tasks until a test runs them, so the reaper runs only when told.
+#[derive(Clone, Default)]
+pub struct TestSpawner {
+    tasks: Arc<Mutex<Vec<Arc<Task>>>>,
+}
+
+struct Task {
+    future: Mutex<Option<BoxFuture<'static, ()>>>,
+    woken: AtomicBool,
+    polls: AtomicUsize,
+}
+
+impl Wake for Task {
+    fn wake(self: Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+    }
+}
+
+impl connpool_core::Spawner for TestSpawner {
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        self.tasks.lock().unwrap().push(Arc::new(Task {
+            future: Mutex::new(Some(task)),
+            woken: AtomicBool::new(true),
+            polls: AtomicUsize::new(0),
+        }));
+    }
+}
+
+impl TestSpawner {
+    /// Polls every woken task until none is woken; returns how many polls that took.
+    pub fn run(&self) -> usize {
+        let mut polls = 0;
+        for _ in 0..10_000 {
+            let tasks: Vec<_> = self.tasks.lock().unwrap().clone();
+            let mut progressed = false;
+            for task in tasks {
+                if !task.woken.swap(false, Ordering::SeqCst) {
+                    continue;
+                }
+                progressed = true;
+                polls += 1;
+                task.polls.fetch_add(1, Ordering::SeqCst);
+                let waker = Waker::from(task.clone());
+                let mut slot = task.future.lock().unwrap();
+                if let Some(fut) = slot.as_mut() {
+                    if fut
+                        .as_mut()
+                        .poll(&mut Context::from_waker(&waker))
+                        .is_ready()
+                    {
+                        *slot = None;
+                    }
+                }
+            }
+            if !progressed {
+                return polls;
+            }
+        }
+        panic!("tasks kept waking each other for 10 000 rounds");
+    }
+
+    /// Tasks spawned and not finished.
+    pub fn pending(&self) -> usize {
+        self.tasks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| t.future.lock().unwrap().is_some())
+            .count()
+    }
+
+    /// How many times the tasks have been polled in all.
+    pub fn polls(&self) -> usize {
+        self.tasks
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| t.polls.load(Ordering::SeqCst))
+            .sum()
+    }
+}
+
+/// Polls `fut` once with a no-op waker.
+pub fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    let waker = Waker::noop();
+    Pin::new(fut).poll(&mut Context::from_waker(waker))
+}
+
+pub fn addr(s: &str) -> String {
+    s.to_string()
+}

@@ -1,0 +1,1 @@
+//! connpool on smol (the adapter is being written).

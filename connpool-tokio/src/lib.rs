@@ -1,0 +1,1 @@
+//! connpool on tokio (the adapter is being written).

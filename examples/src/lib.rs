@@ -1,0 +1,1 @@
+//! Examples of connpool; see the files under examples/.
