@@ -145,6 +145,11 @@ impl<D: Dialer> Pool<D> {
         &self.handle.inner
     }
 
+    #[cfg(test)]
+    pub(crate) fn handle_inner(&self) -> &PoolInner<D> {
+        self.inner()
+    }
+
     /// An idle connection to `addr` if one is usable (most recently returned first), else a new
     /// one.
     ///

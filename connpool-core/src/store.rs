@@ -473,3 +473,71 @@ fn shard_count() -> usize {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     (threads * 8).next_power_of_two().clamp(8, 128)
 }
+
+#[cfg(test)]
+impl<D: Dialer> Store<D> {
+    /// Buckets in the tables, including those that only count a dial in flight.
+    fn buckets(&self) -> usize {
+        self.shards.iter().map(|s| lock(&s.0).buckets.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
+    use futures::executor::block_on;
+
+    use crate::{dial_fn, ManualClock, Pool};
+
+    /// Short-lived destinations: every way a connection can end leaves no bucket behind.
+    #[test]
+    fn empty_destinations_leave_the_map() {
+        let clock = ManualClock::new();
+        let dialer = dial_fn(|port: u32| async move {
+            if port % 5 == 4 {
+                Err(std::io::Error::other("refused"))
+            } else {
+                Ok(port)
+            }
+        });
+        let pool = Pool::builder(dialer)
+            .capacity(2)
+            .idle_timeout(Duration::from_secs(1))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let store = &pool.handle_inner().store;
+        for port in 0..10_000u32 {
+            match port % 5 {
+                0 => drop(block_on(pool.get(&port)).unwrap()),
+                1 => block_on(pool.get(&port)).unwrap().release(),
+                2 => drop(block_on(pool.dial(&port)).unwrap().detach()),
+                // A get dropped before it ran (one dropped mid-dial is the next test).
+                3 => drop(pool.get(&port)),
+                _ => assert!(block_on(pool.get(&port)).is_err()),
+            }
+        }
+        assert_eq!(store.buckets(), 2_000, "only the idle ones remain");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(pool.reap(), 2_000);
+        assert_eq!(store.buckets(), 0);
+        assert!(pool.stats().destinations.is_empty());
+    }
+
+    #[test]
+    fn a_get_cancelled_while_dialing_leaves_no_bucket() {
+        let dialer = dial_fn(|_: u8| std::future::pending::<std::io::Result<()>>());
+        let pool = Pool::new(dialer, 2, Duration::from_secs(1)).unwrap();
+        for _ in 0..3 {
+            let mut fut = pin!(pool.get(&1));
+            let poll = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+            assert!(matches!(poll, Poll::Pending));
+            assert_eq!(pool.handle_inner().store.buckets(), 1);
+        }
+        assert_eq!(pool.handle_inner().store.buckets(), 0);
+    }
+}

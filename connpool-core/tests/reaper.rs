@@ -1,0 +1,160 @@
+//! The background reaper, driven by a ManualClock and a spawner that runs only when told.
+
+mod support;
+
+use std::time::Duration;
+
+use connpool_core::{ManualClock, Pool};
+use futures::executor::block_on;
+use support::{addr, TestDialer, TestSpawner};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn pool() -> (Pool<TestDialer>, TestDialer, ManualClock, TestSpawner) {
+    let dialer = TestDialer::new();
+    let clock = ManualClock::new();
+    let spawner = TestSpawner::default();
+    let pool = Pool::builder(dialer.clone())
+        .capacity(4)
+        .idle_timeout(TIMEOUT)
+        .clock(clock.clone())
+        .spawner(spawner.clone())
+        .build()
+        .unwrap();
+    (pool, dialer, clock, spawner)
+}
+
+#[test]
+fn the_reaper_closes_idle_connections_after_the_timeout_without_any_call() {
+    let (pool, dialer, clock, spawner) = pool();
+    spawner.run();
+    assert_eq!(spawner.pending(), 1);
+    let conns: Vec<_> = (0..3)
+        .map(|_| block_on(pool.get(&addr("a:1"))).unwrap())
+        .collect();
+    drop(conns);
+    spawner.run();
+    assert_eq!(
+        clock.pending_sleeps(),
+        1,
+        "the reaper sleeps until the deadline"
+    );
+    clock.advance(TIMEOUT - Duration::from_millis(1));
+    spawner.run();
+    assert_eq!(dialer.live(), 3);
+    clock.advance(Duration::from_millis(1));
+    spawner.run();
+    assert_eq!(dialer.live(), 0);
+    assert!(pool.stats().destinations.is_empty());
+    assert_eq!(pool.stats().counters.closed_expired, 3);
+}
+
+#[test]
+fn the_reaper_follows_staggered_deadlines() {
+    let (pool, dialer, clock, spawner) = pool();
+    spawner.run();
+    drop(block_on(pool.get(&addr("a:1"))).unwrap());
+    spawner.run();
+    clock.advance(Duration::from_secs(4));
+    drop(block_on(pool.get(&addr("b:1"))).unwrap());
+    spawner.run();
+    clock.advance(Duration::from_secs(6));
+    spawner.run();
+    assert_eq!(dialer.live(), 1, "a:1 expired, b:1 has 4 s left");
+    assert!(pool.stats().destination(&addr("b:1")).is_some());
+    clock.advance(Duration::from_secs(4));
+    spawner.run();
+    assert_eq!(dialer.live(), 0);
+}
+
+#[test]
+fn the_reaper_parks_while_nothing_is_idle() {
+    let (pool, _dialer, clock, spawner) = pool();
+    spawner.run();
+    let parked_polls = spawner.polls();
+    assert_eq!(clock.pending_sleeps(), 0, "nothing idle: no timer at all");
+    for _ in 0..100 {
+        clock.advance(TIMEOUT);
+        spawner.run();
+    }
+    assert_eq!(
+        spawner.polls(),
+        parked_polls,
+        "a parked reaper is never polled"
+    );
+
+    // A held connection is not idle: still parked.
+    let held = block_on(pool.get(&addr("a:1"))).unwrap();
+    spawner.run();
+    assert_eq!(spawner.polls(), parked_polls);
+
+    // Once it comes back, the reaper wakes once, sleeps until its deadline, reaps, parks again.
+    drop(held);
+    spawner.run();
+    clock.advance(TIMEOUT);
+    spawner.run();
+    let after_reap = spawner.polls();
+    assert!(
+        after_reap - parked_polls <= 3,
+        "woke {} times",
+        after_reap - parked_polls
+    );
+    assert_eq!(clock.pending_sleeps(), 0);
+    for _ in 0..100 {
+        clock.advance(TIMEOUT);
+        spawner.run();
+    }
+    assert_eq!(spawner.polls(), after_reap);
+}
+
+#[test]
+fn the_reaper_wakes_a_bounded_number_of_times_per_timeout() {
+    let (pool, _dialer, clock, spawner) = pool();
+    spawner.run();
+    // A connection comes back every 100 ms for ten timeouts: a naive reaper would wake for each.
+    let start = spawner.polls();
+    for _ in 0..1000 {
+        drop(block_on(pool.get(&addr("a:1"))).unwrap());
+        clock.advance(Duration::from_millis(100));
+        spawner.run();
+    }
+    let wakeups = spawner.polls() - start;
+    assert!(
+        wakeups <= 10 * 17,
+        "{wakeups} wake-ups in ten idle timeouts"
+    );
+}
+
+#[test]
+fn the_reaper_ends_when_the_pool_is_closed() {
+    let (pool, _dialer, _clock, spawner) = pool();
+    drop(block_on(pool.get(&addr("a:1"))).unwrap());
+    spawner.run();
+    assert_eq!(spawner.pending(), 1);
+    pool.close();
+    spawner.run();
+    assert_eq!(spawner.pending(), 0);
+}
+
+#[test]
+fn the_reaper_ends_when_the_last_handle_is_dropped_even_with_a_guard_out() {
+    let (pool, dialer, _clock, spawner) = pool();
+    spawner.run();
+    let held = block_on(pool.get(&addr("a:1"))).unwrap();
+    drop(pool);
+    spawner.run();
+    assert_eq!(spawner.pending(), 0);
+    drop(held);
+    assert_eq!(dialer.live(), 0);
+}
+
+#[test]
+fn a_get_never_hands_out_an_expired_connection_before_the_reaper_runs() {
+    let (pool, dialer, clock, spawner) = pool();
+    spawner.run();
+    drop(block_on(pool.get(&addr("a:1"))).unwrap());
+    clock.advance(TIMEOUT); // the reaper has not run yet
+    let conn = block_on(pool.get(&addr("a:1"))).unwrap();
+    assert!(!conn.is_reused());
+    assert_eq!(dialer.dials(), 2);
+}
