@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::clock::{Clock, Spawner, SystemClock};
+use crate::clock::{nanos, Clock, Nanos, Spawner, Timebase};
 use crate::error::{BuildError, Error};
 use crate::pooled::Pooled;
 use crate::reaper::{self, ReaperSignal};
@@ -79,9 +79,9 @@ impl<D: Dialer> Drop for Handle<D> {
 pub(crate) struct PoolInner<D: Dialer> {
     pub(crate) dialer: D,
     pub(crate) store: Store<D>,
-    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) time: Timebase,
     check_on_get: bool,
-    reaper: Arc<ReaperSignal>,
+    pub(crate) reaper: Arc<ReaperSignal>,
 }
 
 impl<D: Dialer> PoolInner<D> {
@@ -108,7 +108,7 @@ impl<D: Dialer> PoolInner<D> {
                 drop(conn);
             }
             None => {
-                if self.store.check_in(dest, conn, self.clock.now()) {
+                if self.store.check_in(dest, conn, self.time.now()) {
                     self.reaper.idle_added();
                 }
             }
@@ -162,7 +162,7 @@ impl<D: Dialer> Pool<D> {
         let inner = self.inner();
         let hash = inner.store.hash(addr);
         loop {
-            let now = inner.clock.now();
+            let now = inner.time.now();
             match inner.store.checkout(inner, addr, hash, now) {
                 Checkout::Reuse(dest, conn) => {
                     if inner.check_on_get && !inner.dialer.is_open(&conn) {
@@ -225,7 +225,7 @@ impl<D: Dialer> Pool<D> {
     /// connections are closed lazily when their destination is next used, or by this call.
     pub fn reap(&self) -> usize {
         let inner = self.inner();
-        inner.store.reap(inner.clock.now()).0
+        inner.store.reap(inner.time.now()).0
     }
 
     /// Closes every idle connection to `addr` (a backend known to be gone); returns how many.
@@ -335,8 +335,8 @@ impl<D: Dialer> Builder<D> {
         self
     }
 
-    /// The clock idle times are measured on (default: the system's monotonic clock, which cannot
-    /// sleep).
+    /// The clock idle times are measured on (default: the system's monotonic clock at its coarse
+    /// resolution, a few milliseconds, which cannot sleep).
     pub fn clock(mut self, c: impl Clock) -> Self {
         self.clock = Some(Arc::new(c));
         self
@@ -371,21 +371,19 @@ impl<D: Dialer> Builder<D> {
                 "the background reaper needs a clock to sleep on; set clock() too",
             ));
         }
-        let clock: Arc<dyn Clock> = match self.clock {
-            Some(clock) => clock,
-            None => Arc::new(SystemClock),
-        };
         let inner = Arc::new(PoolInner {
             dialer: self.dialer,
             store: Store::new(self.capacity, self.idle_timeout),
-            clock,
+            time: Timebase::new(self.clock),
             check_on_get: self.check_on_get,
             reaper: Arc::new(ReaperSignal::default()),
         });
-        let reaper_useful =
-            self.capacity > 0 && inner.clock.now().checked_add(self.idle_timeout).is_some();
-        if let Some(spawner) = self.spawner.filter(|_| reaper_useful) {
-            reaper::spawn(&inner, &inner.reaper, spawner.as_ref());
+        // Nothing ever expires with no room to keep anything, or with an idle timeout of centuries.
+        let reaper_useful = self.capacity > 0 && nanos(self.idle_timeout) < Nanos::MAX;
+        if let (Some(spawner), Some(clock), true) =
+            (self.spawner, inner.time.clock(), reaper_useful)
+        {
+            reaper::spawn(&inner, clock.clone(), spawner.as_ref());
         }
         Ok(Pool {
             handle: Arc::new(Handle { inner }),

@@ -64,10 +64,10 @@ impl ReaperSignal {
 /// Starts the reaper of `pool` on `spawner`.
 pub(crate) fn spawn<D: Dialer>(
     pool: &Arc<PoolInner<D>>,
-    signal: &Arc<ReaperSignal>,
+    clock: Arc<dyn Clock>,
     spawner: &dyn Spawner,
 ) {
-    let task = run(Arc::downgrade(pool), pool.clock.clone(), signal.clone());
+    let task = run(Arc::downgrade(pool), clock, pool.reaper.clone());
     spawner.spawn(Box::pin(task));
 }
 
@@ -82,7 +82,7 @@ async fn run<D: Dialer>(
             if pool.store.is_closed() {
                 return;
             }
-            match next_nap(&pool, clock.as_ref(), &signal) {
+            match next_nap(&pool, &signal) {
                 Some(nap) => nap,
                 None => continue,
             }
@@ -93,21 +93,16 @@ async fn run<D: Dialer>(
 
 /// Reaps, then says how long to sleep: `Some(Some(d))` until the next deadline, `Some(None)` parked
 /// until something goes idle, `None` to look again at once (something went idle while parking).
-fn next_nap<D: Dialer>(
-    pool: &PoolInner<D>,
-    clock: &dyn Clock,
-    signal: &ReaperSignal,
-) -> Option<Option<Duration>> {
-    let now = clock.now();
+fn next_nap<D: Dialer>(pool: &PoolInner<D>, signal: &ReaperSignal) -> Option<Option<Duration>> {
+    let now = pool.time.now();
     let (_, next) = pool.store.reap(now);
     if let Some(deadline) = next {
         // Waking at most sixteen times per idle timeout bounds the work of a pool whose
         // connections come back at scattered times; none is handed out late meanwhile, since a
         // get checks the idle time itself.
         let granularity = pool.store.idle_timeout() / 16;
-        return Some(Some(
-            deadline.saturating_duration_since(now).max(granularity),
-        ));
+        let until_deadline = Duration::from_nanos(deadline.saturating_sub(now));
+        return Some(Some(until_deadline.max(granularity)));
     }
     signal.parked.store(true, Ordering::SeqCst);
     if pool.store.has_idle() {

@@ -12,10 +12,11 @@
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
+use crate::clock::{nanos, Nanos};
 use crate::pool::PoolInner;
 use crate::stats::{Counters, DestinationStats, Stats};
 use crate::sync::{lock, Arc, AtomicBool, Mutex, Ordering};
@@ -92,6 +93,7 @@ pub(crate) struct Store<D: Dialer> {
     closed: AtomicBool,
     capacity: usize,
     idle_timeout: Duration,
+    idle_timeout_nanos: Nanos,
 }
 
 /// Keeps each shard on cache lines of its own, so two threads on two shards do not slow each
@@ -115,7 +117,7 @@ struct Bucket<D: Dialer> {
 
 struct Idle<C> {
     conn: C,
-    since: Instant,
+    since: Nanos,
 }
 
 impl<D: Dialer> Bucket<D> {
@@ -124,25 +126,22 @@ impl<D: Dialer> Bucket<D> {
     }
 
     /// Moves the connections whose idle time is up into `closing`; returns how many.
-    fn expire(
-        &mut self,
-        now: Instant,
-        idle_timeout: Duration,
-        closing: &mut Vec<D::Conn>,
-    ) -> usize {
-        let expired = self
-            .idle
-            .iter()
-            .take_while(|idle| now.saturating_duration_since(idle.since) >= idle_timeout)
-            .count();
+    #[inline]
+    fn expire(&mut self, now: Nanos, idle_timeout: Nanos, closing: &mut Vec<D::Conn>) -> usize {
+        let is_expired = |idle: &Idle<D::Conn>| now.saturating_sub(idle.since) >= idle_timeout;
+        // The oldest is at the front: when it is fresh, all are (the common case, kept cheap).
+        if !self.idle.front().is_some_and(is_expired) {
+            return 0;
+        }
+        let expired = self.idle.iter().take_while(|idle| is_expired(idle)).count();
         closing.extend(self.idle.drain(..expired).map(|idle| idle.conn));
         expired
     }
 
-    /// When the oldest idle connection's time is up; `None` when nothing is idle or the deadline is
-    /// past the end of representable time.
-    fn next_deadline(&self, idle_timeout: Duration) -> Option<Instant> {
-        self.idle.front()?.since.checked_add(idle_timeout)
+    /// When the oldest idle connection's time is up; `None` when nothing is idle or it never is.
+    fn next_deadline(&self, idle_timeout: Nanos) -> Option<Nanos> {
+        let deadline = self.idle.front()?.since.saturating_add(idle_timeout);
+        (deadline < Nanos::MAX).then_some(deadline)
     }
 }
 
@@ -164,6 +163,7 @@ impl<D: Dialer> Store<D> {
             closed: AtomicBool::new(false),
             capacity,
             idle_timeout,
+            idle_timeout_nanos: nanos(idle_timeout),
         }
     }
 
@@ -200,7 +200,7 @@ impl<D: Dialer> Store<D> {
         pool: &Arc<PoolInner<D>>,
         addr: &D::Addr,
         hash: u64,
-        now: Instant,
+        now: Nanos,
     ) -> Checkout<D> {
         let mut closing = Vec::new();
         let mut guard = lock(self.shard(hash));
@@ -209,23 +209,25 @@ impl<D: Dialer> Store<D> {
         }
         let shard = &mut *guard;
         let checkout = match shard.buckets.find_mut(hash, |b| b.dest.addr == *addr) {
-            Some(bucket) => {
-                let expired = bucket.expire(now, self.idle_timeout, &mut closing);
-                shard.idle -= expired;
-                shard.counters.count(Reason::Expired, expired);
-                match bucket.idle.pop_back() {
-                    Some(idle) => {
-                        shard.idle -= 1;
-                        shard.counters.hits += 1;
-                        bucket.held += 1;
-                        Checkout::Reuse(bucket.dest.clone(), idle.conn)
-                    }
-                    None => {
-                        bucket.dialing += 1;
-                        Checkout::Dial(bucket.dest.clone())
-                    }
+            Some(bucket) => match bucket.idle.pop_back() {
+                // The newest is fresh: hand it out, leaving any expired older ones to the next
+                // return or reap, which check from the oldest end.
+                Some(idle) if now.saturating_sub(idle.since) < self.idle_timeout_nanos => {
+                    shard.idle -= 1;
+                    shard.counters.hits += 1;
+                    bucket.held += 1;
+                    Checkout::Reuse(bucket.dest.clone(), idle.conn)
                 }
-            }
+                // The newest has expired, so have all the others.
+                newest => {
+                    closing.extend(newest.map(|idle| idle.conn));
+                    closing.extend(bucket.idle.drain(..).map(|idle| idle.conn));
+                    shard.idle -= closing.len();
+                    shard.counters.count(Reason::Expired, closing.len());
+                    bucket.dialing += 1;
+                    Checkout::Dial(bucket.dest.clone())
+                }
+            },
             None => Checkout::Dial(Self::insert_dialing(shard, pool, addr, hash)),
         };
         drop(guard);
@@ -338,7 +340,7 @@ impl<D: Dialer> Store<D> {
 
     /// Takes back a held connection: keeps it idle if the pool is open and `dest` has room (and
     /// closes the expired ones there while at it). Returns `true` when it was kept.
-    pub(crate) fn check_in(&self, dest: &Arc<Destination<D>>, conn: D::Conn, now: Instant) -> bool {
+    pub(crate) fn check_in(&self, dest: &Arc<Destination<D>>, conn: D::Conn, now: Nanos) -> bool {
         let mut closing = Vec::new();
         let kept = self.with_bucket(dest, |bucket, counters, idle| {
             bucket.held -= 1;
@@ -347,7 +349,7 @@ impl<D: Dialer> Store<D> {
                 closing.push(conn);
                 return false;
             }
-            let expired = bucket.expire(now, self.idle_timeout, &mut closing);
+            let expired = bucket.expire(now, self.idle_timeout_nanos, &mut closing);
             *idle -= expired;
             counters.count(Reason::Expired, expired);
             if bucket.idle.len() >= self.capacity {
@@ -373,9 +375,9 @@ impl<D: Dialer> Store<D> {
 
     /// Closes the idle connections whose time is up. Returns how many, and when the next one's
     /// time will be up (`None` when nothing is idle).
-    pub(crate) fn reap(&self, now: Instant) -> (usize, Option<Instant>) {
+    pub(crate) fn reap(&self, now: Nanos) -> (usize, Option<Nanos>) {
         let mut reaped = 0;
-        let mut next: Option<Instant> = None;
+        let mut next: Option<Nanos> = None;
         for shard in self.shards.iter() {
             let mut closing = Vec::new();
             let mut guard = lock(&shard.0);
@@ -383,7 +385,7 @@ impl<D: Dialer> Store<D> {
                 continue;
             }
             let shard = &mut *guard;
-            let idle_timeout = self.idle_timeout;
+            let idle_timeout = self.idle_timeout_nanos;
             let mut expired = 0;
             shard.buckets.retain(|bucket| {
                 expired += bucket.expire(now, idle_timeout, &mut closing);

@@ -371,9 +371,15 @@ fn extreme_settings_work() {
     drop(get(&pool, "a:1"));
     assert_eq!(pool.reap(), 0);
     assert!(get(&pool, "a:1").is_reused());
-    let tiny = Pool::new(TestDialer::new(), 1, Duration::from_nanos(1)).unwrap();
+    let clock = ManualClock::new();
+    let tiny = Pool::builder(TestDialer::new())
+        .idle_timeout(Duration::from_nanos(1))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     drop(get(&tiny, ""));
-    std::thread::sleep(Duration::from_micros(10));
+    assert!(get(&tiny, "").is_reused(), "no time has passed");
+    clock.advance(Duration::from_nanos(1));
     assert!(!get(&tiny, "").is_reused());
 }
 
