@@ -8,7 +8,12 @@ use std::time::{Duration, Instant};
 
 use futures_core::future::BoxFuture;
 
-use crate::sync::{lock, Arc, Mutex, Weak};
+// ManualClock is a test tool, not pool state: it keeps std's primitives even under loom.
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Where the pool reads the time and how its reaper sleeps.
 ///

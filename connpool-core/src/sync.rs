@@ -1,16 +1,22 @@
-//! The one place the core takes its synchronisation primitives from, so that a model checker (loom)
-//! can replace them under `cfg(loom)` without touching the pool's logic.
+//! The one place the core takes its synchronisation primitives from, so that a model checker
+//! (loom) can replace them under `cfg(loom)` without touching the pool's logic.
+//!
+//! Only the primitives that carry the store's state are swapped: its mutexes and atomic flags.
+//! Reference counts stay `std`'s (loom has no `Weak`, and the reaper, which needs one, is not part
+//! of the models).
+
+pub(crate) use std::sync::{Arc, Weak};
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
     atomic::{AtomicBool, Ordering},
-    Arc, Mutex, MutexGuard, Weak,
+    Mutex, MutexGuard,
 };
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
     atomic::{AtomicBool, Ordering},
-    Arc, Mutex, MutexGuard, Weak,
+    Mutex, MutexGuard,
 };
 
 /// Locks `mutex`, ignoring poison: the pool's state is updated only by code that cannot panic

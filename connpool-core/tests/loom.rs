@@ -1,0 +1,206 @@
+//! Model checking of the store with loom: every interleaving of a few threads on one destination.
+//!
+//! Run with `RUSTFLAGS="--cfg loom" cargo test -p connpool-core --test loom --release`
+//! (`.ci/run` does, in its own target directory, with bounded preemptions).
+
+#![cfg(loom)]
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use connpool_core::{Error, ManualClock, Pool};
+use loom::future::block_on;
+use loom::thread;
+
+/// A connection that counts itself alive, so a model can check that each is closed exactly once.
+struct Conn {
+    id: usize,
+    live: Arc<AtomicUsize>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Clone, Default)]
+struct Dialer {
+    dialed: Arc<AtomicUsize>,
+    live: Arc<AtomicUsize>,
+}
+
+#[connpool_core::async_trait]
+impl connpool_core::Dialer for Dialer {
+    type Addr = u8;
+    type Conn = Conn;
+
+    async fn dial(&self, _addr: &u8) -> io::Result<Conn> {
+        // Suspend once, so that a caller can go away in the middle of a dial.
+        YieldOnce(false).await;
+        self.live.fetch_add(1, Ordering::SeqCst);
+        Ok(Conn {
+            id: self.dialed.fetch_add(1, Ordering::SeqCst),
+            live: self.live.clone(),
+        })
+    }
+}
+
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+fn pool(capacity: usize) -> (Pool<Dialer>, Dialer, ManualClock) {
+    let dialer = Dialer::default();
+    let clock = ManualClock::new();
+    let pool = Pool::builder(dialer.clone())
+        .capacity(capacity)
+        .idle_timeout(Duration::from_secs(1))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    (pool, dialer, clock)
+}
+
+/// I3 at rest: every dialed connection is idle, closed or detached, and the live ones are idle.
+fn assert_accounts(pool: &Pool<Dialer>, dialer: &Dialer) {
+    let stats = pool.stats();
+    let c = &stats.counters;
+    assert_eq!(c.dials as usize, dialer.dialed.load(Ordering::SeqCst));
+    assert_eq!(
+        c.dials,
+        stats.idle() as u64 + c.closed() + c.detached,
+        "{c:?}"
+    );
+    assert_eq!(dialer.live.load(Ordering::SeqCst), stats.idle());
+    assert_eq!(stats.total(), stats.idle(), "nothing is held at the end");
+}
+
+#[test]
+fn get_and_drop_race_with_reap() {
+    loom::model(|| {
+        let (pool, dialer, clock) = pool(1);
+        drop(block_on(pool.get(&1)).unwrap());
+        clock.advance(Duration::from_secs(1));
+        let getter = {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                let conn = block_on(pool.get(&1)).unwrap();
+                // I6: the only idle connection expired before this thread started.
+                assert!(!conn.is_reused());
+                conn.id
+            })
+        };
+        let reaped = pool.reap();
+        let id = getter.join().unwrap();
+        assert_eq!(id, 1);
+        assert!(reaped <= 1);
+        assert_accounts(&pool, &dialer);
+    });
+}
+
+#[test]
+fn two_gets_never_share_a_connection() {
+    loom::model(|| {
+        let (pool, dialer, _clock) = pool(2);
+        drop(block_on(pool.get(&1)).unwrap());
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let pool = pool.clone();
+                thread::spawn(move || {
+                    let conn = block_on(pool.get(&1)).unwrap();
+                    let id = conn.id;
+                    drop(conn);
+                    id
+                })
+            })
+            .collect();
+        let ids: Vec<usize> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        // I1: the idle connection went to one of them; if they overlapped, the other dialed.
+        assert!(ids.contains(&0));
+        assert_accounts(&pool, &dialer);
+        let stats = pool.stats();
+        assert!(stats.idle() <= 2, "I2");
+    });
+}
+
+#[test]
+fn get_races_with_close() {
+    loom::model(|| {
+        let (pool, dialer, _clock) = pool(1);
+        drop(block_on(pool.get(&1)).unwrap());
+        let getter = {
+            let pool = pool.clone();
+            thread::spawn(move || match block_on(pool.get(&1)) {
+                Ok(conn) => drop(conn),
+                Err(Error::Closed) => {}
+                Err(err) => panic!("unexpected {err:?}"),
+            })
+        };
+        pool.close();
+        getter.join().unwrap();
+        // Whatever the order, nothing stays idle or open after close.
+        assert_eq!(dialer.live.load(Ordering::SeqCst), 0);
+        assert_accounts(&pool, &dialer);
+    });
+}
+
+#[test]
+fn a_drop_races_with_close_and_a_get() {
+    loom::model(|| {
+        let (pool, dialer, _clock) = pool(1);
+        let held = block_on(pool.get(&1)).unwrap();
+        let dropper = thread::spawn(move || drop(held));
+        let getter = {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                if let Ok(conn) = block_on(pool.get(&1)) {
+                    drop(conn);
+                }
+            })
+        };
+        pool.close();
+        dropper.join().unwrap();
+        getter.join().unwrap();
+        assert_eq!(dialer.live.load(Ordering::SeqCst), 0);
+        assert_accounts(&pool, &dialer);
+    });
+}
+
+#[test]
+fn a_cancelled_dial_races_with_a_drop() {
+    loom::model(|| {
+        let (pool, dialer, _clock) = pool(1);
+        let held = block_on(pool.get(&1)).unwrap();
+        let canceller = {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                // Reserve a dial, then go away before it completes.
+                let mut fut = Box::pin(pool.dial(&1));
+                let poll = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+                assert!(poll.is_pending());
+                drop(fut);
+            })
+        };
+        drop(held);
+        canceller.join().unwrap();
+        assert_accounts(&pool, &dialer);
+        assert!(pool.stats().idle() <= 1, "I2");
+    });
+}
