@@ -1,1 +1,149 @@
-//! Benchmarks of connpool; see the files under benches/.
+//! Shared pieces of the connpool benchmarks (the files under `benches/`).
+//!
+//! - [`Conn`] and [`NoopDialer`]: a connection that costs nothing, so a benchmark measures the
+//!   pool and nothing else;
+//! - [`peers`]: what a Rust user writes today for per-host pooling, around the same connection;
+//! - the harness: [`addresses`], [`Cycle`] (round robin over them), [`ready`] (drives a future
+//!   that completes without waiting) and [`run_on_threads`] (aggregate wall time on N threads).
+
+#![forbid(unsafe_code)]
+
+pub mod peers;
+
+use std::future::Future;
+use std::io;
+use std::pin::pin;
+use std::sync::Barrier;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use connpool_core::Dialer;
+
+/// A connection that is nothing: opening, checking and closing it cost nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conn;
+
+/// Opens [`Conn`]s at once; every connection is open.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopDialer;
+
+#[connpool_core::async_trait]
+impl Dialer for NoopDialer {
+    type Addr = String;
+    type Conn = Conn;
+
+    async fn dial(&self, _addr: &String) -> io::Result<Conn> {
+        Ok(Conn)
+    }
+
+    fn is_open(&self, _conn: &Conn) -> bool {
+        true
+    }
+}
+
+/// `n` distinct destination addresses, `"10.x.y.z:8080"`, computed once so that a benchmark's
+/// loop formats nothing.
+pub fn addresses(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            format!(
+                "10.{}.{}.{}:8080",
+                (i >> 16) & 0xff,
+                (i >> 8) & 0xff,
+                i & 0xff
+            )
+        })
+        .collect()
+}
+
+/// Round robin over a slice, from a given start.
+#[derive(Debug)]
+pub struct Cycle<'a, T> {
+    items: &'a [T],
+    next: usize,
+}
+
+impl<'a, T> Cycle<'a, T> {
+    /// A cycle over `items` (not empty) starting at `start % items.len()`.
+    pub fn new(items: &'a [T], start: usize) -> Self {
+        assert!(!items.is_empty(), "nothing to cycle over");
+        Cycle {
+            items,
+            next: start % items.len(),
+        }
+    }
+
+    /// The next item, wrapping around at the end.
+    #[inline]
+    pub fn next_item(&mut self) -> &'a T {
+        let item = &self.items[self.next];
+        self.next += 1;
+        if self.next == self.items.len() {
+            self.next = 0;
+        }
+        item
+    }
+}
+
+/// Polls `fut` once and returns its output.
+///
+/// The hot path of every pool measured here (an idle connection is there) completes without
+/// waiting, so one poll with a waker that does nothing is all it takes, and an executor's own
+/// overhead stays out of the figures.
+///
+/// # Panics
+///
+/// When the future is not ready after one poll: the benchmark is not measuring what it says.
+#[inline]
+pub fn ready<F: Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the future waited: no idle connection was there"),
+    }
+}
+
+/// Runs `work(thread, iterations)` on `threads` threads at once, splitting `iters` between them,
+/// and returns the wall time from the first thread's start to the last thread's end: criterion's
+/// time per iteration is then the aggregate time per operation.
+///
+/// Threads are spawned and joined outside the timed section; a barrier lines up their starts. One
+/// thread runs on the caller's thread.
+pub fn run_on_threads(threads: usize, iters: u64, work: impl Fn(usize, u64) + Sync) -> Duration {
+    if threads == 1 {
+        let start = Instant::now();
+        work(0, iters);
+        return start.elapsed();
+    }
+    let barrier = Barrier::new(threads);
+    let share = |thread: usize| {
+        let (whole, rest) = (iters / threads as u64, iters % threads as u64);
+        whole + u64::from((thread as u64) < rest)
+    };
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|thread| {
+                let (barrier, work, iters) = (&barrier, &work, share(thread));
+                scope.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    work(thread, iters);
+                    (start, Instant::now())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| match handle.join() {
+                Ok(span) => span,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    let start = spans.iter().map(|span| span.0).min();
+    let end = spans.iter().map(|span| span.1).max();
+    match (start, end) {
+        (Some(start), Some(end)) => end - start,
+        _ => Duration::ZERO,
+    }
+}
