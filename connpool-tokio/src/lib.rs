@@ -1,1 +1,118 @@
-//! connpool on tokio (the adapter is being written).
+//! connpool on tokio: a connection pool that keeps idle connections per destination address, with
+//! tokio's clock, spawner and sockets.
+//!
+//! A load balancer (or a config file) picks the address; the pool reuses a connection to it, or
+//! dials one. Dropping the connection puts it back for the next caller.
+//!
+//! ```
+//! use connpool_tokio::TcpDialer;
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // A loopback echo server to talk to.
+//!     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//!     let addr = listener.local_addr()?.to_string();
+//!     tokio::spawn(async move {
+//!         while let Ok((mut socket, _)) = listener.accept().await {
+//!             tokio::spawn(async move {
+//!                 let (mut reader, mut writer) = socket.split();
+//!                 let _ = tokio::io::copy(&mut reader, &mut writer).await;
+//!             });
+//!         }
+//!     });
+//!
+//!     let pool = connpool_tokio::builder(TcpDialer::new()).capacity(8).build()?;
+//!
+//!     let mut conn = pool.get(&addr).await?;
+//!     conn.write_all(b"ping").await?;
+//!     let mut reply = [0; 4];
+//!     conn.read_exact(&mut reply).await?;
+//!     assert_eq!(&reply, b"ping");
+//!     drop(conn); // back to the pool, idle
+//!
+//!     let conn = pool.get(&addr).await?;
+//!     assert!(conn.is_reused());
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # What is here
+//!
+//! - [`builder`]: a [`connpool_core::Builder`] with tokio's clock and spawner set, so a background
+//!   reaper closes idle connections once their idle timeout is up.
+//! - [`TcpDialer`] (`"host:port"` addresses) and, on unix, [`UnixDialer`] (socket paths). Both skip
+//!   idle connections the peer has closed: after a backend restarts, the next `get` dials afresh
+//!   instead of handing out a dead connection.
+//! - [`TokioClock`] and [`TokioSpawner`], to set by hand on [`connpool_core::Pool::builder`] (with a
+//!   runtime [`Handle`](tokio::runtime::Handle) from elsewhere, say).
+//! - [`Pool`] and [`Pooled`], with the TCP dialer as their default, and the core's other types.
+//!
+//! A [`Pooled`] connection implements tokio's `AsyncRead` and `AsyncWrite`, so it works with
+//! `AsyncReadExt`, `tokio::io::split` and `tokio_util::codec::Framed` like the stream it holds.
+//!
+//! # Time in tests
+//!
+//! The pool reads tokio's clock, so under `#[tokio::test(start_paused = true)]` idle timeouts pass
+//! as fast as the test moves time. The guard may be dropped anywhere, a thread with no runtime
+//! included.
+
+#![forbid(unsafe_code)]
+
+mod clock;
+mod socket;
+mod spawn;
+mod tcp;
+#[cfg(unix)]
+mod unix;
+
+pub use connpool_core::{
+    async_trait, BuildError, Builder, Clock, Counters, DestinationStats, Dialer, Error, Spawner,
+    Stats,
+};
+
+pub use clock::TokioClock;
+pub use spawn::TokioSpawner;
+pub use tcp::TcpDialer;
+#[cfg(unix)]
+pub use unix::UnixDialer;
+
+/// A pool of connections kept idle per destination; TCP on tokio by default.
+///
+/// Build it with [`builder`], which sets tokio's clock and spawner; `Pool::new` and `Pool::builder`
+/// build a pool without them, which closes expired idle connections only lazily.
+pub type Pool<D = TcpDialer> = connpool_core::Pool<D>;
+
+/// A connection handed out by a [`Pool`]: dropping it puts it back.
+pub type Pooled<D = TcpDialer> = connpool_core::Pooled<D>;
+
+/// A pool [`Builder`] for `dialer` with [`TokioClock`] and [`TokioSpawner::current`] set: its
+/// reaper runs on the caller's runtime.
+///
+/// The rest are the core's defaults (capacity 32 idle per destination, idle timeout 90 s), to
+/// change on the builder.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), connpool_tokio::BuildError> {
+/// use std::time::Duration;
+/// use connpool_tokio::TcpDialer;
+///
+/// let pool = connpool_tokio::builder(TcpDialer::new().connect_timeout(Duration::from_secs(2)))
+///     .capacity(4)
+///     .idle_timeout(Duration::from_secs(30))
+///     .build()?;
+/// # drop(pool);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// When called outside a tokio runtime. There, set a spawner on the runtime you mean:
+/// `connpool_core::Pool::builder(dialer).clock(TokioClock).spawner(TokioSpawner::on(handle))`.
+pub fn builder<D: Dialer>(dialer: D) -> Builder<D> {
+    connpool_core::Pool::builder(dialer)
+        .clock(TokioClock)
+        .spawner(TokioSpawner::current())
+}

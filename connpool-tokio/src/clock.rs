@@ -1,0 +1,35 @@
+//! Time on tokio: [`TokioClock`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use connpool_core::Clock;
+
+/// The pool's clock on tokio: tokio's own time.
+///
+/// [`now`](Clock::now) reads [`tokio::time::Instant::now`], so a paused test clock
+/// (`#[tokio::test(start_paused = true)]`, `tokio::time::advance`) moves the pool's idle times
+/// and its reaper along with every other timer of the test.
+///
+/// Its sleeps are tokio timers: they must be made inside a tokio runtime with time enabled, as
+/// they are when the reaper runs on a [`TokioSpawner`](crate::TokioSpawner).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TokioClock;
+
+impl TokioClock {
+    /// The tokio clock.
+    pub fn new() -> Self {
+        TokioClock
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    fn sleep(&self, dur: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(tokio::time::sleep(dur))
+    }
+}
