@@ -1,0 +1,35 @@
+//! Time on smol: [`SmolClock`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use connpool_core::Clock;
+use smol::Timer;
+
+/// The pool's clock on smol: the system's monotonic clock, with async-io timers to sleep on.
+///
+/// Its sleeps need no executor of their own: async-io drives its timers from whichever thread
+/// waits for them, or from its background thread.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SmolClock;
+
+impl SmolClock {
+    /// The smol clock.
+    pub fn new() -> Self {
+        SmolClock
+    }
+}
+
+impl Clock for SmolClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep(&self, dur: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let timer = Timer::after(dur);
+        Box::pin(async move {
+            timer.await;
+        })
+    }
+}
