@@ -1,0 +1,151 @@
+//! The behaviour suite (connpool-tokio's `tests/suite/mod.rs`, written once for both adapters) on
+//! smol, and what only smol streams do.
+
+#[path = "../../connpool-tokio/tests/suite/mod.rs"]
+mod suite;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[cfg(unix)]
+use connpool_smol::UnixDialer;
+use connpool_smol::{Builder, Dialer, TcpDialer};
+use smol::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use smol::stream::StreamExt;
+use smol::Timer;
+
+use suite::{EchoServer, Runtime, Stream};
+
+struct Smol;
+
+impl Runtime for Smol {
+    type Tcp = TcpDialer;
+    #[cfg(unix)]
+    type Unix = UnixDialer;
+
+    // smol has no test clock: a short timeout in real time.
+    const REAPER_IDLE_TIMEOUT: Duration = Duration::from_millis(100);
+
+    fn block_on<F: Future>(test: F) -> F::Output {
+        smol::block_on(test)
+    }
+
+    fn block_on_test_clock<F: Future>(test: F) -> F::Output {
+        smol::block_on(test)
+    }
+
+    async fn sleep(dur: Duration) {
+        Timer::after(dur).await;
+    }
+
+    async fn pause_real(dur: Duration) {
+        Timer::after(dur).await;
+    }
+
+    fn builder<D: Dialer>(dialer: D) -> Builder<D> {
+        connpool_smol::builder(dialer)
+    }
+
+    fn tcp() -> TcpDialer {
+        TcpDialer::new()
+    }
+
+    fn tcp_nodelay(yes: bool) -> TcpDialer {
+        TcpDialer::new().nodelay(yes)
+    }
+
+    fn tcp_connect_timeout(limit: Duration) -> TcpDialer {
+        TcpDialer::new().connect_timeout(limit)
+    }
+
+    fn nodelay(conn: &smol::net::TcpStream) -> bool {
+        conn.nodelay().unwrap()
+    }
+
+    #[cfg(unix)]
+    fn unix() -> UnixDialer {
+        UnixDialer::new()
+    }
+}
+
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    msg: &[u8],
+) -> io::Result<Vec<u8>> {
+    stream.write_all(msg).await?;
+    let mut reply = vec![0; msg.len()];
+    stream.read_exact(&mut reply).await?;
+    Ok(reply)
+}
+
+impl Stream for smol::net::TcpStream {
+    async fn echo(&mut self, msg: &[u8]) -> io::Result<Vec<u8>> {
+        echo(self, msg).await
+    }
+}
+
+#[cfg(unix)]
+impl Stream for smol::net::unix::UnixStream {
+    async fn echo(&mut self, msg: &[u8]) -> io::Result<Vec<u8>> {
+        echo(self, msg).await
+    }
+}
+
+suite!(Smol);
+
+#[test]
+fn pooled_stream_works_with_futures_io() {
+    smol::block_on(async {
+        let server = EchoServer::tcp();
+        let addr = server.addr();
+        let pool = connpool_smol::builder(TcpDialer::new()).build().unwrap();
+
+        let conn = pool.get(&addr).await.unwrap();
+        let (reader, mut writer) = smol::io::split(conn);
+        writer
+            .write_all(b"first line\nsecond line\n")
+            .await
+            .unwrap();
+        writer.flush().await.unwrap();
+        let mut lines = BufReader::new(reader).lines();
+        assert_eq!(lines.next().await.unwrap().unwrap(), "first line");
+        assert_eq!(lines.next().await.unwrap().unwrap(), "second line");
+        drop((lines, writer));
+        assert_eq!(pool.stats().idle(), 1);
+
+        let mut conn = pool.get(&addr).await.unwrap();
+        assert!(conn.is_reused());
+        assert_eq!(echo(&mut conn, b"again").await.unwrap(), b"again");
+        assert_eq!(server.accepted(), 1);
+    });
+}
+
+#[test]
+fn reaper_runs_on_an_executor_of_the_application() {
+    let executor = Arc::new(smol::Executor::new());
+    let server = EchoServer::tcp();
+    let addr = server.addr();
+    let pool = connpool_smol::Pool::builder(TcpDialer::new())
+        .idle_timeout(Duration::from_millis(50))
+        .clock(connpool_smol::SmolClock)
+        .spawner(connpool_smol::SmolSpawner::on(executor.clone()))
+        .build()
+        .unwrap();
+    smol::block_on(executor.run(async {
+        let mut conn = pool.get(&addr).await.unwrap();
+        echo(&mut conn, b"x").await.unwrap();
+        drop(conn);
+        assert_eq!(pool.stats().idle(), 1);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while server.open() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reaper never closed it"
+            );
+            Timer::after(Duration::from_millis(2)).await;
+        }
+    }));
+    assert_eq!(pool.stats().counters.closed_expired, 1);
+}

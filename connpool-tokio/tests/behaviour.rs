@@ -1,0 +1,202 @@
+//! The behaviour suite (`suite/mod.rs`) on tokio, and what only tokio streams do.
+
+mod suite;
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+#[cfg(unix)]
+use connpool_tokio::UnixDialer;
+use connpool_tokio::{Builder, Dialer, TcpDialer};
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::{Framed, LinesCodec};
+
+use suite::{EchoServer, Runtime, Stream};
+
+struct Tokio;
+
+impl Runtime for Tokio {
+    type Tcp = TcpDialer;
+    #[cfg(unix)]
+    type Unix = UnixDialer;
+
+    // Tokio's paused clock makes the default idle timeout pass at once.
+    const REAPER_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+    fn block_on<F: Future>(test: F) -> F::Output {
+        runtime(false).block_on(test)
+    }
+
+    fn block_on_test_clock<F: Future>(test: F) -> F::Output {
+        runtime(true).block_on(test)
+    }
+
+    fn sleep(dur: Duration) -> impl Future<Output = ()> {
+        tokio::time::sleep(dur)
+    }
+
+    async fn pause_real(dur: Duration) {
+        // A blocking task holds a paused clock still while it runs.
+        tokio::task::spawn_blocking(move || std::thread::sleep(dur))
+            .await
+            .unwrap();
+    }
+
+    fn builder<D: Dialer>(dialer: D) -> Builder<D> {
+        connpool_tokio::builder(dialer)
+    }
+
+    fn tcp() -> TcpDialer {
+        TcpDialer::new()
+    }
+
+    fn tcp_nodelay(yes: bool) -> TcpDialer {
+        TcpDialer::new().nodelay(yes)
+    }
+
+    fn tcp_connect_timeout(limit: Duration) -> TcpDialer {
+        TcpDialer::new().connect_timeout(limit)
+    }
+
+    fn nodelay(conn: &tokio::net::TcpStream) -> bool {
+        conn.nodelay().unwrap()
+    }
+
+    #[cfg(unix)]
+    fn unix() -> UnixDialer {
+        UnixDialer::new()
+    }
+}
+
+fn runtime(paused: bool) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(paused)
+        .build()
+        .unwrap()
+}
+
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    msg: &[u8],
+) -> io::Result<Vec<u8>> {
+    stream.write_all(msg).await?;
+    let mut reply = vec![0; msg.len()];
+    stream.read_exact(&mut reply).await?;
+    Ok(reply)
+}
+
+impl Stream for tokio::net::TcpStream {
+    async fn echo(&mut self, msg: &[u8]) -> io::Result<Vec<u8>> {
+        echo(self, msg).await
+    }
+}
+
+#[cfg(unix)]
+impl Stream for tokio::net::UnixStream {
+    async fn echo(&mut self, msg: &[u8]) -> io::Result<Vec<u8>> {
+        echo(self, msg).await
+    }
+}
+
+suite!(Tokio);
+
+#[tokio::test]
+async fn pooled_stream_works_with_split_and_framed() {
+    let server = EchoServer::tcp();
+    let addr = server.addr();
+    let pool = connpool_tokio::builder(TcpDialer::new()).build().unwrap();
+
+    let conn = pool.get(&addr).await.unwrap();
+    let (mut reader, mut writer) = tokio::io::split(conn);
+    writer.write_all(b"split").await.unwrap();
+    let mut reply = [0; 5];
+    reader.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply, b"split");
+    drop(reader.unsplit(writer));
+    assert_eq!(pool.stats().idle(), 1);
+
+    let conn = pool.get(&addr).await.unwrap();
+    assert!(conn.is_reused());
+    let mut lines = Framed::new(conn, LinesCodec::new());
+    lines.send("framed").await.unwrap();
+    assert_eq!(lines.next().await.unwrap().unwrap(), "framed");
+    drop(lines.into_inner());
+    assert_eq!(pool.stats().idle(), 1);
+    assert_eq!(server.accepted(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_is_shared_across_tasks_of_a_multi_thread_runtime() {
+    let server = EchoServer::tcp();
+    let addr = server.addr();
+    let pool = connpool_tokio::builder(TcpDialer::new())
+        .capacity(4)
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..4)
+        .map(|task| {
+            let (pool, addr) = (pool.clone(), addr.clone());
+            tokio::spawn(async move {
+                for round in 0..10 {
+                    let mut conn = pool.get(&addr).await.unwrap();
+                    let msg = format!("{task}/{round}");
+                    assert_eq!(
+                        echo(&mut *conn, msg.as_bytes()).await.unwrap(),
+                        msg.as_bytes()
+                    );
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(server.accepted() <= 4);
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.total(), stats.idle()),
+        (server.accepted(), server.accepted())
+    );
+}
+
+#[test]
+fn spawner_outside_a_runtime_is_none_or_a_clear_panic() {
+    assert!(connpool_tokio::TokioSpawner::try_current().is_none());
+    let panic = std::panic::catch_unwind(|| connpool_tokio::builder(TcpDialer::new())).unwrap_err();
+    let message = panic.downcast_ref::<&str>().copied().unwrap_or_default();
+    assert!(message.contains("TokioSpawner::on"), "{message:?}");
+}
+
+#[test]
+fn pool_built_on_a_handle_reaps_there_when_used_from_plain_threads() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = EchoServer::tcp();
+    let addr = server.addr();
+    let pool = connpool_tokio::Pool::builder(TcpDialer::new())
+        .idle_timeout(Duration::from_millis(50))
+        .clock(connpool_tokio::TokioClock)
+        .spawner(connpool_tokio::TokioSpawner::on(rt.handle().clone()))
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conn = pool.get(&addr).await.unwrap();
+        echo(&mut *conn, b"x").await.unwrap();
+    });
+    assert_eq!(pool.stats().idle(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.open() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reaper never closed it"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(pool.stats().counters.closed_expired, 1);
+}

@@ -1,0 +1,530 @@
+//! The behaviour suite both adapters run: written once here, run by `tests/behaviour.rs` of
+//! connpool-tokio and of connpool-smol through [`suite!`], each with a [`Runtime`] of its own.
+//!
+//! The servers are real loopback sockets served by plain threads, so they behave the same under
+//! every runtime (a paused tokio clock cannot stall them) and count what they accept and what is
+//! still open. Waits are bounded loops on real time, never a sleep that hopes.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::io;
+use std::net::TcpListener;
+#[cfg(unix)]
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use connpool_core::{Builder, Dialer, Error, Pool};
+use futures::future::join_all;
+
+mod server;
+
+#[cfg(unix)]
+use server::socket_path;
+pub use server::EchoServer;
+
+/// What the suite needs from an adapter and its runtime.
+pub trait Runtime: 'static {
+    /// The adapter's `TcpDialer`.
+    type Tcp: Dialer<Addr = String, Conn: Stream> + Clone;
+    /// The adapter's `UnixDialer`.
+    #[cfg(unix)]
+    type Unix: Dialer<Addr = PathBuf, Conn: Stream> + Clone;
+
+    /// The idle timeout the reaper test waits out: long where the test clock can be moved (tokio's
+    /// paused clock), short where it is real time.
+    const REAPER_IDLE_TIMEOUT: Duration;
+
+    /// Runs a test to completion on a fresh runtime.
+    fn block_on<F: Future>(test: F) -> F::Output;
+    /// Runs a test on a runtime whose clock the test moves with [`Runtime::sleep`] (tokio's paused
+    /// clock); where there is no such clock, on real time.
+    fn block_on_test_clock<F: Future>(test: F) -> F::Output;
+    /// Sleeps on the runtime's clock.
+    fn sleep(dur: Duration) -> impl Future<Output = ()>;
+    /// Lets `dur` of real time pass without blocking the runtime and without moving a paused clock.
+    fn pause_real(dur: Duration) -> impl Future<Output = ()>;
+
+    /// `builder` of the adapter.
+    fn builder<D: Dialer>(dialer: D) -> Builder<D>;
+    /// `TcpDialer::new()`.
+    fn tcp() -> Self::Tcp;
+    /// `TcpDialer::new().nodelay(yes)`.
+    fn tcp_nodelay(yes: bool) -> Self::Tcp;
+    /// `TcpDialer::new().connect_timeout(limit)`.
+    fn tcp_connect_timeout(limit: Duration) -> Self::Tcp;
+    /// Whether `TCP_NODELAY` is set on `conn`.
+    fn nodelay(conn: &<Self::Tcp as Dialer>::Conn) -> bool;
+    /// `UnixDialer::new()`.
+    #[cfg(unix)]
+    fn unix() -> Self::Unix;
+}
+
+/// A connection of an adapter, as the suite talks over it.
+pub trait Stream: Debug + Send + 'static {
+    /// Writes `msg` and reads back as many bytes.
+    #[allow(async_fn_in_trait)]
+    async fn echo(&mut self, msg: &[u8]) -> io::Result<Vec<u8>>;
+}
+
+/// Expands to one `#[test]` per behaviour, run on `$rt`.
+#[macro_export]
+macro_rules! suite {
+    (@tests $rt:ty; $($name:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                suite::$name::<$rt>();
+            }
+        )+
+    };
+    ($rt:ty) => {
+        $crate::suite!(@tests $rt;
+            sequential_gets_reuse_one_connection,
+            concurrent_gets_dial_only_what_the_load_needs,
+            idle_connections_stay_within_capacity_per_address,
+            restarted_backend_dead_idle_connections_are_skipped,
+            release_then_dial_recovers_from_a_dead_connection,
+            reaper_closes_idle_connections_on_its_own,
+            close_closes_every_idle_socket,
+            refused_connection_is_a_dial_error,
+            unresolvable_name_is_a_dial_error,
+            malformed_addresses_are_dial_errors,
+            guard_dropped_on_a_plain_thread_is_fine,
+            nodelay_is_on_unless_turned_off,
+        );
+        #[cfg(target_os = "linux")]
+        $crate::suite!(@tests $rt; connect_timeout_gives_up_on_a_silent_listener);
+        #[cfg(unix)]
+        $crate::suite!(@tests $rt;
+            unix_sequential_gets_reuse_one_connection,
+            unix_dead_idle_connection_is_skipped,
+            unix_missing_socket_is_a_dial_error,
+        );
+    };
+}
+
+/// Waits until `done` holds, looking again every few milliseconds of real time for at most five
+/// seconds; fails the test with `what` if it never does.
+pub async fn eventually<R: Runtime>(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting until {what}");
+        R::pause_real(Duration::from_millis(2)).await;
+    }
+}
+
+fn tcp_pool<R: Runtime>(capacity: usize) -> Pool<R::Tcp> {
+    R::builder(R::tcp()).capacity(capacity).build().unwrap()
+}
+
+/// (total, idle) for `addr`, or (0, 0) when the pool has nothing there.
+fn counts<D: Dialer>(pool: &Pool<D>, addr: &D::Addr) -> (usize, usize) {
+    pool.stats()
+        .destination(addr)
+        .map_or((0, 0), |d| (d.total, d.idle))
+}
+
+async fn echo_ok<C: Stream>(conn: &mut C, msg: &str) {
+    let reply = conn.echo(msg.as_bytes()).await.unwrap();
+    assert_eq!(reply, msg.as_bytes());
+}
+
+/// The dial error of a `get` that must fail.
+async fn dial_error<D: Dialer<Conn: Debug>>(pool: &Pool<D>, addr: &D::Addr) -> io::Error {
+    match pool.get(addr).await {
+        Err(Error::Dial(err)) => err,
+        other => panic!("expected a dial error for {addr:?}, got {other:?}"),
+    }
+}
+
+pub fn sequential_gets_reuse_one_connection<R: Runtime>() {
+    R::block_on(async {
+        let server = EchoServer::tcp();
+        let addr = server.addr();
+        let pool = tcp_pool::<R>(4);
+        for round in 0..5 {
+            let mut conn = pool.get(&addr).await.unwrap();
+            assert_eq!(conn.is_reused(), round > 0);
+            echo_ok(&mut *conn, &format!("round {round}")).await;
+        }
+        assert_eq!(server.accepted(), 1);
+        let counters = pool.stats().counters;
+        assert_eq!((counters.dials, counters.hits), (1, 4));
+        assert_eq!(counts(&pool, &addr), (1, 1));
+    });
+}
+
+const WORKERS: usize = 4;
+const ROUNDS: usize = 5;
+
+/// `WORKERS` callers per server, each doing `ROUNDS` of get, echo, drop; checks the pool after every
+/// step: never more connections to an address than callers, never more idle than `capacity`.
+async fn load<R: Runtime>(pool: &Pool<R::Tcp>, servers: &[EchoServer], capacity: usize) {
+    let callers = servers
+        .iter()
+        .flat_map(|server| (0..WORKERS).map(move |worker| (server.addr(), worker)))
+        .map(|(addr, worker)| async move {
+            for round in 0..ROUNDS {
+                let mut conn = pool.get(&addr).await.unwrap();
+                echo_ok(&mut *conn, &format!("{worker}/{round}")).await;
+                drop(conn);
+                for dest in pool.stats().destinations {
+                    assert!(dest.total <= WORKERS, "{dest:?}: more than the load needs");
+                    assert!(dest.idle <= capacity, "{dest:?}: more idle than capacity");
+                }
+            }
+        });
+    join_all(callers).await;
+}
+
+pub fn concurrent_gets_dial_only_what_the_load_needs<R: Runtime>() {
+    R::block_on(async {
+        let servers: Vec<EchoServer> = (0..3).map(|_| EchoServer::tcp()).collect();
+        let pool = tcp_pool::<R>(WORKERS);
+        load::<R>(&pool, &servers, WORKERS).await;
+        for server in &servers {
+            let accepted = server.accepted();
+            assert!(
+                (1..=WORKERS).contains(&accepted),
+                "{accepted} connections for {WORKERS} callers"
+            );
+            let (total, idle) = counts(&pool, &server.addr());
+            assert_eq!((total, idle), (accepted, accepted));
+        }
+        let counters = pool.stats().counters;
+        assert_eq!(
+            counters.dials + counters.hits,
+            (servers.len() * WORKERS * ROUNDS) as u64
+        );
+        assert_eq!(counters.closed(), 0);
+    });
+}
+
+pub fn idle_connections_stay_within_capacity_per_address<R: Runtime>() {
+    const CAPACITY: usize = 2;
+    R::block_on(async {
+        let servers: Vec<EchoServer> = (0..3).map(|_| EchoServer::tcp()).collect();
+        let pool = tcp_pool::<R>(CAPACITY);
+        load::<R>(&pool, &servers, CAPACITY).await;
+        for server in &servers {
+            let (total, idle) = counts(&pool, &server.addr());
+            assert_eq!(total, idle);
+            assert!((1..=CAPACITY).contains(&idle), "{idle} idle");
+            eventually::<R>("the server sees only the idle connections open", || {
+                server.open() == idle
+            })
+            .await;
+        }
+    });
+}
+
+pub fn restarted_backend_dead_idle_connections_are_skipped<R: Runtime>() {
+    R::block_on(async {
+        let mut server = EchoServer::tcp();
+        let addr = server.addr();
+        let pool = tcp_pool::<R>(4);
+        let mut conns = join_all((0..3).map(|_| pool.get(&addr))).await;
+        for conn in &mut conns {
+            echo_ok(&mut **conn.as_mut().unwrap(), "before").await;
+        }
+        drop(conns);
+        assert_eq!(counts(&pool, &addr), (3, 3));
+
+        // A connection outside the pool, accepted last, tells when the server's close has reached
+        // this side of every connection.
+        let dialer = R::tcp();
+        let mut probe = dialer.dial(&addr).await.unwrap();
+        echo_ok(&mut probe, "probe").await;
+        server.stop();
+        eventually::<R>("the probe sees the server close it", || {
+            !dialer.is_open(&probe)
+        })
+        .await;
+        let server = EchoServer::tcp_on(&addr);
+
+        let mut conn = pool
+            .get(&addr)
+            .await
+            .expect("a working connection, no error");
+        assert!(!conn.is_reused());
+        echo_ok(&mut *conn, "after").await;
+        assert_eq!(server.accepted(), 1);
+        let counters = pool.stats().counters;
+        assert_eq!((counters.closed_not_open, counters.hits), (3, 0));
+        assert_eq!(counts(&pool, &addr), (1, 0));
+    });
+}
+
+pub fn release_then_dial_recovers_from_a_dead_connection<R: Runtime>() {
+    R::block_on(async {
+        let mut server = EchoServer::tcp();
+        let addr = server.addr();
+        // Without the check on get the pool hands out a dead connection, as go-connpool's did.
+        let pool = R::builder(R::tcp()).check_on_get(false).build().unwrap();
+        echo_ok(&mut *pool.get(&addr).await.unwrap(), "first").await;
+        server.stop();
+        let _server = EchoServer::tcp_on(&addr);
+
+        let mut conn = pool.get(&addr).await.unwrap();
+        assert!(conn.is_reused());
+        if conn.echo(b"lost").await.is_err() {
+            conn.release();
+            conn = pool.dial(&addr).await.unwrap();
+        }
+        assert!(!conn.is_reused());
+        echo_ok(&mut *conn, "retried").await;
+        let counters = pool.stats().counters;
+        assert_eq!((counters.dials, counters.released), (2, 1));
+        assert_eq!(counts(&pool, &addr), (1, 0));
+    });
+}
+
+pub fn reaper_closes_idle_connections_on_its_own<R: Runtime>() {
+    R::block_on_test_clock(async {
+        let server = EchoServer::tcp();
+        let addr = server.addr();
+        let idle_timeout = R::REAPER_IDLE_TIMEOUT;
+        let pool = R::builder(R::tcp())
+            .idle_timeout(idle_timeout)
+            .build()
+            .unwrap();
+        let mut conns = join_all((0..2).map(|_| pool.get(&addr))).await;
+        for conn in &mut conns {
+            echo_ok(&mut **conn.as_mut().unwrap(), "soon idle").await;
+        }
+        drop(conns);
+        assert_eq!(server.open(), 2);
+
+        // No call on the pool from here on: only the reaper can close them.
+        R::sleep(idle_timeout * 2).await;
+        eventually::<R>("the server sees the idle connections closed", || {
+            server.open() == 0
+        })
+        .await;
+        assert_eq!(pool.stats().counters.closed_expired, 2);
+        assert_eq!(counts(&pool, &addr), (0, 0));
+    });
+}
+
+pub fn close_closes_every_idle_socket<R: Runtime>() {
+    R::block_on(async {
+        let server = EchoServer::tcp();
+        let addr = server.addr();
+        let pool = tcp_pool::<R>(4);
+        let mut conns = join_all((0..4).map(|_| pool.get(&addr))).await;
+        for conn in &mut conns {
+            echo_ok(&mut **conn.as_mut().unwrap(), "hello").await;
+        }
+        let held = conns.pop().unwrap().unwrap();
+        drop(conns);
+        assert_eq!(counts(&pool, &addr), (4, 3));
+
+        pool.close();
+        eventually::<R>("the server sees the idle connections closed", || {
+            server.open() == 1
+        })
+        .await;
+        assert!(matches!(pool.get(&addr).await, Err(Error::Closed)));
+        drop(held);
+        eventually::<R>("the server sees the held connection closed", || {
+            server.open() == 0
+        })
+        .await;
+        assert_eq!(pool.stats().counters.closed_pool_closed, 4);
+        assert_eq!(counts(&pool, &addr), (0, 0));
+    });
+}
+
+pub fn refused_connection_is_a_dial_error<R: Runtime>() {
+    let addr = closed_port();
+    R::block_on(async {
+        let pool = tcp_pool::<R>(4);
+        let err = dial_error(&pool, &addr).await;
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+        assert!(err.to_string().contains(&addr), "{err}");
+        assert_eq!(pool.stats().counters.dial_errors, 1);
+        assert_eq!(pool.stats().total(), 0);
+    });
+}
+
+pub fn unresolvable_name_is_a_dial_error<R: Runtime>() {
+    R::block_on(async {
+        let pool = tcp_pool::<R>(4);
+        let addr = "no-such-host.invalid:80".to_string();
+        let err = dial_error(&pool, &addr).await;
+        assert!(err.to_string().contains(&addr), "{err}");
+        assert_eq!(pool.stats().total(), 0);
+    });
+}
+
+pub fn malformed_addresses_are_dial_errors<R: Runtime>() {
+    R::block_on(async {
+        let pool = tcp_pool::<R>(4);
+        for addr in ["not an address", "127.0.0.1", "127.0.0.1:99999", ""] {
+            let err = dial_error(&pool, &addr.to_string()).await;
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{addr:?}: {err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("connecting to {addr}: ")),
+                "{err}"
+            );
+        }
+        assert_eq!(pool.stats().counters.dial_errors, 4);
+        assert_eq!(pool.stats().total(), 0);
+    });
+}
+
+pub fn guard_dropped_on_a_plain_thread_is_fine<R: Runtime>() {
+    R::block_on(async {
+        let server = EchoServer::tcp();
+        let addr = server.addr();
+        let pool = tcp_pool::<R>(4);
+        let mut conn = pool.get(&addr).await.unwrap();
+        echo_ok(&mut *conn, "there").await;
+        std::thread::spawn(move || drop(conn)).join().unwrap();
+        assert_eq!(counts(&pool, &addr), (1, 1));
+
+        let mut conn = pool.get(&addr).await.unwrap();
+        assert!(conn.is_reused());
+        echo_ok(&mut *conn, "and back").await;
+        // Releasing, and dropping the last handle of the pool, need no runtime either.
+        std::thread::spawn(move || {
+            conn.release();
+            drop(pool);
+        })
+        .join()
+        .unwrap();
+        eventually::<R>("the server sees the connection closed", || {
+            server.open() == 0
+        })
+        .await;
+        assert_eq!(server.accepted(), 1);
+    });
+}
+
+pub fn nodelay_is_on_unless_turned_off<R: Runtime>() {
+    R::block_on(async {
+        let server = EchoServer::tcp();
+        let addr = server.addr();
+        let pool = tcp_pool::<R>(4);
+        assert!(R::nodelay(&pool.get(&addr).await.unwrap()));
+        let pool = R::builder(R::tcp_nodelay(false)).build().unwrap();
+        assert!(!R::nodelay(&pool.get(&addr).await.unwrap()));
+    });
+}
+
+/// A listener with a backlog of zero, never accepting: once one connection waits in its queue,
+/// Linux drops every further SYN, so those connects hang until the client gives up.
+#[cfg(target_os = "linux")]
+pub fn connect_timeout_gives_up_on_a_silent_listener<R: Runtime>() {
+    use futures::future::{select, Either};
+    use socket2::{Domain, Socket, Type};
+    use std::pin::pin;
+
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener
+        .local_addr()
+        .unwrap()
+        .as_socket()
+        .unwrap()
+        .to_string();
+    R::block_on(async {
+        let limit = Duration::from_millis(200);
+        let pool = R::builder(R::tcp_connect_timeout(limit)).build().unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..8 {
+            let started = Instant::now();
+            // Bounded even if the setting were ignored: a hanging connect fails the test, not CI.
+            let dial = pin!(pool.dial(&addr));
+            let outcome = match select(dial, pin!(R::sleep(Duration::from_secs(5)))).await {
+                Either::Left((outcome, _)) => outcome,
+                Either::Right(_) => panic!("connect_timeout({limit:?}) did not end the dial"),
+            };
+            match outcome {
+                Ok(conn) => queued.push(conn),
+                Err(Error::Dial(err)) => {
+                    assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+                    assert!(err.to_string().contains(&addr), "{err}");
+                    assert!(started.elapsed() >= limit);
+                    assert!(started.elapsed() < Duration::from_secs(5));
+                    return;
+                }
+                Err(err) => panic!("{err}"),
+            }
+        }
+        panic!("{} dials to a full backlog all connected", queued.len());
+    });
+}
+
+#[cfg(unix)]
+fn unix_pool<R: Runtime>() -> Pool<R::Unix> {
+    R::builder(R::unix()).capacity(4).build().unwrap()
+}
+
+#[cfg(unix)]
+pub fn unix_sequential_gets_reuse_one_connection<R: Runtime>() {
+    R::block_on(async {
+        let server = EchoServer::unix();
+        let path = server.path();
+        let pool = unix_pool::<R>();
+        for round in 0..3 {
+            let mut conn = pool.get(&path).await.unwrap();
+            assert_eq!(conn.is_reused(), round > 0);
+            echo_ok(&mut *conn, "over unix").await;
+        }
+        assert_eq!(server.accepted(), 1);
+    });
+}
+
+#[cfg(unix)]
+pub fn unix_dead_idle_connection_is_skipped<R: Runtime>() {
+    R::block_on(async {
+        let mut server = EchoServer::unix();
+        let path = server.path();
+        let pool = unix_pool::<R>();
+        echo_ok(&mut *pool.get(&path).await.unwrap(), "before").await;
+        let dialer = R::unix();
+        let mut probe = dialer.dial(&path).await.unwrap();
+        echo_ok(&mut probe, "probe").await;
+        server.stop();
+        eventually::<R>("the probe sees the server close it", || {
+            !dialer.is_open(&probe)
+        })
+        .await;
+        let _server = EchoServer::unix_on(&path);
+
+        let mut conn = pool
+            .get(&path)
+            .await
+            .expect("a working connection, no error");
+        assert!(!conn.is_reused());
+        echo_ok(&mut *conn, "after").await;
+        assert_eq!(pool.stats().counters.closed_not_open, 1);
+    });
+}
+
+#[cfg(unix)]
+pub fn unix_missing_socket_is_a_dial_error<R: Runtime>() {
+    R::block_on(async {
+        let pool = unix_pool::<R>();
+        let path = socket_path();
+        let err = dial_error(&pool, &path).await;
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+    });
+}
+
+/// A loopback address nothing listens on: a port the system handed out, then let go.
+fn closed_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
