@@ -10,7 +10,8 @@ use connpool_core::Clock;
 ///
 /// [`now`](Clock::now) reads [`tokio::time::Instant::now`], so a paused test clock
 /// (`#[tokio::test(start_paused = true)]`, `tokio::time::advance`) moves the pool's idle times
-/// and its reaper along with every other timer of the test.
+/// and its reaper along with every other timer of the test. Read outside a runtime (a guard
+/// dropped on a plain thread) it is the system clock, which agrees with tokio's unless paused.
 ///
 /// Its sleeps are tokio timers: they must be made inside a tokio runtime with time enabled, as
 /// they are when the reaper runs on a [`TokioSpawner`](crate::TokioSpawner).
