@@ -52,6 +52,7 @@
 mod clock;
 mod dial;
 mod error;
+mod lru;
 mod pool;
 mod pooled;
 mod reaper;

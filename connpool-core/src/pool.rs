@@ -1,14 +1,20 @@
 //! The pool: [`Pool`], its [`Builder`], and the path of a connection through them.
 
 use std::fmt;
+use std::future::poll_fn;
+use std::task::Poll;
 use std::time::Duration;
+
+use futures_core::future::BoxFuture;
 
 use crate::clock::{nanos, Clock, Nanos, Spawner, Timebase};
 use crate::error::{BuildError, Error};
 use crate::pooled::Pooled;
 use crate::reaper::{self, ReaperSignal};
 use crate::stats::Stats;
-use crate::store::{Checkout, Destination, DialOutcome, Reason, Store};
+use crate::store::{
+    Checkout, Destination, DialOutcome, Grant, Leave, Limits, Reason, Store, Waiter,
+};
 use crate::sync::Arc;
 use crate::Dialer;
 
@@ -81,6 +87,8 @@ pub(crate) struct PoolInner<D: Dialer> {
     pub(crate) store: Store<D>,
     pub(crate) time: Timebase,
     check_on_get: bool,
+    wait_timeout: Option<Duration>,
+    dial_timeout: Option<Duration>,
     pub(crate) reaper: Arc<ReaperSignal>,
 }
 
@@ -91,13 +99,13 @@ impl<D: Dialer> PoolInner<D> {
         closed
     }
 
-    /// Where a dropped guard's connection goes: back into the store, or closed.
-    pub(crate) fn check_in(&self, dest: &Arc<Destination<D>>, conn: D::Conn) {
+    /// Where a dropped guard's connection goes: to a waiter or back into the store, or closed.
+    pub(crate) fn check_in(&self, dest: &Arc<Destination<D>>, conn: D::Conn, born: Nanos) {
         let reason = if std::thread::panicking() {
             Some(Reason::Panicking)
         } else if self.store.is_closed() {
             Some(Reason::PoolClosed)
-        } else if self.check_on_get && self.store.capacity() > 0 && !self.dialer.is_open(&conn) {
+        } else if self.check_on_get && !self.dialer.is_open(&conn) {
             Some(Reason::NotOpen)
         } else {
             None
@@ -108,11 +116,16 @@ impl<D: Dialer> PoolInner<D> {
                 drop(conn);
             }
             None => {
-                if self.store.check_in(dest, conn, self.time.now()) {
+                if self.store.check_in(dest, conn, born, self.time.now()) {
                     self.reaper.idle_added();
                 }
             }
         }
+    }
+
+    /// A sleep on the pool's clock, when it has one that can sleep.
+    fn sleep(&self, dur: Option<Duration>) -> Option<BoxFuture<'static, ()>> {
+        Some(self.time.clock()?.sleep(dur?))
     }
 }
 
@@ -129,15 +142,22 @@ impl<D: Dialer> Pool<D> {
     }
 
     /// A [`Builder`] with the defaults: capacity 32, idle timeout 90 s, the system clock, no
-    /// background reaper, `check_on_get` on.
+    /// background reaper, `check_on_get` on, and no limits.
     pub fn builder(dialer: D) -> Builder<D> {
         Builder {
             dialer,
-            capacity: 32,
-            idle_timeout: Duration::from_secs(90),
+            limits: Limits {
+                capacity: 32,
+                idle_timeout: Duration::from_secs(90),
+                max_open_per_host: usize::MAX,
+                max_idle_total: None,
+                max_lifetime: None,
+            },
             clock: None,
             spawner: None,
             check_on_get: true,
+            wait_timeout: None,
+            dial_timeout: None,
         }
     }
 
@@ -153,63 +173,128 @@ impl<D: Dialer> Pool<D> {
     /// An idle connection to `addr` if one is usable (most recently returned first), else a new
     /// one.
     ///
-    /// Idle connections whose idle time is up are closed on the way, and with `check_on_get` (the
-    /// default) so are those [`Dialer::is_open`] turns down, so a restarted backend's dead
-    /// connections are skipped without an error.
+    /// Idle connections whose idle time or lifetime is up are closed on the way, and with
+    /// `check_on_get` (the default) so are those [`Dialer::is_open`] turns down, so a restarted
+    /// backend's dead connections are skipped without an error. When the destination is at
+    /// `max_open_per_host`, waits in line for a returned connection or a free slot, up to
+    /// `wait_timeout`.
     ///
     /// Dropping the returned future at any point leaks nothing.
     pub async fn get(&self, addr: &D::Addr) -> Result<Pooled<D>, Error> {
-        let inner = self.inner();
-        let hash = inner.store.hash(addr);
-        loop {
-            let now = inner.time.now();
-            match inner.store.checkout(inner, addr, hash, now) {
-                Checkout::Reuse(dest, conn) => {
-                    if inner.check_on_get && !inner.dialer.is_open(&conn) {
-                        inner.store.forget(&dest, Reason::NotOpenOnGet);
-                        drop(conn);
-                        continue;
-                    }
-                    return Ok(Pooled::new(dest, conn, true));
-                }
-                Checkout::Dial(dest) => return self.connect(DialTicket::new(dest)).await,
-                Checkout::Closed => return Err(Error::Closed),
-            }
-        }
+        self.checkout(addr, false).await
     }
 
     /// Always a new connection (go-connpool's `Pool.New`): the retry after a dead connection.
     ///
     /// The new connection joins the pool like any other: dropping it puts it back if there is
-    /// room.
+    /// room. At `max_open_per_host` it closes the destination's oldest idle connection to make
+    /// room, or waits in line for a slot when there is none.
     pub async fn dial(&self, addr: &D::Addr) -> Result<Pooled<D>, Error> {
+        self.checkout(addr, true).await
+    }
+
+    async fn checkout(&self, addr: &D::Addr, fresh: bool) -> Result<Pooled<D>, Error> {
         let inner = self.inner();
         let hash = inner.store.hash(addr);
-        match inner.store.reserve_dial(inner, addr, hash) {
-            Some(dest) => self.connect(DialTicket::new(dest)).await,
-            None => Err(Error::Closed),
+        loop {
+            let now = inner.time.now();
+            let (dest, grant) = match inner.store.checkout(inner, addr, hash, now, fresh) {
+                Checkout::Reuse(dest, conn, born) => (dest, Grant::Conn(conn, born)),
+                Checkout::Dial(dest) => (dest, Grant::Slot),
+                Checkout::Wait(dest, waiter) => {
+                    let grant = self.wait(&dest, &waiter).await?;
+                    (dest, grant)
+                }
+                Checkout::Closed => return Err(Error::Closed),
+            };
+            match grant {
+                Grant::Conn(conn, born) => {
+                    if inner.check_on_get && !inner.dialer.is_open(&conn) {
+                        inner.store.forget(&dest, Reason::NotOpenOnGet);
+                        drop(conn);
+                        continue;
+                    }
+                    return Ok(Pooled::new(dest, conn, born, true));
+                }
+                Grant::Slot => return self.connect(DialTicket::new(dest)).await,
+                Grant::Closed => return Err(Error::Closed),
+            }
         }
+    }
+
+    /// Waits in `dest`'s queue for a connection or a slot, up to the wait timeout.
+    async fn wait(
+        &self,
+        dest: &Arc<Destination<D>>,
+        waiter: &Arc<Waiter<D::Conn>>,
+    ) -> Result<Grant<D::Conn>, Error> {
+        let inner = self.inner();
+        let mut queued = Queued {
+            dest,
+            waiter,
+            done: false,
+        };
+        let mut timeout = inner.sleep(inner.wait_timeout);
+        poll_fn(|cx| {
+            if let Poll::Ready(grant) = waiter.poll_grant(cx) {
+                queued.done = true;
+                return Poll::Ready(Ok(grant));
+            }
+            if let Some(timeout) = timeout.as_mut() {
+                if timeout.as_mut().poll(cx).is_ready() {
+                    queued.done = true;
+                    let now = inner.time.now();
+                    return Poll::Ready(
+                        inner
+                            .store
+                            .leave_queue(dest, waiter, Leave::TimedOut, now)
+                            .ok_or(Error::Timeout),
+                    );
+                }
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     async fn connect(&self, mut ticket: DialTicket<D>) -> Result<Pooled<D>, Error> {
         let inner = self.inner();
-        let result = inner.dialer.dial(&ticket.dest.addr).await;
+        let mut dial = inner.dialer.dial(&ticket.dest.addr);
+        let mut timeout = inner.sleep(inner.dial_timeout);
+        let result = poll_fn(|cx| {
+            if let Poll::Ready(result) = dial.as_mut().poll(cx) {
+                return Poll::Ready(Some(result));
+            }
+            match timeout.as_mut().map(|timeout| timeout.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(None),
+                _ => Poll::Pending,
+            }
+        })
+        .await;
+        drop(dial);
         ticket.settled = true;
+        let store = &inner.store;
         match result {
-            Ok(conn) => {
-                if inner
-                    .store
-                    .finish_dial(&ticket.dest, DialOutcome::Connected)
-                {
-                    Ok(Pooled::new(ticket.dest.clone(), conn, false))
+            Some(Ok(conn)) => {
+                if store.finish_dial(&ticket.dest, DialOutcome::Connected) {
+                    Ok(Pooled::new(
+                        ticket.dest.clone(),
+                        conn,
+                        inner.time.now(),
+                        false,
+                    ))
                 } else {
                     drop(conn);
                     Err(Error::Closed)
                 }
             }
-            Err(err) => {
-                inner.store.finish_dial(&ticket.dest, DialOutcome::Failed);
+            Some(Err(err)) => {
+                store.finish_dial(&ticket.dest, DialOutcome::Failed);
                 Err(Error::Dial(err))
+            }
+            None => {
+                store.finish_dial(&ticket.dest, DialOutcome::TimedOut);
+                Err(Error::Timeout)
             }
         }
     }
@@ -242,6 +327,30 @@ impl<D: Dialer> Pool<D> {
         self.inner().close();
     }
 
+    /// Closes the pool, then waits up to `grace` for the connections held by callers to come back
+    /// (they are closed as they do). Returns `true` if all did, `false` if some were still out
+    /// when the grace period ended.
+    ///
+    /// The grace period is timed on the pool's clock; a pool without a clock that can sleep does
+    /// not wait, and answers at once whether everything is already back.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.close();
+        let inner = self.inner();
+        let store = &inner.store;
+        let mut deadline = inner.sleep(Some(grace));
+        poll_fn(|cx| {
+            store.drain_signal().register(cx.waker());
+            if store.is_drained() {
+                return Poll::Ready(true);
+            }
+            match deadline.as_mut().map(|deadline| deadline.as_mut().poll(cx)) {
+                Some(Poll::Pending) => Poll::Pending,
+                Some(Poll::Ready(())) | None => Poll::Ready(store.is_drained()),
+            }
+        })
+        .await
+    }
+
     /// Whether [`close`](Pool::close) has been called.
     pub fn is_closed(&self) -> bool {
         self.inner().store.is_closed()
@@ -265,8 +374,7 @@ impl<D: Dialer> fmt::Debug for Pool<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let store = &self.inner().store;
         f.debug_struct("Pool")
-            .field("capacity", &store.capacity())
-            .field("idle_timeout", &store.idle_timeout())
+            .field("limits", store.limits())
             .field("closed", &store.is_closed())
             .finish_non_exhaustive()
     }
@@ -291,7 +399,28 @@ impl<D: Dialer> DialTicket<D> {
 impl<D: Dialer> Drop for DialTicket<D> {
     fn drop(&mut self) {
         if !self.settled {
-            self.dest.pool.store.cancel_dial(&self.dest);
+            self.dest
+                .pool
+                .store
+                .finish_dial(&self.dest, DialOutcome::Cancelled);
+        }
+    }
+}
+
+/// A place in a destination's queue; dropped before its grant is collected (a cancelled `get`),
+/// it leaves the queue and hands on whatever it was given.
+struct Queued<'a, D: Dialer> {
+    dest: &'a Arc<Destination<D>>,
+    waiter: &'a Arc<Waiter<D::Conn>>,
+    done: bool,
+}
+
+impl<D: Dialer> Drop for Queued<'_, D> {
+    fn drop(&mut self) {
+        if !self.done {
+            let pool = &self.dest.pool;
+            pool.store
+                .leave_queue(self.dest, self.waiter, Leave::Cancelled, pool.time.now());
         }
     }
 }
@@ -314,31 +443,32 @@ impl<D: Dialer> Drop for DialTicket<D> {
 /// ```
 pub struct Builder<D: Dialer> {
     dialer: D,
-    capacity: usize,
-    idle_timeout: Duration,
-    clock: Option<Arc<dyn Clock>>,
-    spawner: Option<Arc<dyn Spawner>>,
+    limits: Limits,
+    clock: Option<std::sync::Arc<dyn Clock>>,
+    spawner: Option<std::sync::Arc<dyn Spawner>>,
     check_on_get: bool,
+    wait_timeout: Option<Duration>,
+    dial_timeout: Option<Duration>,
 }
 
 impl<D: Dialer> Builder<D> {
     /// The most idle connections kept per destination (default 32); 0 keeps nothing idle.
     pub fn capacity(mut self, n: usize) -> Self {
-        self.capacity = n;
+        self.limits.capacity = n;
         self
     }
 
     /// How long a connection may stay idle before it is closed (default 90 s); zero is a
     /// [`BuildError`].
     pub fn idle_timeout(mut self, d: Duration) -> Self {
-        self.idle_timeout = d;
+        self.limits.idle_timeout = d;
         self
     }
 
-    /// The clock idle times are measured on (default: the system's monotonic clock at its coarse
-    /// resolution, a few milliseconds, which cannot sleep).
+    /// The clock idle times and timeouts are measured on (default: the system's monotonic clock at
+    /// its coarse resolution, a few milliseconds, which cannot sleep).
     pub fn clock(mut self, c: impl Clock) -> Self {
-        self.clock = Some(Arc::new(c));
+        self.clock = Some(std::sync::Arc::new(c));
         self
     }
 
@@ -346,7 +476,7 @@ impl<D: Dialer> Builder<D> {
     /// up. Needs a [`clock`](Builder::clock) to sleep on. Without a spawner, expired connections
     /// are closed lazily (on get, return and [`Pool::reap`]).
     pub fn spawner(mut self, s: impl Spawner) -> Self {
-        self.spawner = Some(Arc::new(s));
+        self.spawner = Some(std::sync::Arc::new(s));
         self
     }
 
@@ -357,29 +487,69 @@ impl<D: Dialer> Builder<D> {
         self
     }
 
+    /// The most connections open to one destination at once: held, idle and being dialed
+    /// (default unlimited; 0 is a [`BuildError`]).
+    ///
+    /// Callers beyond it wait in a first-in first-out queue per destination: a returned
+    /// connection goes straight to the oldest waiter, and a closed or released one frees a slot
+    /// for the oldest waiter to dial. A waiter that is dropped leaves the queue at once.
+    pub fn max_open_per_host(mut self, n: usize) -> Self {
+        self.limits.max_open_per_host = n;
+        self
+    }
+
+    /// How long [`Pool::get`] and [`Pool::dial`] wait in line for a free slot before they answer
+    /// [`Error::Timeout`] (default: as long as it takes; zero: not at all). Needs a
+    /// [`clock`](Builder::clock) that can sleep.
+    pub fn wait_timeout(mut self, d: Duration) -> Self {
+        self.wait_timeout = Some(d);
+        self
+    }
+
+    /// How long a dial may take before it is abandoned with [`Error::Timeout`] (default: as long
+    /// as the dialer takes; zero is a [`BuildError`]). Needs a [`clock`](Builder::clock) that can
+    /// sleep.
+    pub fn dial_timeout(mut self, d: Duration) -> Self {
+        self.dial_timeout = Some(d);
+        self
+    }
+
+    /// The most idle connections kept across all destinations (default unlimited). When it is
+    /// reached, the least recently used idle connection anywhere is closed to make room.
+    ///
+    /// With this limit the pool keeps all destinations under one lock, so that the order of use
+    /// is exact; each operation stays O(1).
+    pub fn max_idle_total(mut self, n: usize) -> Self {
+        self.limits.max_idle_total = Some(n);
+        self
+    }
+
+    /// How old a connection may grow, counted from its dial (default: no limit; zero is a
+    /// [`BuildError`]). Older ones are closed when they come back, instead of being handed out,
+    /// and by the reaper.
+    pub fn max_lifetime(mut self, d: Duration) -> Self {
+        self.limits.max_lifetime = Some(d);
+        self
+    }
+
     /// Builds the pool, and starts its reaper when a clock and a spawner are set.
     pub fn build(self) -> Result<Pool<D>, BuildError> {
-        if self.idle_timeout.is_zero() {
-            return Err(BuildError::new(
-                "idle_timeout",
-                "must be greater than zero; use capacity(0) to keep nothing idle",
-            ));
-        }
-        if self.spawner.is_some() && self.clock.is_none() {
-            return Err(BuildError::new(
-                "spawner",
-                "the background reaper needs a clock to sleep on; set clock() too",
-            ));
-        }
+        self.check()?;
+        let limits = self.limits;
+        // Nothing ever expires with no room to keep anything, or with an idle timeout of centuries.
+        let reaper_useful = limits.capacity > 0
+            && limits.max_idle_total != Some(0)
+            && (nanos(limits.idle_timeout) < Nanos::MAX
+                || limits.max_lifetime.is_some_and(|d| nanos(d) < Nanos::MAX));
         let inner = Arc::new(PoolInner {
             dialer: self.dialer,
-            store: Store::new(self.capacity, self.idle_timeout),
+            store: Store::new(limits),
             time: Timebase::new(self.clock),
             check_on_get: self.check_on_get,
+            wait_timeout: self.wait_timeout,
+            dial_timeout: self.dial_timeout,
             reaper: Arc::new(ReaperSignal::default()),
         });
-        // Nothing ever expires with no room to keep anything, or with an idle timeout of centuries.
-        let reaper_useful = self.capacity > 0 && nanos(self.idle_timeout) < Nanos::MAX;
         if let (Some(spawner), Some(clock), true) =
             (self.spawner, inner.time.clock(), reaper_useful)
         {
@@ -389,16 +559,54 @@ impl<D: Dialer> Builder<D> {
             handle: Arc::new(Handle { inner }),
         })
     }
+
+    fn check(&self) -> Result<(), BuildError> {
+        let needs_clock = "needs a clock that can sleep; set clock() too";
+        if self.limits.idle_timeout.is_zero() {
+            return Err(BuildError::new(
+                "idle_timeout",
+                "must be greater than zero; use capacity(0) to keep nothing idle",
+            ));
+        }
+        if self.limits.max_open_per_host == 0 {
+            return Err(BuildError::new(
+                "max_open_per_host",
+                "must be at least 1, or no connection could ever open",
+            ));
+        }
+        if self.limits.max_lifetime.is_some_and(|d| d.is_zero()) {
+            return Err(BuildError::new("max_lifetime", "must be greater than zero"));
+        }
+        if self.dial_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(BuildError::new("dial_timeout", "must be greater than zero"));
+        }
+        if self.clock.is_none() {
+            if self.spawner.is_some() {
+                return Err(BuildError::new(
+                    "spawner",
+                    "the background reaper needs a clock to sleep on; set clock() too",
+                ));
+            }
+            if self.wait_timeout.is_some() {
+                return Err(BuildError::new("wait_timeout", needs_clock));
+            }
+            if self.dial_timeout.is_some() {
+                return Err(BuildError::new("dial_timeout", needs_clock));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<D: Dialer> fmt::Debug for Builder<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
-            .field("capacity", &self.capacity)
-            .field("idle_timeout", &self.idle_timeout)
+            .field("limits", &self.limits)
             .field("clock", &self.clock.is_some())
             .field("spawner", &self.spawner.is_some())
             .field("check_on_get", &self.check_on_get)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("dial_timeout", &self.dial_timeout)
             .finish_non_exhaustive()
     }
 }

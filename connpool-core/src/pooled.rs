@@ -6,6 +6,7 @@ use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::clock::Nanos;
 use crate::store::{Destination, Reason};
 use crate::sync::Arc;
 use crate::Dialer;
@@ -23,14 +24,17 @@ pub struct Pooled<D: Dialer> {
     /// `None` only once `release` or `detach` has taken it.
     conn: Option<D::Conn>,
     dest: Arc<Destination<D>>,
+    /// When it was dialed, on the pool's clock, for `max_lifetime`.
+    born: Nanos,
     reused: bool,
 }
 
 impl<D: Dialer> Pooled<D> {
-    pub(crate) fn new(dest: Arc<Destination<D>>, conn: D::Conn, reused: bool) -> Self {
+    pub(crate) fn new(dest: Arc<Destination<D>>, conn: D::Conn, born: Nanos, reused: bool) -> Self {
         Pooled {
             conn: Some(conn),
             dest,
+            born,
             reused,
         }
     }
@@ -84,7 +88,7 @@ impl<D: Dialer> Pooled<D> {
 impl<D: Dialer> Drop for Pooled<D> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.dest.pool.check_in(&self.dest, conn);
+            self.dest.pool.check_in(&self.dest, conn, self.born);
         }
     }
 }

@@ -100,7 +100,11 @@ fn next_nap<D: Dialer>(pool: &PoolInner<D>, signal: &ReaperSignal) -> Option<Opt
         // Waking at most sixteen times per idle timeout bounds the work of a pool whose
         // connections come back at scattered times; none is handed out late meanwhile, since a
         // get checks the idle time itself.
-        let granularity = pool.store.idle_timeout() / 16;
+        let limits = pool.store.limits();
+        let shortest = limits.max_lifetime.map_or(limits.idle_timeout, |lifetime| {
+            lifetime.min(limits.idle_timeout)
+        });
+        let granularity = shortest / 16;
         let until_deadline = Duration::from_nanos(deadline.saturating_sub(now));
         return Some(Some(until_deadline.max(granularity)));
     }

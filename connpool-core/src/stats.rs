@@ -37,6 +37,8 @@ pub struct DestinationStats<A> {
     pub total: usize,
     /// Idle connections to it, ready to be reused.
     pub idle: usize,
+    /// Callers queued for a free slot, the destination being at `max_open_per_host`.
+    pub waiting: usize,
 }
 
 /// Counts of what a pool has done since it was built.
@@ -69,6 +71,18 @@ pub struct Counters {
     pub closed_panicking: u64,
     /// Connections taken out of the pool by [`Pooled::detach`](crate::Pooled::detach).
     pub detached: u64,
+    /// Gets and dials that found their destination at `max_open_per_host` and queued.
+    pub waits: u64,
+    /// Queued gets and dials whose `wait_timeout` passed first.
+    pub wait_timeouts: u64,
+    /// Dials abandoned after `dial_timeout`.
+    pub dial_timeouts: u64,
+    /// Connections closed because they were older than `max_lifetime`.
+    pub closed_lifetime: u64,
+    /// Idle connections closed to make room: the least recently used one when `max_idle_total` was
+    /// reached, or one closed so that a [`Pool::dial`](crate::Pool::dial) at
+    /// `max_open_per_host` could open a fresh connection.
+    pub closed_evicted: u64,
 }
 
 impl Counters {
@@ -81,6 +95,8 @@ impl Counters {
             + self.closed_pool_closed
             + self.closed_purged
             + self.closed_panicking
+            + self.closed_lifetime
+            + self.closed_evicted
     }
 
     pub(crate) fn add(&mut self, other: &Counters) {
@@ -96,6 +112,11 @@ impl Counters {
             closed_purged,
             closed_panicking,
             detached,
+            waits,
+            wait_timeouts,
+            dial_timeouts,
+            closed_lifetime,
+            closed_evicted,
         } = other;
         self.hits += hits;
         self.dials += dials;
@@ -108,5 +129,10 @@ impl Counters {
         self.closed_purged += closed_purged;
         self.closed_panicking += closed_panicking;
         self.detached += detached;
+        self.waits += waits;
+        self.wait_timeouts += wait_timeouts;
+        self.dial_timeouts += dial_timeouts;
+        self.closed_lifetime += closed_lifetime;
+        self.closed_evicted += closed_evicted;
     }
 }

@@ -2,28 +2,34 @@
 //!
 //! Destinations are spread over a few shards, each a mutex around a hash table of buckets, so that
 //! threads working on different destinations rarely meet. A bucket holds one destination's idle
-//! connections (last in, first out, stamped with the time they came back) and counts those held by
-//! callers and being dialed. Every operation is one short critical section: it takes `now` as an
-//! argument, changes the counts, and hands back the connections to close, which are dropped only
-//! after the lock is released (closing a socket is a system call that others should not wait for).
+//! connections (last in, first out, stamped with the time they came back), counts those held by
+//! callers and being dialed, and queues the callers waiting for a free slot when the destination
+//! is at `max_open_per_host`. Every operation is one short critical section: it takes `now` as an
+//! argument, changes the counts, and leaves the connections to close and the waiters to wake in an
+//! [`Aftermath`], which acts only after the lock is released (closing a socket is a system call
+//! that others should not wait for).
 //!
-//! A bucket leaves its table the moment it holds nothing, so short-lived destinations cost nothing
-//! once their connections are gone.
+//! Whenever an operation leaves a bucket with room and waiters, the oldest waiters get the room
+//! ([`Bucket::settle`]); a bucket that holds nothing leaves its table at once, so short-lived
+//! destinations cost nothing once their connections are gone.
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
+use std::mem;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::clock::{nanos, Nanos};
+use crate::lru::{Lru, LruKey};
 use crate::pool::PoolInner;
 use crate::stats::{Counters, DestinationStats, Stats};
 use crate::sync::{lock, Arc, AtomicBool, Mutex, Ordering};
 use crate::Dialer;
 
 /// One destination: its address, the address's hash, and the pool it belongs to. Its bucket holds
-/// one reference and every connection to it (held, or on its way to being dialed) another, so a
+/// one reference and every connection to it (held, being dialed, or waited for) another, so a
 /// returning connection finds its bucket by the stored hash and a pointer comparison, without
 /// hashing the address again.
 pub(crate) struct Destination<D: Dialer> {
@@ -46,6 +52,8 @@ pub(crate) enum Reason {
     Purged,
     Panicking,
     Detached,
+    Lifetime,
+    Evicted,
 }
 
 impl Counters {
@@ -64,26 +72,168 @@ impl Counters {
             Reason::Purged => self.closed_purged += n,
             Reason::Panicking => self.closed_panicking += n,
             Reason::Detached => self.detached += n,
+            Reason::Lifetime => self.closed_lifetime += n,
+            Reason::Evicted => self.closed_evicted += n,
         }
     }
 }
 
-/// What a get found in the store.
+/// The limits a store enforces, fixed when the pool is built.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) capacity: usize,
+    pub(crate) idle_timeout: Duration,
+    /// `usize::MAX` when unlimited.
+    pub(crate) max_open_per_host: usize,
+    pub(crate) max_idle_total: Option<usize>,
+    pub(crate) max_lifetime: Option<Duration>,
+}
+
+/// What a get or dial found in the store.
 pub(crate) enum Checkout<D: Dialer> {
-    /// An idle connection, now counted as held.
-    Reuse(Arc<Destination<D>>, D::Conn),
-    /// Nothing idle: the caller is counted as dialing and must end with
-    /// [`Store::finish_dial`] or [`Store::cancel_dial`].
+    /// An idle connection, now counted as held, and when it was dialed.
+    Reuse(Arc<Destination<D>>, D::Conn, Nanos),
+    /// Room to dial: the caller is counted as dialing and must end with [`Store::finish_dial`].
     Dial(Arc<Destination<D>>),
+    /// The destination is full: the caller is queued and must end with [`Waiter::poll_grant`]
+    /// or [`Store::leave_queue`].
+    Wait(Arc<Destination<D>>, Arc<Waiter<D::Conn>>),
     /// The pool is closed.
     Closed,
 }
 
-/// How a dial that the store counted ended.
+/// What a waiter is given.
+pub(crate) enum Grant<C> {
+    /// A returned connection, counted as held by the waiter, and when it was dialed.
+    Conn(C, Nanos),
+    /// A free slot, counted as dialing for the waiter.
+    Slot,
+    /// The pool closed.
+    Closed,
+}
+
+/// A caller queued for a full destination.
+pub(crate) struct Waiter<C> {
+    /// A `dial` wants a fresh connection, so it is given slots, never returned connections.
+    fresh: bool,
+    state: Mutex<WaitState<C>>,
+}
+
+enum WaitState<C> {
+    Waiting(Option<Waker>),
+    Granted(Grant<C>),
+    Gone,
+}
+
+impl<C> Waiter<C> {
+    fn new(fresh: bool) -> Self {
+        Waiter {
+            fresh,
+            state: Mutex::new(WaitState::Waiting(None)),
+        }
+    }
+
+    /// What the waiter was given, once it was; until then remembers whom to wake.
+    pub(crate) fn poll_grant(&self, cx: &mut Context<'_>) -> Poll<Grant<C>> {
+        let mut state = lock(&self.state);
+        match mem::replace(&mut *state, WaitState::Gone) {
+            WaitState::Granted(grant) => Poll::Ready(grant),
+            WaitState::Waiting(_) => {
+                *state = WaitState::Waiting(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+            WaitState::Gone => Poll::Pending,
+        }
+    }
+
+    /// Under the shard lock: hands over `grant`; returns whom to wake once the lock is released.
+    fn grant(&self, grant: Grant<C>) -> Option<Waker> {
+        let mut state = lock(&self.state);
+        match mem::replace(&mut *state, WaitState::Granted(grant)) {
+            WaitState::Waiting(waker) => waker,
+            WaitState::Granted(_) | WaitState::Gone => None,
+        }
+    }
+
+    /// Under the shard lock: takes back what was granted and not yet collected, and marks the
+    /// waiter gone.
+    fn withdraw(&self) -> Option<Grant<C>> {
+        match mem::replace(&mut *lock(&self.state), WaitState::Gone) {
+            WaitState::Granted(grant) => Some(grant),
+            WaitState::Waiting(_) | WaitState::Gone => None,
+        }
+    }
+}
+
+/// How a dial counted by the store ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DialOutcome {
     Connected,
     Failed,
+    TimedOut,
+    /// The caller went away before the dial finished.
+    Cancelled,
+}
+
+/// Why a waiter leaves the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Leave {
+    /// Its wait timeout passed: what it was given in the meantime is handed to it.
+    TimedOut,
+    /// It was dropped: what it was given goes to the next waiter.
+    Cancelled,
+}
+
+/// What to do once a shard's lock is released: close connections, wake waiters, and tell
+/// `shutdown` callers to look again.
+pub(crate) struct Aftermath<'a, C> {
+    closing: Vec<C>,
+    wake: Vec<Waker>,
+    drain: Option<&'a DrainSignal>,
+}
+
+impl<C> Aftermath<'_, C> {
+    fn new() -> Self {
+        Aftermath {
+            closing: Vec::new(),
+            wake: Vec::new(),
+            drain: None,
+        }
+    }
+}
+
+impl<C> Drop for Aftermath<'_, C> {
+    fn drop(&mut self) {
+        self.closing.clear();
+        for waker in self.wake.drain(..) {
+            waker.wake();
+        }
+        if let Some(drain) = self.drain {
+            drain.notify();
+        }
+    }
+}
+
+/// Wakes `shutdown` callers whenever a closed pool's last connections come back.
+#[derive(Default)]
+pub(crate) struct DrainSignal {
+    wakers: std::sync::Mutex<Vec<Waker>>,
+}
+
+impl DrainSignal {
+    pub(crate) fn register(&self, waker: &Waker) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+    }
+
+    fn notify(&self) {
+        let wakers = mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        for waker in wakers {
+            waker.wake();
+        }
+    }
 }
 
 pub(crate) struct Store<D: Dialer> {
@@ -91,9 +241,11 @@ pub(crate) struct Store<D: Dialer> {
     shard_shift: u32,
     hasher: DefaultHashBuilder,
     closed: AtomicBool,
-    capacity: usize,
-    idle_timeout: Duration,
-    idle_timeout_nanos: Nanos,
+    limits: Limits,
+    /// The limits in the store's own unit of time (`Nanos::MAX`: never).
+    idle_timeout: Nanos,
+    max_lifetime: Nanos,
+    drain: DrainSignal,
 }
 
 /// Keeps each shard on cache lines of its own, so two threads on two shards do not slow each
@@ -103,8 +255,15 @@ struct Padded<T>(T);
 
 struct Shard<D: Dialer> {
     buckets: HashTable<Bucket<D>>,
+    books: Books<D>,
+}
+
+/// A shard's accounts beside its buckets.
+struct Books<D: Dialer> {
     counters: Counters,
     idle: usize,
+    /// With `max_idle_total` (one shard then), every idle connection in the order it came back.
+    lru: Option<Lru<Arc<Destination<D>>>>,
 }
 
 struct Bucket<D: Dialer> {
@@ -113,66 +272,212 @@ struct Bucket<D: Dialer> {
     idle: VecDeque<Idle<D::Conn>>,
     held: usize,
     dialing: usize,
+    waiters: VecDeque<Arc<Waiter<D::Conn>>>,
 }
 
 struct Idle<C> {
     conn: C,
     since: Nanos,
+    born: Nanos,
+    lru: LruKey,
+}
+
+/// What the store knows of time for one operation.
+#[derive(Clone, Copy)]
+struct Now {
+    now: Nanos,
+    idle_timeout: Nanos,
+    max_lifetime: Nanos,
+}
+
+impl Now {
+    fn idle_expired<C>(&self, idle: &Idle<C>) -> bool {
+        self.now.saturating_sub(idle.since) >= self.idle_timeout
+    }
+
+    fn too_old(&self, born: Nanos) -> bool {
+        self.now.saturating_sub(born) >= self.max_lifetime
+    }
 }
 
 impl<D: Dialer> Bucket<D> {
+    fn open(&self) -> usize {
+        self.held + self.dialing + self.idle.len()
+    }
+
     fn is_empty(&self) -> bool {
-        self.idle.is_empty() && self.held == 0 && self.dialing == 0
+        self.idle.is_empty() && self.held == 0 && self.dialing == 0 && self.waiters.is_empty()
     }
 
-    /// Moves the connections whose idle time is up into `closing`; returns how many.
-    #[inline]
-    fn expire(&mut self, now: Nanos, idle_timeout: Nanos, closing: &mut Vec<D::Conn>) -> usize {
-        let is_expired = |idle: &Idle<D::Conn>| now.saturating_sub(idle.since) >= idle_timeout;
-        // The oldest is at the front: when it is fresh, all are (the common case, kept cheap).
-        if !self.idle.front().is_some_and(is_expired) {
-            return 0;
+    /// Takes the idle connection at `index` out of the books.
+    fn take_idle(&mut self, index: usize, books: &mut Books<D>) -> Option<Idle<D::Conn>> {
+        let idle = self.idle.remove(index)?;
+        books.idle -= 1;
+        if let Some(lru) = books.lru.as_mut() {
+            lru.remove(idle.lru);
         }
-        let expired = self.idle.iter().take_while(|idle| is_expired(idle)).count();
-        closing.extend(self.idle.drain(..expired).map(|idle| idle.conn));
-        expired
+        Some(idle)
     }
 
-    /// When the oldest idle connection's time is up; `None` when nothing is idle or it never is.
-    fn next_deadline(&self, idle_timeout: Nanos) -> Option<Nanos> {
-        let deadline = self.idle.front()?.since.saturating_add(idle_timeout);
+    /// Takes the newest idle connection out of the books.
+    fn pop_newest(&mut self, books: &mut Books<D>) -> Option<Idle<D::Conn>> {
+        let idle = self.idle.pop_back()?;
+        books.idle -= 1;
+        if let Some(lru) = books.lru.as_mut() {
+            lru.remove(idle.lru);
+        }
+        Some(idle)
+    }
+
+    /// Closes the idle connections `[..n]` (the oldest) for `reason`.
+    fn close_oldest(
+        &mut self,
+        n: usize,
+        reason: Reason,
+        books: &mut Books<D>,
+        after: &mut Aftermath<'_, D::Conn>,
+    ) {
+        for _ in 0..n {
+            if let Some(idle) = self.take_idle(0, books) {
+                after.closing.push(idle.conn);
+            }
+        }
+        books.counters.count(reason, n);
+    }
+
+    /// Closes the idle connections whose idle time or lifetime is up.
+    fn expire(&mut self, now: Now, books: &mut Books<D>, after: &mut Aftermath<'_, D::Conn>) {
+        // The oldest is at the front: when it is fresh, all are (the common case, kept cheap).
+        if self.idle.front().is_some_and(|idle| now.idle_expired(idle)) {
+            let expired = self
+                .idle
+                .iter()
+                .take_while(|idle| now.idle_expired(idle))
+                .count();
+            self.close_oldest(expired, Reason::Expired, books, after);
+        }
+        if now.max_lifetime < Nanos::MAX {
+            let mut index = 0;
+            while index < self.idle.len() {
+                if now.too_old(self.idle[index].born) {
+                    if let Some(idle) = self.take_idle(index, books) {
+                        after.closing.push(idle.conn);
+                        books.counters.count(Reason::Lifetime, 1);
+                    }
+                } else {
+                    index += 1;
+                }
+            }
+        }
+    }
+
+    /// When the next idle connection's idle time or lifetime is up; `None` when never.
+    fn next_deadline(&self, now: Now) -> Option<Nanos> {
+        let idle_deadline = self.idle.front().map_or(Nanos::MAX, |idle| {
+            idle.since.saturating_add(now.idle_timeout)
+        });
+        let lifetime_deadline = if now.max_lifetime < Nanos::MAX {
+            self.idle
+                .iter()
+                .map(|idle| idle.born.saturating_add(now.max_lifetime))
+                .min()
+                .unwrap_or(Nanos::MAX)
+        } else {
+            Nanos::MAX
+        };
+        let deadline = idle_deadline.min(lifetime_deadline);
         (deadline < Nanos::MAX).then_some(deadline)
+    }
+
+    /// Gives the room this bucket has to its oldest waiters, as slots to dial.
+    fn settle(&mut self, max_open: usize, after: &mut Aftermath<'_, D::Conn>) {
+        while !self.waiters.is_empty() && self.open() < max_open {
+            if let Some(waiter) = self.waiters.pop_front() {
+                self.dialing += 1;
+                after.wake.extend(waiter.grant(Grant::Slot));
+            }
+        }
+    }
+
+    /// A held connection comes back in good order: to the oldest waiter, or idle if there is room.
+    /// The caller has already taken it off `held`.
+    fn check_in(
+        &mut self,
+        conn: D::Conn,
+        born: Nanos,
+        now: Now,
+        capacity: usize,
+        books: &mut Books<D>,
+        after: &mut Aftermath<'_, D::Conn>,
+    ) {
+        if let Some(waiter) = self.waiters.pop_front() {
+            if waiter.fresh {
+                // A dial wants a new connection: this one makes room for it.
+                books.counters.count(Reason::Evicted, 1);
+                after.closing.push(conn);
+                self.dialing += 1;
+                after.wake.extend(waiter.grant(Grant::Slot));
+            } else {
+                books.counters.hits += 1;
+                self.held += 1;
+                after.wake.extend(waiter.grant(Grant::Conn(conn, born)));
+            }
+            return;
+        }
+        self.expire(now, books, after);
+        if self.idle.len() >= capacity {
+            books.counters.count(Reason::OverCapacity, 1);
+            after.closing.push(conn);
+            return;
+        }
+        let lru = match books.lru.as_mut() {
+            Some(lru) => lru.push_back(self.dest.clone()),
+            None => LruKey::MAX,
+        };
+        self.idle.push_back(Idle {
+            conn,
+            since: now.now,
+            born,
+            lru,
+        });
+        books.idle += 1;
     }
 }
 
 impl<D: Dialer> Store<D> {
-    pub(crate) fn new(capacity: usize, idle_timeout: Duration) -> Self {
-        let shards = shard_count();
+    pub(crate) fn new(limits: Limits) -> Self {
+        // An exact least-recently-used order across destinations needs them under one lock.
+        let shards = if limits.max_idle_total.is_some() {
+            1
+        } else {
+            shard_count()
+        };
+        let lru = limits.max_idle_total.map(|_| ());
         Store {
             shards: (0..shards)
                 .map(|_| {
                     Padded(Mutex::new(Shard {
                         buckets: HashTable::new(),
-                        counters: Counters::default(),
-                        idle: 0,
+                        books: Books {
+                            counters: Counters::default(),
+                            idle: 0,
+                            lru: lru.map(|()| Lru::new()),
+                        },
                     }))
                 })
                 .collect(),
             shard_shift: 64 - shards.trailing_zeros(),
             hasher: DefaultHashBuilder::default(),
             closed: AtomicBool::new(false),
-            capacity,
-            idle_timeout,
-            idle_timeout_nanos: nanos(idle_timeout),
+            idle_timeout: nanos(limits.idle_timeout),
+            max_lifetime: limits.max_lifetime.map_or(Nanos::MAX, nanos),
+            limits,
+            drain: DrainSignal::default(),
         }
     }
 
-    pub(crate) fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    pub(crate) fn idle_timeout(&self) -> Duration {
-        self.idle_timeout
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub(crate) fn hash(&self, addr: &D::Addr) -> u64 {
@@ -190,259 +495,358 @@ impl<D: Dialer> Store<D> {
         &self.shards[index].0
     }
 
+    fn now(&self, now: Nanos) -> Now {
+        Now {
+            now,
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
+        }
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// The newest usable idle connection to `addr`, or a reservation to dial one.
+    /// An aftermath that also wakes `shutdown` callers when the pool is closed.
+    fn aftermath(&self) -> Aftermath<'_, D::Conn> {
+        let mut after = Aftermath::new();
+        if self.is_closed() {
+            after.drain = Some(&self.drain);
+        }
+        after
+    }
+
+    /// For a get (`fresh` false): the newest usable idle connection to `addr`. For a dial
+    /// (`fresh` true): room to dial, made by closing the oldest idle connection if need be.
+    /// Otherwise room to dial, or a place in the queue when the destination is full.
     pub(crate) fn checkout(
         &self,
         pool: &Arc<PoolInner<D>>,
         addr: &D::Addr,
         hash: u64,
         now: Nanos,
+        fresh: bool,
     ) -> Checkout<D> {
-        let mut closing = Vec::new();
+        let now = self.now(now);
+        let mut after = Aftermath::new();
         let mut guard = lock(self.shard(hash));
         if self.is_closed() {
             return Checkout::Closed;
         }
-        let shard = &mut *guard;
-        let checkout = match shard.buckets.find_mut(hash, |b| b.dest.addr == *addr) {
-            Some(bucket) => match bucket.idle.pop_back() {
-                // The newest is fresh: hand it out, leaving any expired older ones to the next
-                // return or reap, which check from the oldest end.
-                Some(idle) if now.saturating_sub(idle.since) < self.idle_timeout_nanos => {
-                    shard.idle -= 1;
-                    shard.counters.hits += 1;
-                    bucket.held += 1;
-                    Checkout::Reuse(bucket.dest.clone(), idle.conn)
-                }
-                // The newest has expired, so have all the others.
-                newest => {
-                    closing.extend(newest.map(|idle| idle.conn));
-                    closing.extend(bucket.idle.drain(..).map(|idle| idle.conn));
-                    shard.idle -= closing.len();
-                    shard.counters.count(Reason::Expired, closing.len());
-                    bucket.dialing += 1;
-                    Checkout::Dial(bucket.dest.clone())
-                }
-            },
-            None => Checkout::Dial(Self::insert_dialing(shard, pool, addr, hash)),
-        };
-        drop(guard);
-        drop(closing);
-        checkout
-    }
-
-    /// A reservation to dial `addr`, whatever is idle there; `None` when the pool is closed.
-    pub(crate) fn reserve_dial(
-        &self,
-        pool: &Arc<PoolInner<D>>,
-        addr: &D::Addr,
-        hash: u64,
-    ) -> Option<Arc<Destination<D>>> {
-        let mut guard = lock(self.shard(hash));
-        if self.is_closed() {
-            return None;
-        }
-        let shard = &mut *guard;
-        match shard.buckets.find_mut(hash, |b| b.dest.addr == *addr) {
-            Some(bucket) => {
-                bucket.dialing += 1;
-                Some(bucket.dest.clone())
-            }
-            None => Some(Self::insert_dialing(shard, pool, addr, hash)),
-        }
-    }
-
-    fn insert_dialing(
-        shard: &mut Shard<D>,
-        pool: &Arc<PoolInner<D>>,
-        addr: &D::Addr,
-        hash: u64,
-    ) -> Arc<Destination<D>> {
-        let dest = Arc::new(Destination {
-            addr: addr.clone(),
-            hash,
-            pool: pool.clone(),
-        });
-        shard.buckets.insert_unique(
-            hash,
-            Bucket {
+        let Shard { buckets, books } = &mut *guard;
+        let Some(bucket) = buckets.find_mut(hash, |b| b.dest.addr == *addr) else {
+            let dest = Arc::new(Destination {
+                addr: addr.clone(),
+                hash,
+                pool: pool.clone(),
+            });
+            let bucket = Bucket {
                 dest: dest.clone(),
                 idle: VecDeque::new(),
                 held: 0,
                 dialing: 1,
-            },
-            |b| b.dest.hash,
-        );
-        dest
+                waiters: VecDeque::new(),
+            };
+            buckets.insert_unique(hash, bucket, |b| b.dest.hash);
+            return Checkout::Dial(dest);
+        };
+        if !fresh {
+            while let Some(newest) = bucket.idle.back() {
+                if now.idle_expired(newest) {
+                    // The newest has expired, so have all the others.
+                    let all = bucket.idle.len();
+                    bucket.close_oldest(all, Reason::Expired, books, &mut after);
+                    break;
+                }
+                let too_old = now.too_old(newest.born);
+                let Some(idle) = bucket.pop_newest(books) else {
+                    break;
+                };
+                if too_old {
+                    after.closing.push(idle.conn);
+                    books.counters.count(Reason::Lifetime, 1);
+                    continue;
+                }
+                books.counters.hits += 1;
+                bucket.held += 1;
+                return Checkout::Reuse(bucket.dest.clone(), idle.conn, idle.born);
+            }
+        }
+        let max_open = self.limits.max_open_per_host;
+        if fresh && bucket.open() >= max_open && !bucket.idle.is_empty() {
+            bucket.close_oldest(1, Reason::Evicted, books, &mut after);
+        }
+        if bucket.open() < max_open && bucket.waiters.is_empty() {
+            bucket.dialing += 1;
+            return Checkout::Dial(bucket.dest.clone());
+        }
+        let waiter = Arc::new(Waiter::new(fresh));
+        bucket.waiters.push_back(waiter.clone());
+        books.counters.waits += 1;
+        Checkout::Wait(bucket.dest.clone(), waiter)
     }
 
-    /// Runs `f` on `dest`'s bucket under its shard's lock, and drops the bucket if it is left
-    /// empty.
+    /// Runs `f` on `dest`'s bucket under its shard's lock, then gives any room to waiters and
+    /// drops the bucket if it is left empty.
     ///
-    /// A bucket stays while anything is held or being dialed there, so a destination in hand
+    /// A bucket stays while anything is held, dialing or waiting there, so a destination in hand
     /// always finds its bucket; were that ever broken, the operation is skipped rather than
     /// panicking inside a guard's drop.
     fn with_bucket<R>(
         &self,
         dest: &Arc<Destination<D>>,
-        f: impl FnOnce(&mut Bucket<D>, &mut Counters, &mut usize) -> R,
+        now: Nanos,
+        f: impl FnOnce(&mut Bucket<D>, Now, &mut Books<D>, &mut Aftermath<'_, D::Conn>) -> R,
     ) -> Option<R> {
+        let now = self.now(now);
+        let mut after = self.aftermath();
         let mut guard = lock(self.shard(dest.hash));
-        let shard = &mut *guard;
-        let entry = shard
-            .buckets
-            .find_entry(dest.hash, |b| Arc::ptr_eq(&b.dest, dest));
+        let Shard { buckets, books } = &mut *guard;
+        let entry = buckets.find_entry(dest.hash, |b| Arc::ptr_eq(&b.dest, dest));
         let Ok(mut entry) = entry else {
             debug_assert!(false, "a destination in use has no bucket");
             return None;
         };
-        let result = f(entry.get_mut(), &mut shard.counters, &mut shard.idle);
-        if entry.get().is_empty() {
+        let bucket = entry.get_mut();
+        let result = f(bucket, now, books, &mut after);
+        bucket.settle(self.limits.max_open_per_host, &mut after);
+        if bucket.is_empty() {
             entry.remove();
         }
+        self.evict_over_total(books, buckets, &mut after);
+        drop(guard);
         Some(result)
     }
 
-    /// Ends a dial counted by [`Store::checkout`] or [`Store::reserve_dial`]. A connection that
-    /// arrives after the pool closed is counted and must be closed by the caller: `false`.
+    /// With `max_idle_total`: closes the least recently returned idle connections, anywhere, until
+    /// the total fits.
+    fn evict_over_total(
+        &self,
+        books: &mut Books<D>,
+        buckets: &mut HashTable<Bucket<D>>,
+        after: &mut Aftermath<'_, D::Conn>,
+    ) {
+        let Some(max_idle_total) = self.limits.max_idle_total else {
+            return;
+        };
+        while books.idle > max_idle_total {
+            let Some((key, dest)) = books.lru.as_ref().and_then(|lru| lru.front()) else {
+                return;
+            };
+            let dest = dest.clone();
+            let Ok(mut entry) = buckets.find_entry(dest.hash, |b| Arc::ptr_eq(&b.dest, &dest))
+            else {
+                debug_assert!(false, "an idle connection's bucket is gone");
+                return;
+            };
+            let bucket = entry.get_mut();
+            // The least recently returned connection anywhere is the oldest of its bucket.
+            let index = bucket
+                .idle
+                .iter()
+                .position(|idle| idle.lru == key)
+                .unwrap_or(0);
+            if let Some(idle) = bucket.take_idle(index, books) {
+                after.closing.push(idle.conn);
+                books.counters.count(Reason::Evicted, 1);
+            }
+            bucket.settle(self.limits.max_open_per_host, after);
+            if bucket.is_empty() {
+                entry.remove();
+            }
+        }
+    }
+
+    /// Ends a dial counted by [`Store::checkout`]. A connection that arrives after the pool closed
+    /// is counted and must be closed by the caller: `false`.
     pub(crate) fn finish_dial(&self, dest: &Arc<Destination<D>>, outcome: DialOutcome) -> bool {
         let closed = self.is_closed();
-        self.with_bucket(dest, |bucket, counters, _| {
+        self.with_bucket(dest, 0, |bucket, _, books, _| {
             bucket.dialing -= 1;
             match outcome {
-                DialOutcome::Failed => {
-                    counters.dial_errors += 1;
-                    false
-                }
+                DialOutcome::Failed => books.counters.dial_errors += 1,
+                DialOutcome::TimedOut => books.counters.dial_timeouts += 1,
+                DialOutcome::Cancelled => {}
                 DialOutcome::Connected if closed => {
-                    counters.dials += 1;
-                    counters.count(Reason::PoolClosed, 1);
-                    false
+                    books.counters.dials += 1;
+                    books.counters.count(Reason::PoolClosed, 1);
                 }
                 DialOutcome::Connected => {
-                    counters.dials += 1;
+                    books.counters.dials += 1;
                     bucket.held += 1;
-                    true
+                    return true;
                 }
             }
+            false
         })
         .unwrap_or(false)
     }
 
-    /// Takes back a dial reservation whose caller went away; nothing is counted.
-    pub(crate) fn cancel_dial(&self, dest: &Arc<Destination<D>>) {
-        self.with_bucket(dest, |bucket, _, _| bucket.dialing -= 1);
-    }
-
-    /// Takes back a held connection: keeps it idle if the pool is open and `dest` has room (and
-    /// closes the expired ones there while at it). Returns `true` when it was kept.
-    pub(crate) fn check_in(&self, dest: &Arc<Destination<D>>, conn: D::Conn, now: Nanos) -> bool {
-        let mut closing = Vec::new();
-        let kept = self.with_bucket(dest, |bucket, counters, idle| {
+    /// Takes back a held connection: to the oldest waiter, else idle if the pool is open, the
+    /// connection young enough and the destination has room. Returns `true` when it went idle.
+    pub(crate) fn check_in(
+        &self,
+        dest: &Arc<Destination<D>>,
+        conn: D::Conn,
+        born: Nanos,
+        now: Nanos,
+    ) -> bool {
+        let capacity = self.limits.capacity;
+        let closed = self.is_closed();
+        self.with_bucket(dest, now, |bucket, now, books, after| {
             bucket.held -= 1;
-            if self.is_closed() {
-                counters.count(Reason::PoolClosed, 1);
-                closing.push(conn);
+            if closed {
+                books.counters.count(Reason::PoolClosed, 1);
+                after.closing.push(conn);
                 return false;
             }
-            let expired = bucket.expire(now, self.idle_timeout_nanos, &mut closing);
-            *idle -= expired;
-            counters.count(Reason::Expired, expired);
-            if bucket.idle.len() >= self.capacity {
-                counters.count(Reason::OverCapacity, 1);
-                closing.push(conn);
+            if now.too_old(born) {
+                books.counters.count(Reason::Lifetime, 1);
+                after.closing.push(conn);
                 return false;
             }
-            bucket.idle.push_back(Idle { conn, since: now });
-            *idle += 1;
-            true
-        });
-        drop(closing);
-        kept.unwrap_or(false)
+            let idle = bucket.idle.len();
+            bucket.check_in(conn, born, now, capacity, books, after);
+            bucket.idle.len() > idle
+        })
+        .unwrap_or(false)
     }
 
     /// Takes a held connection out of the accounting, for `reason`; the caller closes or keeps it.
     pub(crate) fn forget(&self, dest: &Arc<Destination<D>>, reason: Reason) {
-        self.with_bucket(dest, |bucket, counters, _| {
+        self.with_bucket(dest, 0, |bucket, _, books, _| {
             bucket.held -= 1;
-            counters.count(reason, 1);
+            books.counters.count(reason, 1);
         });
+    }
+
+    /// Takes `waiter` out of `dest`'s queue. What it was given meanwhile goes to the caller when
+    /// its wait timed out, and back to the pool when it was cancelled.
+    pub(crate) fn leave_queue(
+        &self,
+        dest: &Arc<Destination<D>>,
+        waiter: &Arc<Waiter<D::Conn>>,
+        leave: Leave,
+        now: Nanos,
+    ) -> Option<Grant<D::Conn>> {
+        let capacity = self.limits.capacity;
+        let closed = self.is_closed();
+        self.with_bucket(dest, now, |bucket, now, books, after| {
+            let Some(grant) = waiter.withdraw() else {
+                bucket.waiters.retain(|w| !Arc::ptr_eq(w, waiter));
+                if leave == Leave::TimedOut {
+                    books.counters.wait_timeouts += 1;
+                }
+                return None;
+            };
+            match (leave, grant) {
+                (Leave::TimedOut, grant) => Some(grant),
+                (Leave::Cancelled, Grant::Conn(conn, born)) => {
+                    // Counted as a hit for a get that never saw it.
+                    books.counters.hits -= 1;
+                    bucket.held -= 1;
+                    if closed {
+                        books.counters.count(Reason::PoolClosed, 1);
+                        after.closing.push(conn);
+                    } else {
+                        bucket.check_in(conn, born, now, capacity, books, after);
+                    }
+                    None
+                }
+                (Leave::Cancelled, Grant::Slot) => {
+                    bucket.dialing -= 1;
+                    None
+                }
+                (Leave::Cancelled, Grant::Closed) => None,
+            }
+        })
+        .flatten()
     }
 
     /// Closes the idle connections whose time is up. Returns how many, and when the next one's
     /// time will be up (`None` when nothing is idle).
     pub(crate) fn reap(&self, now: Nanos) -> (usize, Option<Nanos>) {
+        let now = self.now(now);
         let mut reaped = 0;
         let mut next: Option<Nanos> = None;
         for shard in self.shards.iter() {
-            let mut closing = Vec::new();
+            let mut after = self.aftermath();
             let mut guard = lock(&shard.0);
-            if guard.idle == 0 {
+            if guard.books.idle == 0 {
                 continue;
             }
-            let shard = &mut *guard;
-            let idle_timeout = self.idle_timeout_nanos;
-            let mut expired = 0;
-            shard.buckets.retain(|bucket| {
-                expired += bucket.expire(now, idle_timeout, &mut closing);
-                if let Some(deadline) = bucket.next_deadline(idle_timeout) {
+            let Shard { buckets, books } = &mut *guard;
+            let before = books.idle;
+            let max_open = self.limits.max_open_per_host;
+            buckets.retain(|bucket| {
+                bucket.expire(now, books, &mut after);
+                if let Some(deadline) = bucket.next_deadline(now) {
                     next = Some(next.map_or(deadline, |next| next.min(deadline)));
                 }
+                bucket.settle(max_open, &mut after);
                 !bucket.is_empty()
             });
-            shard.idle -= expired;
-            shard.counters.count(Reason::Expired, expired);
-            reaped += expired;
-            drop(guard);
-            drop(closing);
+            reaped += before - books.idle;
         }
         (reaped, next)
     }
 
     /// Closes every idle connection to `addr`; returns how many.
     pub(crate) fn purge(&self, addr: &D::Addr, hash: u64) -> usize {
+        let mut after = self.aftermath();
         let mut guard = lock(self.shard(hash));
-        let shard = &mut *guard;
-        let Ok(mut entry) = shard.buckets.find_entry(hash, |b| b.dest.addr == *addr) else {
+        let Shard { buckets, books } = &mut *guard;
+        let Ok(mut entry) = buckets.find_entry(hash, |b| b.dest.addr == *addr) else {
             return 0;
         };
-        let closing: Vec<Idle<D::Conn>> = entry.get_mut().idle.drain(..).collect();
-        if entry.get().is_empty() {
+        let bucket = entry.get_mut();
+        let purged = bucket.idle.len();
+        bucket.close_oldest(purged, Reason::Purged, books, &mut after);
+        bucket.settle(self.limits.max_open_per_host, &mut after);
+        if bucket.is_empty() {
             entry.remove();
         }
-        shard.idle -= closing.len();
-        shard.counters.count(Reason::Purged, closing.len());
-        drop(guard);
-        closing.len()
+        purged
     }
 
-    /// Marks the store closed and closes every idle connection; returns how many. Idempotent.
+    /// Marks the store closed, closes every idle connection and turns every waiter away; returns
+    /// how many connections it closed. Idempotent.
     pub(crate) fn close(&self) -> usize {
         self.closed.store(true, Ordering::Release);
         let mut closed = 0;
         for shard in self.shards.iter() {
-            let mut closing = Vec::new();
+            let mut after = self.aftermath();
             let mut guard = lock(&shard.0);
-            let shard = &mut *guard;
-            shard.buckets.retain(|bucket| {
-                closing.extend(bucket.idle.drain(..).map(|idle| idle.conn));
+            let Shard { buckets, books } = &mut *guard;
+            let before = books.idle;
+            buckets.retain(|bucket| {
+                let idle = bucket.idle.len();
+                bucket.close_oldest(idle, Reason::PoolClosed, books, &mut after);
+                for waiter in bucket.waiters.drain(..) {
+                    after.wake.extend(waiter.grant(Grant::Closed));
+                }
                 !bucket.is_empty()
             });
-            shard.idle = 0;
-            shard.counters.count(Reason::PoolClosed, closing.len());
-            closed += closing.len();
-            drop(guard);
-            drop(closing);
+            closed += before - books.idle;
         }
         closed
     }
 
     pub(crate) fn has_idle(&self) -> bool {
-        self.shards.iter().any(|shard| lock(&shard.0).idle > 0)
+        self.shards
+            .iter()
+            .any(|shard| lock(&shard.0).books.idle > 0)
+    }
+
+    /// Nothing held, dialing or waiting anywhere: a closed pool has nothing left to wait for.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.shards
+            .iter()
+            .all(|shard| lock(&shard.0).buckets.is_empty())
+    }
+
+    pub(crate) fn drain_signal(&self) -> &DrainSignal {
+        &self.drain
     }
 
     pub(crate) fn stats(&self) -> Stats<D::Addr> {
@@ -450,13 +854,14 @@ impl<D: Dialer> Store<D> {
         let mut counters = Counters::default();
         for shard in self.shards.iter() {
             let shard = lock(&shard.0);
-            counters.add(&shard.counters);
+            counters.add(&shard.books.counters);
             destinations.extend(shard.buckets.iter().filter_map(|bucket| {
                 let total = bucket.held + bucket.idle.len();
                 (total > 0).then(|| DestinationStats {
                     addr: bucket.dest.addr.clone(),
                     total,
                     idle: bucket.idle.len(),
+                    waiting: bucket.waiters.len(),
                 })
             }));
         }
@@ -475,7 +880,6 @@ fn shard_count() -> usize {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     (threads * 8).next_power_of_two().clamp(8, 128)
 }
-
 #[cfg(test)]
 impl<D: Dialer> Store<D> {
     /// Buckets in the tables, including those that only count a dial in flight.

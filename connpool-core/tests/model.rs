@@ -120,7 +120,7 @@ impl Model {
             self.counters.closed_pool_closed += 1;
             return;
         }
-        if dead && capacity > 0 {
+        if dead {
             self.counters.closed_not_open += 1;
             return;
         }
