@@ -1,0 +1,401 @@
+//! Capacity control: the per-host limit and its FIFO queue, timeouts on the pool's clock, the
+//! global idle cap, lifetimes and graceful shutdown. Time is a ManualClock; futures are polled by
+//! hand, so every interleaving here is chosen, not hoped for.
+
+mod support;
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use connpool_core::{Builder, Error, ManualClock, Pool, Pooled};
+use futures::executor::block_on;
+use support::{addr, poll_once, TestDialer};
+
+type Pending<'a> = Pin<Box<dyn Future<Output = Result<Pooled<TestDialer>, Error>> + 'a>>;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn builder(dialer: &TestDialer, clock: &ManualClock) -> Builder<TestDialer> {
+    Pool::builder(dialer.clone())
+        .capacity(8)
+        .idle_timeout(Duration::from_secs(60))
+        .clock(clock.clone())
+}
+
+fn limited(max_open: usize) -> (Pool<TestDialer>, TestDialer, ManualClock) {
+    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+    let pool = builder(&dialer, &clock)
+        .max_open_per_host(max_open)
+        .build()
+        .unwrap();
+    (pool, dialer, clock)
+}
+
+fn get(pool: &Pool<TestDialer>, a: &str) -> Pooled<TestDialer> {
+    block_on(pool.get(&addr(a))).unwrap()
+}
+
+fn start<'a>(pool: &'a Pool<TestDialer>, a: &'a String) -> Pending<'a> {
+    let mut fut: Pending<'a> = Box::pin(pool.get(a));
+    assert!(poll_once(&mut fut).is_pending(), "expected to wait");
+    fut
+}
+
+fn ready(fut: &mut Pending<'_>) -> Result<Pooled<TestDialer>, Error> {
+    match poll_once(fut) {
+        Poll::Ready(result) => result,
+        Poll::Pending => panic!("expected the waiter to be served"),
+    }
+}
+
+/// (total, idle, waiting) of `a`.
+fn counts(pool: &Pool<TestDialer>, a: &str) -> (usize, usize, usize) {
+    pool.stats()
+        .destination(&addr(a))
+        .map_or((0, 0, 0), |d| (d.total, d.idle, d.waiting))
+}
+
+#[test]
+fn callers_beyond_the_limit_wait_and_returns_go_to_the_oldest_first() {
+    let (pool, dialer, _) = limited(2);
+    let a = addr("a:1");
+    let (c0, c1) = (get(&pool, "a:1"), get(&pool, "a:1"));
+    let mut first = start(&pool, &a);
+    let mut second = start(&pool, &a);
+    assert_eq!(counts(&pool, "a:1"), (2, 0, 2));
+    assert!(poll_once(&mut first).is_pending());
+
+    drop(c1);
+    let got = ready(&mut first).unwrap();
+    assert_eq!(
+        got.id, 1,
+        "the returned connection goes straight to the oldest waiter"
+    );
+    assert!(got.is_reused());
+    assert!(poll_once(&mut second).is_pending());
+    assert_eq!(counts(&pool, "a:1"), (2, 0, 1));
+
+    // A released connection frees a slot: the next waiter dials for itself.
+    c0.release();
+    let fresh = ready(&mut second).unwrap();
+    assert!(!fresh.is_reused());
+    assert_eq!(fresh.id, 2);
+    assert_eq!(dialer.dials(), 3);
+    let c = pool.stats().counters;
+    assert_eq!((c.waits, c.hits, c.released), (2, 1, 1));
+    assert_eq!(counts(&pool, "a:1"), (2, 0, 0));
+}
+
+#[test]
+fn the_limit_counts_idle_and_dialing_connections_too() {
+    let (pool, dialer, _) = limited(2);
+    let a = addr("a:1");
+    let gate = dialer.hold();
+    let mut dialing = start(&pool, &a);
+    dialer.release_hold();
+    let held = get(&pool, "a:1");
+    // One held, one being dialed: a third caller waits.
+    let mut third = start(&pool, &a);
+    gate.open();
+    let second = ready(&mut dialing).unwrap();
+    assert!(poll_once(&mut third).is_pending());
+    drop(second);
+    assert_eq!(ready(&mut third).unwrap().id, 1);
+    drop(held);
+    assert_eq!(counts(&pool, "a:1"), (2, 2, 0));
+}
+
+#[test]
+fn limits_are_per_destination() {
+    let (pool, _, _) = limited(1);
+    let a = get(&pool, "a:1");
+    let b = get(&pool, "b:1");
+    assert_eq!((a.addr.as_str(), b.addr.as_str()), ("a:1", "b:1"));
+}
+
+#[test]
+fn a_dropped_waiter_leaves_the_queue_at_once_and_swallows_nothing() {
+    let (pool, _, _) = limited(1);
+    let a = addr("a:1");
+    let held = get(&pool, "a:1");
+    let gone = start(&pool, &a);
+    let mut next = start(&pool, &a);
+    drop(gone);
+    assert_eq!(counts(&pool, "a:1"), (1, 0, 1));
+    drop(held);
+    let held = ready(&mut next).unwrap();
+    assert_eq!(held.id, 0);
+
+    // Handed a connection but gone before collecting it: the connection moves on.
+    let granted = start(&pool, &a);
+    let mut after = start(&pool, &a);
+    drop(held);
+    drop(granted);
+    let held = ready(&mut after).unwrap();
+    assert_eq!(held.id, 0);
+    assert_eq!(
+        pool.stats().counters.hits,
+        2,
+        "the abandoned hand-off is not a hit"
+    );
+
+    // Handed a slot but gone before dialing: the slot moves on.
+    let slot = start(&pool, &a);
+    let mut last = start(&pool, &a);
+    held.release();
+    drop(slot);
+    let conn = ready(&mut last).unwrap();
+    assert!(!conn.is_reused());
+    drop(conn);
+    assert_eq!(counts(&pool, "a:1"), (1, 1, 0));
+}
+
+#[test]
+fn a_wait_times_out_on_the_pools_clock() {
+    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+    let pool = builder(&dialer, &clock)
+        .max_open_per_host(1)
+        .wait_timeout(5 * SECOND)
+        .build()
+        .unwrap();
+    let a = addr("a:1");
+    let held = get(&pool, "a:1");
+    let mut waiter = start(&pool, &a);
+    clock.advance(4 * SECOND);
+    assert!(poll_once(&mut waiter).is_pending());
+    clock.advance(SECOND);
+    assert!(matches!(ready(&mut waiter), Err(Error::Timeout)));
+    assert_eq!(pool.stats().counters.wait_timeouts, 1);
+    assert_eq!(counts(&pool, "a:1"), (1, 0, 0));
+
+    // A connection handed over just before the timer fires is taken, not lost.
+    let mut lucky = start(&pool, &a);
+    drop(held);
+    clock.advance(5 * SECOND);
+    assert_eq!(ready(&mut lucky).unwrap().id, 0);
+    assert_eq!(pool.stats().counters.wait_timeouts, 1);
+}
+
+#[test]
+fn a_zero_wait_timeout_fails_at_once_when_full() {
+    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+    let pool = builder(&dialer, &clock)
+        .max_open_per_host(1)
+        .wait_timeout(Duration::ZERO)
+        .build()
+        .unwrap();
+    let _held = get(&pool, "a:1");
+    assert!(matches!(
+        block_on(pool.get(&addr("a:1"))),
+        Err(Error::Timeout)
+    ));
+}
+
+#[test]
+fn a_dial_that_takes_too_long_times_out_and_frees_its_slot() {
+    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+    let pool = builder(&dialer, &clock)
+        .max_open_per_host(1)
+        .dial_timeout(3 * SECOND)
+        .build()
+        .unwrap();
+    let a = addr("a:1");
+    let gate = dialer.hold();
+    let mut slow = start(&pool, &a);
+    let mut next = start(&pool, &a);
+    clock.advance(3 * SECOND);
+    assert!(matches!(ready(&mut slow), Err(Error::Timeout)));
+    assert_eq!(pool.stats().counters.dial_timeouts, 1);
+    // The slot went to the waiter, whose own dial now runs.
+    assert!(poll_once(&mut next).is_pending());
+    gate.open();
+    dialer.release_hold();
+    assert!(ready(&mut next).is_ok());
+    assert_eq!(dialer.live(), 1);
+}
+
+#[test]
+fn a_failing_backend_fails_every_waiter_fast_with_its_own_dial_error() {
+    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+    let pool = builder(&dialer, &clock)
+        .max_open_per_host(1)
+        .wait_timeout(60 * SECOND)
+        .build()
+        .unwrap();
+    let a = addr("down:1");
+    let gate = dialer.hold();
+    dialer.fail("down:1", io::ErrorKind::ConnectionRefused);
+    let mut waiters: Vec<Pending<'_>> = (0..4).map(|_| start(&pool, &a)).collect();
+    assert_eq!(pool.stats().counters.waits, 3);
+    gate.open();
+    dialer.release_hold();
+    // No time passes: each waiter in turn gets the freed slot, dials, and fails.
+    for waiter in &mut waiters {
+        match ready(waiter) {
+            Err(Error::Dial(err)) => assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused),
+            other => panic!("expected the dial error, got {other:?}"),
+        }
+    }
+    let c = pool.stats().counters;
+    assert_eq!((c.dial_errors, c.wait_timeouts), (4, 0));
+    assert!(pool.stats().destinations.is_empty());
+}
+
+#[test]
+fn dial_at_the_limit_replaces_an_idle_connection_or_waits_for_a_slot() {
+    let (pool, dialer, _) = limited(2);
+    let a = addr("a:1");
+    let held = get(&pool, "a:1");
+    drop(get(&pool, "a:1").detach());
+    let idle = get(&pool, "a:1");
+    drop(idle);
+    assert_eq!(counts(&pool, "a:1"), (2, 1, 0));
+    // Full, one idle: dial closes it to make room.
+    let fresh = block_on(pool.dial(&a)).unwrap();
+    assert!(!fresh.is_reused());
+    assert_eq!(pool.stats().counters.closed_evicted, 1);
+    // Full, nothing idle: dial waits, and a returned connection makes room for a fresh one.
+    let mut dial: Pending<'_> = Box::pin(pool.dial(&a));
+    assert!(poll_once(&mut dial).is_pending());
+    drop(held);
+    let newer = ready(&mut dial).unwrap();
+    assert!(!newer.is_reused());
+    assert_eq!(pool.stats().counters.closed_evicted, 2);
+    assert_eq!(dialer.live(), 2, "the two held");
+}
+
+#[test]
+fn close_turns_waiters_away() {
+    let (pool, _, _) = limited(1);
+    let a = addr("a:1");
+    let held = get(&pool, "a:1");
+    let mut waiter = start(&pool, &a);
+    pool.close();
+    assert!(matches!(ready(&mut waiter), Err(Error::Closed)));
+    drop(held);
+    assert!(pool.stats().destinations.is_empty());
+}
+
+#[test]
+fn the_global_idle_cap_closes_the_least_recently_used_anywhere() {
+    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+    let pool = builder(&dialer, &clock).max_idle_total(3).build().unwrap();
+    let conns: Vec<_> = ["a:1", "b:1", "a:1", "c:1"]
+        .iter()
+        .map(|a| get(&pool, a))
+        .collect();
+    let ids: Vec<_> = conns.iter().map(|c| (c.addr.clone(), c.id)).collect();
+    assert_eq!(ids[0], ("a:1".to_string(), 0));
+    for conn in conns {
+        drop(conn); // returned in order a0, b1, a2, c3
+    }
+    // a0 came back first: it goes.
+    assert_eq!(pool.stats().idle(), 3);
+    assert_eq!(pool.stats().counters.closed_evicted, 1);
+    assert_eq!(counts(&pool, "a:1"), (1, 1, 0));
+    // Reusing b1 makes it the most recent; the next eviction takes a2.
+    drop(get(&pool, "b:1"));
+    drop(get(&pool, "d:1"));
+    assert_eq!(counts(&pool, "a:1"), (0, 0, 0));
+    assert_eq!(pool.stats().idle(), 3);
+    assert_eq!(dialer.live(), 3);
+}
+
+#[test]
+fn old_connections_are_closed_at_return_at_checkout_and_by_reap() {
+    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+    let pool = builder(&dialer, &clock)
+        .max_lifetime(10 * SECOND)
+        .build()
+        .unwrap();
+    let old = get(&pool, "a:1");
+    clock.advance(10 * SECOND);
+    drop(old);
+    assert_eq!(pool.stats().counters.closed_lifetime, 1, "closed at return");
+
+    drop(get(&pool, "a:1"));
+    clock.advance(10 * SECOND);
+    assert!(
+        !get(&pool, "a:1").is_reused(),
+        "not handed out once too old"
+    );
+    assert_eq!(pool.stats().counters.closed_lifetime, 2);
+
+    clock.advance(5 * SECOND);
+    assert_eq!(pool.reap(), 0);
+    clock.advance(5 * SECOND);
+    assert_eq!(pool.reap(), 1, "the one returned by the last get");
+    assert_eq!(pool.stats().counters.closed_lifetime, 3);
+    assert_eq!(dialer.live(), 0);
+}
+
+#[test]
+fn shutdown_waits_for_held_connections_up_to_the_grace_period() {
+    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+    let pool = builder(&dialer, &clock).build().unwrap();
+    let held = get(&pool, "a:1");
+    drop(get(&pool, "b:1"));
+    let mut shutdown = Box::pin(pool.shutdown(10 * SECOND));
+    assert!(poll_once(&mut shutdown).is_pending());
+    assert!(pool.is_closed());
+    assert_eq!(dialer.live(), 1, "idle ones closed at once");
+    drop(held);
+    assert_eq!(poll_once(&mut shutdown), Poll::Ready(true));
+    assert_eq!(dialer.live(), 0);
+
+    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+    let pool = builder(&dialer, &clock).build().unwrap();
+    let kept = get(&pool, "a:1");
+    let mut shutdown = Box::pin(pool.shutdown(10 * SECOND));
+    assert!(poll_once(&mut shutdown).is_pending());
+    clock.advance(10 * SECOND);
+    assert_eq!(poll_once(&mut shutdown), Poll::Ready(false));
+    drop(kept);
+    assert_eq!(dialer.live(), 0);
+    assert!(block_on(pool.shutdown(SECOND)), "nothing left out");
+}
+
+#[test]
+fn limit_settings_are_checked() {
+    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+    let err = |b: Builder<TestDialer>| b.build().unwrap_err().setting();
+    assert_eq!(
+        err(builder(&dialer, &clock).max_open_per_host(0)),
+        "max_open_per_host"
+    );
+    assert_eq!(
+        err(builder(&dialer, &clock).max_lifetime(Duration::ZERO)),
+        "max_lifetime"
+    );
+    assert_eq!(
+        err(builder(&dialer, &clock).dial_timeout(Duration::ZERO)),
+        "dial_timeout"
+    );
+    assert_eq!(
+        err(Pool::builder(dialer.clone()).wait_timeout(SECOND)),
+        "wait_timeout"
+    );
+    assert_eq!(
+        err(Pool::builder(dialer.clone()).dial_timeout(SECOND)),
+        "dial_timeout"
+    );
+    let huge = builder(&dialer, &clock)
+        .max_open_per_host(usize::MAX)
+        .max_idle_total(usize::MAX)
+        .max_lifetime(Duration::MAX)
+        .wait_timeout(Duration::MAX)
+        .dial_timeout(Duration::MAX)
+        .build()
+        .unwrap();
+    drop(get(&huge, "a:1"));
+    assert!(get(&huge, "a:1").is_reused());
+    // No clock that can sleep: shutdown answers at once.
+    let plain = Pool::builder(dialer.clone()).build().unwrap();
+    let held = get(&plain, "a:1");
+    assert!(!block_on(plain.shutdown(SECOND)));
+    drop(held);
+    assert!(block_on(plain.shutdown(SECOND)));
+}
