@@ -9,7 +9,8 @@
 //! the adapters' `builder` makes (the runtime's clock, a background reaper on its spawner).
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use connpool_benches::{addresses, ready, run_on_threads, Cycle, NoopDialer};
 use connpool_core::Pool;
@@ -40,13 +41,38 @@ fn cycles(pool: &Pool<NoopDialer>, addrs: &[String], threads: usize, iters: u64)
     })
 }
 
-/// The pools measured, by name, for one `check_on_get` setting.
-fn pools(check_on_get: bool) -> Vec<(&'static str, Pool<NoopDialer>)> {
+/// The pools measured, by name, for one `check_on_get` setting. The runtime behind the Tokio
+/// adapter's spawner is returned too, to outlive its pool.
+fn pools(
+    check_on_get: bool,
+) -> (
+    tokio::runtime::Runtime,
+    Vec<(&'static str, Pool<NoopDialer>)>,
+) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
     let core = Pool::builder(NoopDialer)
         .check_on_get(check_on_get)
         .build()
         .expect("valid settings");
-    vec![("core", core)]
+    let tokio = {
+        let _context = runtime.enter();
+        connpool_tokio::builder(NoopDialer)
+            .check_on_get(check_on_get)
+            .build()
+            .expect("valid settings")
+    };
+    let smol = connpool_smol::builder(NoopDialer)
+        .check_on_get(check_on_get)
+        .build()
+        .expect("valid settings");
+    (
+        runtime,
+        vec![("core", core), ("tokio", tokio), ("smol", smol)],
+    )
 }
 
 fn hot_path(c: &mut Criterion) {
@@ -56,7 +82,7 @@ fn hot_path(c: &mut Criterion) {
             let mut group = c.benchmark_group(format!("hot_path_{threads}t_check_{check}"));
             for dests in DESTINATIONS {
                 let addrs = addresses(dests);
-                let pools = pools(check_on_get);
+                let (_runtime, pools) = pools(check_on_get);
                 for (name, pool) in &pools {
                     warm(pool, &addrs, threads);
                     group.bench_with_input(BenchmarkId::new(*name, dests), &addrs, |b, addrs| {
@@ -75,11 +101,36 @@ fn hot_path(c: &mut Criterion) {
     }
 }
 
+/// What the building blocks of any locked per-host pool cost on this machine, to read the hot
+/// path's figures against: a precise clock reading, an uncontended lock and unlock of a std
+/// mutex, an `Arc` clone and drop, and comparing two equal addresses.
+fn reference(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hot_path_reference");
+    group.bench_function("instant_now", |b| b.iter(Instant::now));
+    let mutex = Mutex::new(0_u64);
+    group.bench_function("mutex_lock_unlock", |b| {
+        b.iter(|| {
+            *black_box(&mutex)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) += 1
+        })
+    });
+    let arc = Arc::new(0_u64);
+    group.bench_function("arc_clone_drop", |b| {
+        b.iter(|| black_box(black_box(&arc).clone()))
+    });
+    let (left, right) = (addresses(1), addresses(1));
+    group.bench_function("address_eq", |b| {
+        b.iter(|| black_box(&left[0]) == black_box(&right[0]))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = hot_path
+    targets = hot_path, reference
 }
 criterion_main!(benches);

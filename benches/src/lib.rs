@@ -103,6 +103,12 @@ pub fn ready<F: Future>(fut: F) -> F::Output {
     }
 }
 
+/// Part `part` of `total` split into `parts` near-equal parts (they add up to `total`).
+pub fn share(total: u64, parts: usize, part: usize) -> u64 {
+    let (whole, rest) = (total / parts as u64, total % parts as u64);
+    whole + u64::from((part as u64) < rest)
+}
+
 /// Runs `work(thread, iterations)` on `threads` threads at once, splitting `iters` between them,
 /// and returns the wall time from the first thread's start to the last thread's end: criterion's
 /// time per iteration is then the aggregate time per operation.
@@ -116,14 +122,10 @@ pub fn run_on_threads(threads: usize, iters: u64, work: impl Fn(usize, u64) + Sy
         return start.elapsed();
     }
     let barrier = Barrier::new(threads);
-    let share = |thread: usize| {
-        let (whole, rest) = (iters / threads as u64, iters % threads as u64);
-        whole + u64::from((thread as u64) < rest)
-    };
     let spans: Vec<(Instant, Instant)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|thread| {
-                let (barrier, work, iters) = (&barrier, &work, share(thread));
+                let (barrier, work, iters) = (&barrier, &work, share(iters, threads, thread));
                 scope.spawn(move || {
                     barrier.wait();
                     let start = Instant::now();

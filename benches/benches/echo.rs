@@ -1,0 +1,384 @@
+//! Real sockets: 64-byte echo round trips over loopback to 4 backends from 8 concurrent tasks, on
+//! Tokio and on smol. Requests per second for:
+//!
+//! - `pooled`: connpool through the runtime's adapter (`builder(TcpDialer::new())`, defaults:
+//!   `check_on_get` on, so every get and return asks the socket whether it is still open);
+//! - `pooled_check_off`: the same with `check_on_get(false)`;
+//! - `unpooled`: a new connection per request, closed after it;
+//! - `dedicated`: each task keeps its own connection to each backend, opened before timing: the
+//!   ceiling no pool can beat.
+//!
+//! Each task walks the backends round robin, one request (write 64 bytes, read the 64 echoed)
+//! per step. The echo servers run in this process on a thread of their own (a single-threaded
+//! Tokio runtime serving all four listeners); the client tasks run on one thread (a
+//! single-threaded Tokio runtime, or a smol executor driven by `block_on`), so client and servers
+//! each have one of the machine's two cores.
+
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use connpool_benches::share;
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
+
+const BACKENDS: usize = 4;
+const TASKS: usize = 8;
+const MESSAGE: [u8; 64] = [0x2a; 64];
+
+/// Starts the echo servers on `127.0.0.1:0` on a thread of their own; their addresses.
+fn echo_servers() -> Arc<[String]> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a Tokio runtime");
+        runtime.block_on(async move {
+            let mut addrs = Vec::new();
+            for _ in 0..BACKENDS {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("a loopback listener");
+                addrs.push(listener.local_addr().expect("its address").to_string());
+                tokio::spawn(serve(listener));
+            }
+            tx.send(addrs).expect("the bench waits for the addresses");
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().expect("the echo servers started").into()
+}
+
+async fn serve(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(async move {
+            let mut buf = [0; 4096];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if stream.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// How the client gets a connection for each request.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Pooled { check_on_get: bool },
+    Unpooled,
+    Dedicated,
+}
+
+impl Mode {
+    const ALL: [Mode; 4] = [
+        Mode::Pooled { check_on_get: true },
+        Mode::Pooled {
+            check_on_get: false,
+        },
+        Mode::Unpooled,
+        Mode::Dedicated,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Pooled { check_on_get: true } => "pooled",
+            Mode::Pooled {
+                check_on_get: false,
+            } => "pooled_check_off",
+            Mode::Unpooled => "unpooled",
+            Mode::Dedicated => "dedicated",
+        }
+    }
+}
+
+/// The dedicated connections: one set (a stream per backend) per task, lent to the task for a
+/// run and handed back after it.
+struct Dedicated<S> {
+    sets: Mutex<Vec<Option<Vec<S>>>>,
+}
+
+impl<S> Dedicated<S> {
+    fn new(sets: Vec<Vec<S>>) -> Self {
+        Dedicated {
+            sets: Mutex::new(sets.into_iter().map(Some).collect()),
+        }
+    }
+
+    fn take(&self, task: usize) -> Vec<S> {
+        let mut sets = self.sets.lock().unwrap_or_else(PoisonError::into_inner);
+        sets[task].take().expect("one run at a time")
+    }
+
+    fn give_back(&self, task: usize, set: Vec<S>) {
+        self.sets.lock().unwrap_or_else(PoisonError::into_inner)[task] = Some(set);
+    }
+}
+
+fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .throughput(Throughput::Elements(1))
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    group
+}
+
+mod on_tokio {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    async fn round_trip(stream: &mut TcpStream) -> io::Result<()> {
+        stream.write_all(&MESSAGE).await?;
+        let mut reply = [0; MESSAGE.len()];
+        stream.read_exact(&mut reply).await?;
+        Ok(())
+    }
+
+    async fn connect(addr: &str) -> io::Result<TcpStream> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// Runs `task(index, requests)` for each of the tasks, splitting `iters` requests between
+    /// them; the wall time of the lot.
+    async fn run<F, Fut>(iters: u64, task: F) -> Duration
+    where
+        F: Fn(usize, u64) -> Fut,
+        Fut: Future<Output = io::Result<()>> + Send + 'static,
+    {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|index| tokio::spawn(task(index, share(iters, TASKS, index))))
+            .collect();
+        for task in tasks {
+            task.await
+                .expect("an echo task panicked")
+                .expect("an echo round trip failed");
+        }
+        start.elapsed()
+    }
+
+    pub(super) fn bench(c: &mut Criterion, backends: &Arc<[String]>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a Tokio runtime");
+        let mut group = group(c, "echo_tokio");
+        for mode in Mode::ALL {
+            let backends = backends.clone();
+            match mode {
+                Mode::Pooled { check_on_get } => {
+                    let pool = {
+                        let _context = runtime.enter();
+                        connpool_tokio::builder(connpool_tokio::TcpDialer::new())
+                            .check_on_get(check_on_get)
+                            .build()
+                            .expect("valid settings")
+                    };
+                    group.bench_function(mode.name(), |b| {
+                        b.iter_custom(|iters| {
+                            runtime.block_on(run(iters, |index, requests| {
+                                let (pool, backends) = (pool.clone(), backends.clone());
+                                async move {
+                                    for step in 0..requests as usize {
+                                        let addr = &backends[(index + step) % BACKENDS];
+                                        let mut conn = pool.get(addr).await?;
+                                        round_trip(&mut conn).await?;
+                                    }
+                                    Ok(())
+                                }
+                            }))
+                        });
+                    });
+                }
+                Mode::Unpooled => {
+                    group.bench_function(mode.name(), |b| {
+                        b.iter_custom(|iters| {
+                            runtime.block_on(run(iters, |index, requests| {
+                                let backends = backends.clone();
+                                async move {
+                                    for step in 0..requests as usize {
+                                        let addr = &backends[(index + step) % BACKENDS];
+                                        round_trip(&mut connect(addr).await?).await?;
+                                    }
+                                    Ok(())
+                                }
+                            }))
+                        });
+                    });
+                }
+                Mode::Dedicated => {
+                    let sets = runtime.block_on(async {
+                        let mut sets = Vec::new();
+                        for _ in 0..TASKS {
+                            let mut set = Vec::new();
+                            for addr in backends.iter() {
+                                set.push(connect(addr).await.expect("a dedicated connection"));
+                            }
+                            sets.push(set);
+                        }
+                        sets
+                    });
+                    let dedicated = Arc::new(Dedicated::new(sets));
+                    group.bench_function(mode.name(), |b| {
+                        b.iter_custom(|iters| {
+                            runtime.block_on(run(iters, |index, requests| {
+                                let dedicated = dedicated.clone();
+                                async move {
+                                    let mut set = dedicated.take(index);
+                                    for step in 0..requests as usize {
+                                        round_trip(&mut set[(index + step) % BACKENDS]).await?;
+                                    }
+                                    dedicated.give_back(index, set);
+                                    Ok(())
+                                }
+                            }))
+                        });
+                    });
+                }
+            }
+        }
+        group.finish();
+    }
+}
+
+mod on_smol {
+    use super::*;
+    use smol::io::{AsyncReadExt, AsyncWriteExt};
+    use smol::net::TcpStream;
+    use smol::Executor;
+
+    async fn round_trip(stream: &mut TcpStream) -> io::Result<()> {
+        stream.write_all(&MESSAGE).await?;
+        let mut reply = [0; MESSAGE.len()];
+        stream.read_exact(&mut reply).await?;
+        Ok(())
+    }
+
+    async fn connect(addr: &str) -> io::Result<TcpStream> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// Runs `task(index, requests)` for each of the tasks on `executor`, driven from this thread,
+    /// splitting `iters` requests between them; the wall time of the lot.
+    fn run<F, Fut>(executor: &Executor<'static>, iters: u64, task: F) -> Duration
+    where
+        F: Fn(usize, u64) -> Fut,
+        Fut: Future<Output = io::Result<()>> + Send + 'static,
+    {
+        smol::block_on(executor.run(async {
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|index| executor.spawn(task(index, share(iters, TASKS, index))))
+                .collect();
+            for task in tasks {
+                task.await.expect("an echo round trip failed");
+            }
+            start.elapsed()
+        }))
+    }
+
+    pub(super) fn bench(c: &mut Criterion, backends: &Arc<[String]>) {
+        let executor = Executor::new();
+        let mut group = group(c, "echo_smol");
+        for mode in Mode::ALL {
+            let backends = backends.clone();
+            match mode {
+                Mode::Pooled { check_on_get } => {
+                    let pool = connpool_smol::builder(connpool_smol::TcpDialer::new())
+                        .check_on_get(check_on_get)
+                        .build()
+                        .expect("valid settings");
+                    group.bench_function(mode.name(), |b| {
+                        b.iter_custom(|iters| {
+                            run(&executor, iters, |index, requests| {
+                                let (pool, backends) = (pool.clone(), backends.clone());
+                                async move {
+                                    for step in 0..requests as usize {
+                                        let addr = &backends[(index + step) % BACKENDS];
+                                        let mut conn = pool.get(addr).await?;
+                                        round_trip(&mut conn).await?;
+                                    }
+                                    Ok(())
+                                }
+                            })
+                        });
+                    });
+                }
+                Mode::Unpooled => {
+                    group.bench_function(mode.name(), |b| {
+                        b.iter_custom(|iters| {
+                            run(&executor, iters, |index, requests| {
+                                let backends = backends.clone();
+                                async move {
+                                    for step in 0..requests as usize {
+                                        let addr = &backends[(index + step) % BACKENDS];
+                                        round_trip(&mut connect(addr).await?).await?;
+                                    }
+                                    Ok(())
+                                }
+                            })
+                        });
+                    });
+                }
+                Mode::Dedicated => {
+                    let sets = smol::block_on(async {
+                        let mut sets = Vec::new();
+                        for _ in 0..TASKS {
+                            let mut set = Vec::new();
+                            for addr in backends.iter() {
+                                set.push(connect(addr).await.expect("a dedicated connection"));
+                            }
+                            sets.push(set);
+                        }
+                        sets
+                    });
+                    let dedicated = Arc::new(Dedicated::new(sets));
+                    group.bench_function(mode.name(), |b| {
+                        b.iter_custom(|iters| {
+                            run(&executor, iters, |index, requests| {
+                                let dedicated = dedicated.clone();
+                                async move {
+                                    let mut set = dedicated.take(index);
+                                    for step in 0..requests as usize {
+                                        round_trip(&mut set[(index + step) % BACKENDS]).await?;
+                                    }
+                                    dedicated.give_back(index, set);
+                                    Ok(())
+                                }
+                            })
+                        });
+                    });
+                }
+            }
+        }
+        group.finish();
+    }
+}
+
+fn echo(c: &mut Criterion) {
+    let backends = echo_servers();
+    on_tokio::bench(c, &backends);
+    on_smol::bench(c, &backends);
+}
+
+criterion_group!(benches, echo);
+criterion_main!(benches);
