@@ -575,6 +575,9 @@ impl<D: Dialer> Store<D> {
         let max_open = self.limits.max_open_per_host;
         if fresh && bucket.open() >= max_open && !bucket.idle.is_empty() {
             bucket.close_oldest(1, Reason::Evicted, books, &mut after);
+            // Room goes to whoever was in line first (returns go to waiters before they go idle,
+            // so normally no one is).
+            bucket.settle(max_open, &mut after);
         }
         if bucket.open() < max_open && bucket.waiters.is_empty() {
             bucket.dialing += 1;
@@ -589,10 +592,23 @@ impl<D: Dialer> Store<D> {
     /// Runs `f` on `dest`'s bucket under its shard's lock, then gives any room to waiters and
     /// drops the bucket if it is left empty.
     ///
-    /// A bucket stays while anything is held, dialing or waiting there, so a destination in hand
-    /// always finds its bucket; were that ever broken, the operation is skipped rather than
-    /// panicking inside a guard's drop.
+    /// A bucket stays while anything is held or dialing there, so a destination in hand always
+    /// finds its bucket; were that ever broken, the operation is skipped rather than panicking
+    /// inside a guard's drop.
     fn with_bucket<R>(
+        &self,
+        dest: &Arc<Destination<D>>,
+        now: Nanos,
+        f: impl FnOnce(&mut Bucket<D>, Now, &mut Books<D>, &mut Aftermath<'_, D::Conn>) -> R,
+    ) -> Option<R> {
+        let result = self.with_bucket_if_any(dest, now, f);
+        debug_assert!(result.is_some(), "a destination in use has no bucket");
+        result
+    }
+
+    /// [`Store::with_bucket`], for a caller that may legitimately find the bucket gone: a waiter
+    /// that a closing pool turned away holds nothing that keeps the bucket.
+    fn with_bucket_if_any<R>(
         &self,
         dest: &Arc<Destination<D>>,
         now: Nanos,
@@ -602,11 +618,9 @@ impl<D: Dialer> Store<D> {
         let mut after = self.aftermath();
         let mut guard = lock(self.shard(dest.hash));
         let Shard { buckets, books } = &mut *guard;
-        let entry = buckets.find_entry(dest.hash, |b| Arc::ptr_eq(&b.dest, dest));
-        let Ok(mut entry) = entry else {
-            debug_assert!(false, "a destination in use has no bucket");
-            return None;
-        };
+        let mut entry = buckets
+            .find_entry(dest.hash, |b| Arc::ptr_eq(&b.dest, dest))
+            .ok()?;
         let bucket = entry.get_mut();
         let result = f(bucket, now, books, &mut after);
         bucket.settle(self.limits.max_open_per_host, &mut after);
@@ -731,7 +745,7 @@ impl<D: Dialer> Store<D> {
     ) -> Option<Grant<D::Conn>> {
         let capacity = self.limits.capacity;
         let closed = self.is_closed();
-        self.with_bucket(dest, now, |bucket, now, books, after| {
+        self.with_bucket_if_any(dest, now, |bucket, now, books, after| {
             let Some(grant) = waiter.withdraw() else {
                 bucket.waiters.retain(|w| !Arc::ptr_eq(w, waiter));
                 if leave == Leave::TimedOut {
@@ -760,7 +774,8 @@ impl<D: Dialer> Store<D> {
                 (Leave::Cancelled, Grant::Closed) => None,
             }
         })
-        .flatten()
+        // No bucket: the pool closed and turned this waiter away, which nothing can change.
+        .unwrap_or_else(|| waiter.withdraw().filter(|_| leave == Leave::TimedOut))
     }
 
     /// Closes the idle connections whose time is up. Returns how many, and when the next one's

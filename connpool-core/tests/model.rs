@@ -1,24 +1,29 @@
 //! Model-based tests: random sequences of pool operations over several destinations, checked
 //! after every step against a plain reference model of what the pool should hold.
 //!
-//! The model is deliberately naive (vectors and counters, no sharding, no hashing, no locks), so a
-//! disagreement points at the pool. After every step: invariants I1-I7 of DESIGN.md hold and the
-//! pool's stats equal the model's.
+//! The model is deliberately naive (vectors, queues and counters; no sharding, hashing or locks),
+//! so a disagreement points at the pool. Gets that find their destination at `max_open_per_host`
+//! stay pending in the harness until an operation polls or drops them. After every step:
+//! invariants I1-I7 of DESIGN.md hold, open(addr) <= max_open_per_host, and the pool's stats
+//! equal the model's.
 
 mod support;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
-use connpool_core::{Counters, ManualClock, Pool, Pooled};
+use connpool_core::{Counters, Error, ManualClock, Pool, Pooled};
 use futures::executor::block_on;
 use proptest::prelude::*;
 use support::{poll_once, TestDialer};
 
 const ADDRS: [&str; 3] = ["a:1", "b:2", "c:3"];
 const IDLE_TIMEOUT_MS: u64 = 1_000;
+
+type Pending = Pin<Box<dyn Future<Output = Result<Pooled<TestDialer>, Error>>>>;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -36,7 +41,11 @@ enum Op {
     PanicDrop(usize),
     /// Start a get whose dial stalls, poll it once, and drop it.
     CancelledGet(usize),
-    FailingGet(usize),
+    FailingDial(usize),
+    /// Poll every pending get once.
+    PollWaiters,
+    /// Drop the n-th pending get.
+    DropWaiter(usize),
     Purge(usize),
     Reap,
     Close,
@@ -56,7 +65,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => addr.clone().prop_map(Op::KillIdle),
         1 => n.clone().prop_map(Op::PanicDrop),
         1 => addr.clone().prop_map(Op::CancelledGet),
-        1 => addr.clone().prop_map(Op::FailingGet),
+        1 => addr.clone().prop_map(Op::FailingDial),
+        3 => Just(Op::PollWaiters),
+        1 => n.clone().prop_map(Op::DropWaiter),
         1 => addr.clone().prop_map(Op::Purge),
         1 => Just(Op::Reap),
         1 => (0..3u64).prop_map(|_| Op::Close),
@@ -64,64 +75,135 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// What a queued caller has been given and not yet collected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Granted {
+    Conn(usize),
+    Slot,
+    Closed,
+}
+
+/// What a get or dial should do, by the book.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Reuse(usize),
+    Dial,
+    Wait(usize),
+    Closed,
+}
+
 /// What the pool should hold, by the book.
-#[derive(Default)]
 struct Model {
+    capacity: usize,
+    max_open: usize,
     now: u64,
     closed: bool,
     /// Per address: idle connections as (id, since), oldest first.
     idle: BTreeMap<usize, Vec<(usize, u64)>>,
-    /// Held connections: (id, address index, dead).
+    /// Held connections: (id, address index, dead), in the harness's order.
     held: Vec<(usize, usize, bool)>,
+    /// Per address: queued callers, oldest first.
+    queue: BTreeMap<usize, VecDeque<usize>>,
+    /// Every pending caller: its address, whether it dials fresh, and what it was given.
+    waiters: HashMap<usize, (usize, bool, Option<Granted>)>,
     next_id: usize,
+    next_waiter: usize,
     /// Connections whose peer is gone.
     dead: HashSet<usize>,
     counters: Counters,
 }
 
 impl Model {
-    fn expired(&self, since: u64) -> bool {
-        self.now - since >= IDLE_TIMEOUT_MS
+    fn granted(&self, a: usize) -> impl Iterator<Item = Granted> + '_ {
+        self.waiters
+            .values()
+            .filter(move |w| w.0 == a)
+            .filter_map(|w| w.2)
     }
 
-    /// The connection a get should hand out, after closing what it should close.
-    fn get(&mut self, a: usize, capacity: usize) -> Option<(usize, bool)> {
-        let _ = capacity;
-        if self.closed {
-            return None;
-        }
-        let now = self.now;
-        let idle = self.idle.entry(a).or_default();
-        while let Some(&(id, since)) = idle.last() {
-            if now - since >= IDLE_TIMEOUT_MS {
-                // The newest is stale, so all are.
-                self.counters.closed_expired += idle.len() as u64;
-                idle.clear();
-            } else if self.dead.contains(&id) {
-                idle.pop();
-                self.counters.closed_not_open += 1;
-            } else {
-                idle.pop();
-                self.counters.hits += 1;
-                return Some((id, true));
-            }
-        }
-        Some((self.dial(), false))
+    /// Held by callers, including connections handed to a queued caller who has not collected it.
+    fn held_at(&self, a: usize) -> usize {
+        let granted = self
+            .granted(a)
+            .filter(|g| matches!(g, Granted::Conn(_)))
+            .count();
+        self.held.iter().filter(|h| h.1 == a).count() + granted
     }
 
-    fn dial(&mut self) -> usize {
-        self.counters.dials += 1;
+    fn open(&self, a: usize) -> usize {
+        let slots = self.granted(a).filter(|g| *g == Granted::Slot).count();
+        self.held_at(a) + self.idle.get(&a).map_or(0, Vec::len) + slots
+    }
+
+    fn idle_total(&self) -> usize {
+        self.idle.values().map(Vec::len).sum()
+    }
+
+    /// Gives `a`'s room to its oldest waiters.
+    fn settle(&mut self, a: usize) {
+        while self.open(a) < self.max_open {
+            let Some(key) = self.queue.entry(a).or_default().pop_front() else {
+                return;
+            };
+            self.waiters.get_mut(&key).unwrap().2 = Some(Granted::Slot);
+        }
+    }
+
+    fn new_id(&mut self) -> usize {
         self.next_id += 1;
         self.next_id - 1
     }
 
-    fn give_back(&mut self, id: usize, a: usize, dead: bool, capacity: usize) {
+    fn checkout(&mut self, a: usize, fresh: bool) -> Outcome {
         if self.closed {
-            self.counters.closed_pool_closed += 1;
-            return;
+            return Outcome::Closed;
         }
-        if dead {
-            self.counters.closed_not_open += 1;
+        let now = self.now;
+        if !fresh {
+            let idle = self.idle.entry(a).or_default();
+            while let Some(&(id, since)) = idle.last() {
+                idle.pop();
+                if now - since >= IDLE_TIMEOUT_MS {
+                    // The newest is stale, so all are.
+                    self.counters.closed_expired += idle.len() as u64 + 1;
+                    idle.clear();
+                } else if self.dead.contains(&id) {
+                    self.counters.closed_not_open += 1;
+                    self.settle(a);
+                    return self.checkout(a, fresh);
+                } else {
+                    self.counters.hits += 1;
+                    return Outcome::Reuse(id);
+                }
+            }
+        }
+        if fresh && self.open(a) >= self.max_open && !self.idle.entry(a).or_default().is_empty() {
+            self.idle.get_mut(&a).unwrap().remove(0);
+            self.counters.closed_evicted += 1;
+            self.settle(a);
+        }
+        if self.open(a) < self.max_open && self.queue.entry(a).or_default().is_empty() {
+            return Outcome::Dial;
+        }
+        let key = self.next_waiter;
+        self.next_waiter += 1;
+        self.queue.entry(a).or_default().push_back(key);
+        self.waiters.insert(key, (a, fresh, None));
+        self.counters.waits += 1;
+        Outcome::Wait(key)
+    }
+
+    /// A good connection comes back to its bucket: to the oldest waiter, or idle if there is room.
+    fn check_in(&mut self, id: usize, a: usize) {
+        if let Some(key) = self.queue.entry(a).or_default().pop_front() {
+            let waiter = self.waiters.get_mut(&key).unwrap();
+            if waiter.1 {
+                self.counters.closed_evicted += 1;
+                waiter.2 = Some(Granted::Slot);
+            } else {
+                self.counters.hits += 1;
+                waiter.2 = Some(Granted::Conn(id));
+            }
             return;
         }
         let now = self.now;
@@ -132,11 +214,47 @@ impl Model {
             .count();
         idle.drain(..expired);
         self.counters.closed_expired += expired as u64;
-        if idle.len() >= capacity {
+        if idle.len() >= self.capacity {
             self.counters.closed_over_capacity += 1;
         } else {
             idle.push((id, now));
         }
+    }
+
+    /// A dropped guard: closed, or checked in.
+    fn give_back(&mut self, id: usize, a: usize, dead: bool) {
+        if self.closed {
+            self.counters.closed_pool_closed += 1;
+        } else if dead {
+            self.counters.closed_not_open += 1;
+        } else {
+            self.check_in(id, a);
+        }
+        self.settle(a);
+    }
+
+    /// A held connection leaves the books for good.
+    fn forget(&mut self, a: usize, counter: fn(&mut Counters) -> &mut u64) {
+        *counter(&mut self.counters) += 1;
+        self.settle(a);
+    }
+
+    /// A pending caller goes away.
+    fn drop_waiter(&mut self, key: usize) {
+        let (a, _, granted) = self.waiters.remove(&key).unwrap();
+        match granted {
+            None => self.queue.entry(a).or_default().retain(|k| *k != key),
+            Some(Granted::Conn(id)) => {
+                self.counters.hits -= 1;
+                if self.closed {
+                    self.counters.closed_pool_closed += 1;
+                } else {
+                    self.check_in(id, a);
+                }
+            }
+            Some(Granted::Slot) | Some(Granted::Closed) => {}
+        }
+        self.settle(a);
     }
 
     fn reap(&mut self) -> usize {
@@ -148,6 +266,9 @@ impl Model {
             reaped += before - idle.len();
         }
         self.counters.closed_expired += reaped as u64;
+        for a in 0..ADDRS.len() {
+            self.settle(a);
+        }
         reaped
     }
 }
@@ -156,18 +277,19 @@ struct Harness {
     pool: Pool<TestDialer>,
     dialer: TestDialer,
     clock: ManualClock,
-    capacity: usize,
     held: Vec<Pooled<TestDialer>>,
+    pending: Vec<(usize, Pending)>,
     model: Model,
 }
 
 impl Harness {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, max_open: usize) -> Self {
         let dialer = TestDialer::new();
         let clock = ManualClock::new();
         let pool = Pool::builder(dialer.clone())
             .capacity(capacity)
             .idle_timeout(Duration::from_millis(IDLE_TIMEOUT_MS))
+            .max_open_per_host(max_open)
             .clock(clock.clone())
             .build()
             .unwrap();
@@ -175,9 +297,22 @@ impl Harness {
             pool,
             dialer,
             clock,
-            capacity,
             held: Vec::new(),
-            model: Model::default(),
+            pending: Vec::new(),
+            model: Model {
+                capacity,
+                max_open,
+                now: 0,
+                closed: false,
+                idle: BTreeMap::new(),
+                held: Vec::new(),
+                queue: BTreeMap::new(),
+                waiters: HashMap::new(),
+                next_id: 0,
+                next_waiter: 0,
+                dead: HashSet::new(),
+                counters: Counters::default(),
+            },
         }
     }
 
@@ -189,51 +324,90 @@ impl Harness {
         Some((self.held.swap_remove(i), self.model.held.swap_remove(i)))
     }
 
-    fn apply(&mut self, op: &Op) {
-        let m = &mut self.model;
-        match *op {
-            Op::Get(a) | Op::Dial(a) => {
-                let dial = matches!(op, Op::Dial(_));
-                let result = if dial {
-                    block_on(self.pool.dial(&ADDRS[a].to_string()))
-                } else {
-                    block_on(self.pool.get(&ADDRS[a].to_string()))
-                };
-                let expected = if m.closed {
-                    None
-                } else if dial {
-                    Some((m.dial(), false))
-                } else {
-                    m.get(a, self.capacity)
-                };
-                match (result, expected) {
-                    (Ok(conn), Some((id, reused))) => {
-                        assert_eq!(conn.id, id, "I1/LIFO: wrong connection for {op:?}");
-                        assert_eq!(conn.is_reused(), reused);
-                        assert_eq!(conn.addr, ADDRS[a], "I4");
-                        self.held.push(conn);
-                        m.held.push((id, a, false));
-                    }
-                    (Err(connpool_core::Error::Closed), None) => {}
-                    (result, expected) => panic!("{op:?}: got {result:?}, expected {expected:?}"),
-                }
+    fn hold(&mut self, conn: Pooled<TestDialer>, id: usize, a: usize, reused: bool) {
+        assert_eq!(conn.id, id, "I1/LIFO: wrong connection");
+        assert_eq!(conn.is_reused(), reused);
+        assert_eq!(conn.addr, ADDRS[a], "I4");
+        self.held.push(conn);
+        self.model.held.push((id, a, false));
+    }
+
+    /// Starts a get or dial: it completes at once, or stays pending in line.
+    fn start(&mut self, a: usize, fresh: bool) {
+        let pool = self.pool.clone();
+        let mut fut: Pending = Box::pin(async move {
+            let addr = ADDRS[a].to_string();
+            if fresh {
+                pool.dial(&addr).await
+            } else {
+                pool.get(&addr).await
             }
+        });
+        let poll = poll_once(&mut fut);
+        match (self.model.checkout(a, fresh), poll) {
+            (Outcome::Reuse(id), Poll::Ready(Ok(conn))) => self.hold(conn, id, a, true),
+            (Outcome::Dial, Poll::Ready(Ok(conn))) => {
+                let id = self.model.new_id();
+                self.model.counters.dials += 1;
+                self.hold(conn, id, a, false);
+            }
+            (Outcome::Wait(key), Poll::Pending) => self.pending.push((key, fut)),
+            (Outcome::Closed, Poll::Ready(Err(Error::Closed))) => {}
+            (expected, got) => panic!("{} {a}: expected {expected:?}, got {got:?}", fresh),
+        }
+    }
+
+    fn poll_waiters(&mut self) {
+        let mut still = Vec::new();
+        for (key, mut fut) in std::mem::take(&mut self.pending) {
+            let poll = poll_once(&mut fut);
+            let (a, _, granted) = self.model.waiters[&key];
+            match (granted, poll) {
+                (None, Poll::Pending) => {
+                    still.push((key, fut));
+                    continue;
+                }
+                (Some(Granted::Conn(id)), Poll::Ready(Ok(conn))) => self.hold(conn, id, a, true),
+                (Some(Granted::Slot), Poll::Ready(result)) => {
+                    let id = self.model.new_id();
+                    self.model.counters.dials += 1;
+                    match result {
+                        Ok(conn) => self.hold(conn, id, a, false),
+                        Err(Error::Closed) if self.model.closed => {
+                            self.model.counters.closed_pool_closed += 1;
+                        }
+                        Err(err) => panic!("waiter {key}: {err:?}"),
+                    }
+                }
+                (Some(Granted::Closed), Poll::Ready(Err(Error::Closed))) => {}
+                (granted, poll) => panic!("waiter {key}: given {granted:?}, got {poll:?}"),
+            }
+            self.model.waiters.remove(&key);
+            self.model.settle(a);
+        }
+        self.pending = still;
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match *op {
+            Op::Get(a) => self.start(a, false),
+            Op::Dial(a) => self.start(a, true),
             Op::Drop(n) => {
                 if let Some((conn, (id, a, dead))) = self.take(n) {
                     drop(conn);
-                    self.model.give_back(id, a, dead, self.capacity);
+                    self.model.give_back(id, a, dead);
                 }
             }
             Op::Release(n) => {
-                if let Some((conn, _)) = self.take(n) {
+                if let Some((conn, (_, a, _))) = self.take(n) {
                     conn.release();
-                    self.model.counters.released += 1;
+                    self.model.forget(a, |c| &mut c.released);
                 }
             }
             Op::Detach(n) => {
-                if let Some((conn, _)) = self.take(n) {
+                if let Some((conn, (_, a, _))) = self.take(n) {
                     drop(conn.detach());
-                    self.model.counters.detached += 1;
+                    self.model.forget(a, |c| &mut c.detached);
                 }
             }
             Op::Kill(n) => {
@@ -245,67 +419,65 @@ impl Harness {
             }
             Op::KillIdle(a) => {
                 let conns = self.dialer.state.conns.lock().unwrap();
-                for &(id, _) in m.idle.get(&a).into_iter().flatten() {
+                for &(id, _) in self.model.idle.get(&a).into_iter().flatten() {
                     conns[id].store(false, std::sync::atomic::Ordering::SeqCst);
-                    m.dead.insert(id);
+                    self.model.dead.insert(id);
                 }
             }
             Op::PanicDrop(n) => {
-                if let Some((conn, _)) = self.take(n) {
+                if let Some((conn, (_, a, _))) = self.take(n) {
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         let _conn = conn;
                         std::panic::resume_unwind(Box::new("a handler failed"));
                     }));
                     assert!(result.is_err());
-                    self.model.counters.closed_panicking += 1;
+                    self.model.forget(a, |c| &mut c.closed_panicking);
                 }
             }
             Op::CancelledGet(a) => {
                 let gate = self.dialer.hold();
-                let addr = ADDRS[a].to_string();
-                {
-                    let mut fut: Pin<Box<dyn Future<Output = _>>> = Box::pin(self.pool.get(&addr));
-                    match poll_once(&mut fut) {
-                        std::task::Poll::Ready(Ok(conn)) => {
-                            // An idle connection was there: it behaves like a plain get.
-                            let expected = m.get(a, self.capacity);
-                            assert_eq!(expected, Some((conn.id, true)));
-                            self.held.push(conn);
-                            m.held.push((expected.unwrap().0, a, false));
-                        }
-                        std::task::Poll::Ready(Err(_)) => assert!(m.closed),
-                        std::task::Poll::Pending => {
-                            // It found nothing usable and is dialing: the model closes what the
-                            // get closed, but counts no dial.
-                            let before = m.counters.dials;
-                            let got = m.get(a, self.capacity);
-                            assert_eq!(got.map(|g| g.1), Some(false));
-                            m.counters.dials = before;
-                            m.next_id -= 1;
-                        }
-                    }
-                }
+                let before = self.pending.len();
+                self.start_cancelled(a);
+                assert_eq!(self.pending.len(), before);
                 gate.open();
                 self.dialer.release_hold();
             }
-            Op::FailingGet(a) => {
-                self.dialer
-                    .fail(ADDRS[a], std::io::ErrorKind::ConnectionRefused);
-                let result = block_on(self.pool.dial(&ADDRS[a].to_string()));
-                self.dialer.heal(ADDRS[a]);
-                if m.closed {
-                    assert!(matches!(result, Err(connpool_core::Error::Closed)));
-                } else {
-                    assert!(matches!(result, Err(connpool_core::Error::Dial(_))));
-                    m.counters.dial_errors += 1;
+            Op::FailingDial(a) => {
+                let m = &self.model;
+                let would_dial = !m.closed
+                    && m.queue.get(&a).is_none_or(VecDeque::is_empty)
+                    && (m.open(a) < m.max_open || !m.idle.get(&a).is_none_or(Vec::is_empty));
+                if m.closed || would_dial {
+                    self.dialer
+                        .fail(ADDRS[a], std::io::ErrorKind::ConnectionRefused);
+                    let result = block_on(self.pool.dial(&ADDRS[a].to_string()));
+                    self.dialer.heal(ADDRS[a]);
+                    match self.model.checkout(a, true) {
+                        Outcome::Closed => assert!(matches!(result, Err(Error::Closed))),
+                        Outcome::Dial => {
+                            assert!(matches!(result, Err(Error::Dial(_))), "{result:?}");
+                            self.model.counters.dial_errors += 1;
+                            self.model.settle(a);
+                        }
+                        other => panic!("a dial expected to go ahead: {other:?}"),
+                    }
+                }
+            }
+            Op::PollWaiters => self.poll_waiters(),
+            Op::DropWaiter(n) => {
+                if !self.pending.is_empty() {
+                    let (key, fut) = self.pending.remove(n % self.pending.len());
+                    drop(fut);
+                    self.model.drop_waiter(key);
                 }
             }
             Op::Purge(a) => {
                 let purged = self.pool.purge(&ADDRS[a].to_string());
-                let idle = m.idle.entry(a).or_default();
+                let idle = self.model.idle.entry(a).or_default();
                 assert_eq!(purged, idle.len());
-                m.counters.closed_purged += idle.len() as u64;
+                self.model.counters.closed_purged += idle.len() as u64;
                 idle.clear();
+                self.model.settle(a);
             }
             Op::Reap => {
                 let reaped = self.pool.reap();
@@ -313,19 +485,47 @@ impl Harness {
             }
             Op::Close => {
                 self.pool.close();
+                let m = &mut self.model;
                 if !m.closed {
                     m.closed = true;
-                    let idle: usize = m.idle.values().map(Vec::len).sum();
-                    m.counters.closed_pool_closed += idle as u64;
+                    m.counters.closed_pool_closed += m.idle_total() as u64;
                     m.idle.clear();
+                    for queue in m.queue.values_mut() {
+                        for key in queue.drain(..) {
+                            m.waiters.get_mut(&key).unwrap().2 = Some(Granted::Closed);
+                        }
+                    }
                 }
             }
             Op::Advance(ms) => {
                 self.clock.advance(Duration::from_millis(ms));
-                m.now += ms;
+                self.model.now += ms;
             }
         }
         self.check();
+    }
+
+    /// A get that stalls in its dial (or waits in line) and is dropped after one poll.
+    fn start_cancelled(&mut self, a: usize) {
+        let addr = ADDRS[a].to_string();
+        let mut fut: Pin<Box<dyn Future<Output = _>>> = Box::pin(self.pool.get(&addr));
+        let poll = poll_once(&mut fut);
+        match (self.model.checkout(a, false), poll) {
+            (Outcome::Reuse(id), Poll::Ready(Ok(conn))) => {
+                drop(fut);
+                self.hold(conn, id, a, true);
+            }
+            (Outcome::Dial, Poll::Pending) => {
+                drop(fut);
+                self.model.settle(a);
+            }
+            (Outcome::Wait(key), Poll::Pending) => {
+                drop(fut);
+                self.model.drop_waiter(key);
+            }
+            (Outcome::Closed, Poll::Ready(Err(Error::Closed))) => {}
+            (expected, got) => panic!("cancelled get {a}: expected {expected:?}, got {got:?}"),
+        }
     }
 
     fn check(&self) {
@@ -333,58 +533,70 @@ impl Harness {
         let stats = self.pool.stats();
         assert_eq!(stats.counters, m.counters, "counters");
         let mut ids = HashSet::new();
+        let mut listed = 0;
         for (i, a) in ADDRS.iter().enumerate() {
             let idle = m.idle.get(&i).map_or(0, Vec::len);
-            let held = m.held.iter().filter(|h| h.1 == i).count();
+            let held = m.held_at(i);
+            let waiting = m.queue.get(&i).map_or(0, VecDeque::len);
             let got = stats
                 .destination(&a.to_string())
-                .map_or((0, 0), |d| (d.total, d.idle));
-            assert_eq!(got, (held + idle, idle), "stats of {a}");
-            assert!(idle <= self.capacity, "I2");
-            for (id, since) in m.idle.get(&i).into_iter().flatten() {
+                .map_or((0, 0, 0), |d| (d.total, d.idle, d.waiting));
+            let expected = if held + idle > 0 {
+                (held + idle, idle, waiting)
+            } else {
+                (0, 0, 0)
+            };
+            assert_eq!(got, expected, "stats of {a}");
+            listed += usize::from(held + idle > 0);
+            assert!(idle <= m.capacity, "I2");
+            assert!(m.open(i) <= m.max_open, "open({a}) over the limit");
+            for (id, _) in m.idle.get(&i).into_iter().flatten() {
                 assert!(ids.insert(*id), "I1: {id} idle twice");
-                let _ = since;
             }
         }
+        assert_eq!(
+            stats.destinations.len(),
+            listed,
+            "a destination with nothing is listed"
+        );
         for (conn, (id, a, _)) in self.held.iter().zip(&m.held) {
             assert_eq!(conn.id, *id);
             assert_eq!(conn.addr, ADDRS[*a], "I4");
             assert!(ids.insert(*id), "I1: {id} held and idle, or held twice");
         }
-        assert_eq!(
-            stats.destinations.len(),
-            ADDRS
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| {
-                    m.idle.get(i).is_some_and(|v| !v.is_empty()) || m.held.iter().any(|h| h.1 == *i)
-                })
-                .count(),
-            "a destination with nothing held or idle is listed"
-        );
         // I3: every dialed connection is idle, held, closed or detached, exactly once.
         let c = &stats.counters;
-        let idle: usize = m.idle.values().map(Vec::len).sum();
+        let held: usize = (0..ADDRS.len()).map(|a| m.held_at(a)).sum();
+        let idle = m.idle_total();
         assert_eq!(
             c.dials,
-            (idle + m.held.len()) as u64 + c.closed() + c.detached,
+            (idle + held) as u64 + c.closed() + c.detached,
             "I3"
         );
         // Closed connections are really closed; detached ones were dropped by the test.
-        assert_eq!(self.dialer.live(), idle + m.held.len(), "live connections");
-        let _ = m.expired(m.now);
+        assert_eq!(self.dialer.live(), idle + held, "live connections");
     }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, max_shrink_iters: 2_000, ..ProptestConfig::default() })]
+    // PROPTEST_CASES raises the count for a longer hunt.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256),
+        max_shrink_iters: 4_000,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
-    fn the_pool_agrees_with_the_model(capacity in 0..4usize, ops in proptest::collection::vec(op(), 1..80)) {
-        let mut harness = Harness::new(capacity);
+    fn the_pool_agrees_with_the_model(
+        capacity in 0..4usize,
+        max_open in prop_oneof![Just(usize::MAX), 1..4usize],
+        ops in proptest::collection::vec(op(), 1..100),
+    ) {
+        let mut harness = Harness::new(capacity, max_open);
         for op in &ops {
             harness.apply(op);
         }
+        harness.pending.clear();
         harness.held.clear();
         harness.pool.close();
         prop_assert_eq!(harness.dialer.live(), 0, "every connection is closed in the end");
