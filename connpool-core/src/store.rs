@@ -674,8 +674,10 @@ impl<D: Dialer> Store<D> {
     /// Ends a dial counted by [`Store::checkout`]. A connection that arrives after the pool closed
     /// is counted and must be closed by the caller: `false`.
     pub(crate) fn finish_dial(&self, dest: &Arc<Destination<D>>, outcome: DialOutcome) -> bool {
-        let closed = self.is_closed();
         self.with_bucket(dest, 0, |bucket, _, books, _| {
+            // Read under the shard lock: close() sets the flag before it drains each shard, so
+            // either this sees it or the drain sees the connection.
+            let closed = self.is_closed();
             bucket.dialing -= 1;
             match outcome {
                 DialOutcome::Failed => books.counters.dial_errors += 1,
@@ -706,10 +708,10 @@ impl<D: Dialer> Store<D> {
         now: Nanos,
     ) -> bool {
         let capacity = self.limits.capacity;
-        let closed = self.is_closed();
         self.with_bucket(dest, now, |bucket, now, books, after| {
             bucket.held -= 1;
-            if closed {
+            // Under the shard lock, as in finish_dial.
+            if self.is_closed() {
                 books.counters.count(Reason::PoolClosed, 1);
                 after.closing.push(conn);
                 return false;
@@ -744,8 +746,8 @@ impl<D: Dialer> Store<D> {
         now: Nanos,
     ) -> Option<Grant<D::Conn>> {
         let capacity = self.limits.capacity;
-        let closed = self.is_closed();
         self.with_bucket_if_any(dest, now, |bucket, now, books, after| {
+            let closed = self.is_closed();
             let Some(grant) = waiter.withdraw() else {
                 bucket.waiters.retain(|w| !Arc::ptr_eq(w, waiter));
                 if leave == Leave::TimedOut {

@@ -204,3 +204,78 @@ fn a_cancelled_dial_races_with_a_drop() {
         assert!(pool.stats().idle() <= 1, "I2");
     });
 }
+
+fn limited() -> (Pool<Dialer>, Dialer) {
+    let dialer = Dialer::default();
+    let pool = Pool::builder(dialer.clone())
+        .capacity(1)
+        .max_open_per_host(1)
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    (pool, dialer)
+}
+
+#[test]
+fn a_returned_connection_reaches_a_waiter() {
+    loom::model(|| {
+        let (pool, dialer) = limited();
+        let held = block_on(pool.get(&1)).unwrap();
+        let waiter = {
+            let pool = pool.clone();
+            thread::spawn(move || block_on(pool.get(&1)).unwrap().id)
+        };
+        drop(held);
+        // Whether it queued before or after the return, the waiter ends with the one connection.
+        assert_eq!(waiter.join().unwrap(), 0);
+        assert_accounts(&pool, &dialer);
+        assert_eq!(pool.stats().counters.dials, 1);
+    });
+}
+
+#[test]
+fn a_hand_off_races_with_the_waiter_going_away() {
+    loom::model(|| {
+        let (pool, dialer) = limited();
+        let held = block_on(pool.get(&1)).unwrap();
+        let waiter = {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                let mut fut = Box::pin(pool.get(&1));
+                let poll = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+                // Queued, or served at once if the return came first; then it goes away.
+                drop(poll);
+                drop(fut);
+            })
+        };
+        drop(held);
+        waiter.join().unwrap();
+        // The connection was not swallowed: it is idle, ready for the next get.
+        assert_eq!(pool.stats().idle(), 1);
+        assert_accounts(&pool, &dialer);
+        assert!(block_on(pool.get(&1)).unwrap().is_reused());
+    });
+}
+
+#[test]
+fn a_freed_slot_races_with_the_waiter_going_away() {
+    loom::model(|| {
+        let (pool, dialer) = limited();
+        let held = block_on(pool.get(&1)).unwrap();
+        let waiter = {
+            let pool = pool.clone();
+            thread::spawn(move || {
+                let mut fut = Box::pin(pool.get(&1));
+                let poll = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+                drop(poll);
+                drop(fut);
+            })
+        };
+        held.release();
+        waiter.join().unwrap();
+        // The slot was not swallowed: the destination is empty and a new get can dial.
+        assert_accounts(&pool, &dialer);
+        assert!(pool.stats().destinations.is_empty());
+        assert!(block_on(pool.get(&1)).is_ok());
+    });
+}
