@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Prints the medians of the last criterion run of the connpool benches as markdown tables.
+
+Usage: python3 benches/medians.py [CRITERION_DIR]   (default: target-bench/criterion)
+"""
+
+import json
+import os
+import sys
+
+
+def load(root):
+    """{(group, function, parameter): (median ns, throughput elements or None)}"""
+    results = {}
+    for dirpath, _, files in os.walk(root):
+        if os.path.basename(dirpath) != "new" or "benchmark.json" not in files:
+            continue
+        with open(os.path.join(dirpath, "benchmark.json")) as f:
+            bench = json.load(f)
+        with open(os.path.join(dirpath, "estimates.json")) as f:
+            median = json.load(f)["median"]["point_estimate"]
+        throughput = (bench.get("throughput") or {}).get("Elements")
+        key = (bench["group_id"], bench["function_id"], bench["value_str"])
+        results[key] = (median, throughput)
+    return results
+
+
+def ns(value):
+    return f"{value:.1f}" if value < 1000 else f"{value:,.0f}"
+
+
+def hot_path(results):
+    columns = [(t, c) for t in (1, 2) for c in ("off", "on")]
+    print("| pool | destinations | " + " | ".join(f"{t} thread{'s' * (t > 1)}, check {c}" for t, c in columns) + " |")
+    print("|---|---:|" + "---:|" * len(columns))
+    for pool in ("core", "tokio", "smol"):
+        for dests in ("1", "16", "1000", "100000"):
+            cells = []
+            for threads, check in columns:
+                found = results.get((f"hot_path_{threads}t_check_{check}", pool, dests))
+                cells.append(ns(found[0]) if found else "–")
+            print(f"| {pool} | {dests} | " + " | ".join(cells) + " |")
+    print()
+    print("| reference | ns |")
+    print("|---|---:|")
+    for (group, function, _), (median, _) in sorted(results.items()):
+        if group == "hot_path_reference":
+            print(f"| {function} | {ns(median)} |")
+
+
+PEERS = [
+    "connpool_check_off",
+    "connpool_check_on",
+    "deadpool_locked_map",
+    "deadpool_fixed_map",
+    "bb8_locked_map",
+    "bb8_fixed_map",
+    "hyper_legacy",
+    "naive_mutex_map",
+]
+
+
+def peers(results):
+    configs = [(t, d) for t in (1, 2) for d in (1, 16, 1000)]
+    print("| | " + " | ".join(f"{t}t, {d} dest" for t, d in configs) + " |")
+    print("|---|" + "---:|" * len(configs))
+    for peer in PEERS:
+        cells = []
+        for threads, dests in configs:
+            found = results.get((f"peers_{threads}t_{dests}dest", peer, str(dests)))
+            cells.append(ns(found[0]) if found else "–")
+        print(f"| {peer} | " + " | ".join(cells) + " |")
+    print()
+    print("Best of the deadpool/bb8 maps over connpool (check on, and check off), same group:")
+    print()
+    print("| | " + " | ".join(f"{t}t, {d} dest" for t, d in configs) + " |")
+    print("|---|" + "---:|" * len(configs))
+    for mine in ("connpool_check_on", "connpool_check_off"):
+        cells = []
+        for threads, dests in configs:
+            group = f"peers_{threads}t_{dests}dest"
+            best = min(
+                (results[(group, p, str(dests))][0] for p in PEERS[2:6] if (group, p, str(dests)) in results),
+                default=None,
+            )
+            found = results.get((group, mine, str(dests)))
+            cells.append(f"{best / found[0]:.2f}x" if best and found else "–")
+        print(f"| {mine} | " + " | ".join(cells) + " |")
+
+
+def echo(results):
+    print("| runtime | mode | median µs per request (aggregate) | requests/s |")
+    print("|---|---|---:|---:|")
+    for runtime in ("tokio", "smol"):
+        for mode in ("pooled", "pooled_check_off", "unpooled", "dedicated"):
+            found = results.get((f"echo_{runtime}", mode, None))
+            if found:
+                median = found[0]
+                print(f"| {runtime} | {mode} | {median / 1000:.2f} | {1e9 / median:,.0f} |")
+
+
+def main():
+    root = sys.argv[1] if len(sys.argv) > 1 else os.path.join("target-bench", "criterion")
+    results = load(root)
+    print("## hot_path (median ns per get + drop)\n")
+    hot_path(results)
+    print("\n## peers (median ns per get + drop)\n")
+    peers(results)
+    print("\n## echo\n")
+    echo(results)
+
+
+if __name__ == "__main__":
+    main()
