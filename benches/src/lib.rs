@@ -149,3 +149,68 @@ pub fn run_on_threads(threads: usize, iters: u64, work: impl Fn(usize, u64) + Sy
         _ => Duration::ZERO,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::peers::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn shares_add_up() {
+        for total in [0, 1, 7, 1000] {
+            let sum: u64 = (0..3).map(|part| share(total, 3, part)).sum();
+            assert_eq!(sum, total);
+        }
+    }
+
+    #[test]
+    fn cycle_wraps_from_its_start() {
+        let items = [1, 2, 3];
+        let mut cycle = Cycle::new(&items, 4);
+        let walked: Vec<i32> = (0..4).map(|_| *cycle.next_item()).collect();
+        assert_eq!(walked, [2, 3, 1, 2]);
+    }
+
+    #[test]
+    #[should_panic(expected = "the future waited")]
+    fn ready_refuses_a_future_that_waits() {
+        ready(std::future::pending::<()>());
+    }
+
+    #[test]
+    fn connpool_reuses_without_waiting() {
+        let pool = connpool_core::Pool::builder(NoopDialer)
+            .build()
+            .expect("valid settings");
+        let addr = addresses(1).remove(0);
+        drop(ready(pool.get(&addr)).expect("a dial"));
+        assert!(ready(pool.get(&addr)).expect("a reuse").is_reused());
+    }
+
+    #[test]
+    fn every_peer_reuses_without_waiting() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a Tokio runtime");
+        let _context = runtime.enter();
+        let addrs = addresses(2);
+
+        let deadpool = LockedMap::new(deadpool_pool);
+        drop(ready(deadpool.pool(&addrs[0]).get()).expect("a new connection"));
+        drop(ready(deadpool.pool(&addrs[0]).get()).expect("the same one"));
+        assert_eq!(deadpool.pool(&addrs[0]).status().size, 1);
+
+        let bb8 = FixedMap::new(&addrs, bb8_pool);
+        assert!(bb8.pool(&addrs[1]).add(Conn).is_ok());
+        drop(ready(bb8.pool(&addrs[1]).get()).expect("the added one"));
+        assert_eq!(bb8.pool(&addrs[1]).state().idle_connections, 1);
+
+        let hyper = hyper_pool();
+        let key: HyperKey = Arc::from(addrs[0].as_str());
+        drop(hyper_pooled(&hyper, &key));
+        let reused = ready(hyper.checkout(key.clone())).expect("the returned one");
+        assert!(reused.is_reused());
+    }
+}
