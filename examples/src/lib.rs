@@ -16,3 +16,8 @@
 #![forbid(unsafe_code)]
 
 pub mod echo;
+
+/// The code blocks of the README, compiled and run as doctests so that they stay correct.
+#[cfg(all(doctest, feature = "tokio", feature = "smol"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
