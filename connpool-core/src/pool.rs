@@ -100,6 +100,7 @@ impl<D: Dialer> PoolInner<D> {
     }
 
     /// Where a dropped guard's connection goes: to a waiter or back into the store, or closed.
+    #[inline]
     pub(crate) fn check_in(&self, dest: &Arc<Destination<D>>, conn: D::Conn, born: Nanos) {
         let reason = if std::thread::panicking() {
             Some(Reason::Panicking)
@@ -181,7 +182,24 @@ impl<D: Dialer> Pool<D> {
     ///
     /// Dropping the returned future at any point leaks nothing.
     pub async fn get(&self, addr: &D::Addr) -> Result<Pooled<D>, Error> {
-        self.checkout(addr, false).await
+        // The common case, a usable idle connection, is served in this future's first step; the
+        // rest of the path (and its future) is entered only when that fails.
+        let inner = self.inner();
+        let hash = inner.store.hash(addr);
+        let first = match inner
+            .store
+            .checkout(inner, addr, hash, inner.time.now(), false)
+        {
+            Checkout::Reuse(dest, conn, born) => {
+                if !inner.check_on_get || inner.dialer.is_open(&conn) {
+                    return Ok(Pooled::new(dest, conn, born, true));
+                }
+                inner.store.forget(&dest, Reason::NotOpenOnGet);
+                None
+            }
+            other => Some(other),
+        };
+        self.checkout(addr, hash, false, first).await
     }
 
     /// Always a new connection (go-connpool's `Pool.New`): the retry after a dead connection.
@@ -190,15 +208,28 @@ impl<D: Dialer> Pool<D> {
     /// room. At `max_open_per_host` it closes the destination's oldest idle connection to make
     /// room, or waits in line for a slot when there is none.
     pub async fn dial(&self, addr: &D::Addr) -> Result<Pooled<D>, Error> {
-        self.checkout(addr, true).await
+        let hash = self.inner().store.hash(addr);
+        self.checkout(addr, hash, true, None).await
     }
 
-    async fn checkout(&self, addr: &D::Addr, fresh: bool) -> Result<Pooled<D>, Error> {
+    /// The whole path of a get (`fresh` false) or a dial, starting from `first` when the caller
+    /// has already checked out once.
+    async fn checkout(
+        &self,
+        addr: &D::Addr,
+        hash: u64,
+        fresh: bool,
+        mut first: Option<Checkout<D>>,
+    ) -> Result<Pooled<D>, Error> {
         let inner = self.inner();
-        let hash = inner.store.hash(addr);
         loop {
-            let now = inner.time.now();
-            let (dest, grant) = match inner.store.checkout(inner, addr, hash, now, fresh) {
+            let checkout = match first.take() {
+                Some(checkout) => checkout,
+                None => inner
+                    .store
+                    .checkout(inner, addr, hash, inner.time.now(), fresh),
+            };
+            let (dest, grant) = match checkout {
                 Checkout::Reuse(dest, conn, born) => (dest, Grant::Conn(conn, born)),
                 Checkout::Dial(dest) => (dest, Grant::Slot),
                 Checkout::Wait(dest, waiter) => {

@@ -86,6 +86,7 @@ impl<D: Dialer> Pooled<D> {
 }
 
 impl<D: Dialer> Drop for Pooled<D> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             self.dest.pool.check_in(&self.dest, conn, self.born);

@@ -186,27 +186,66 @@ pub(crate) enum Leave {
 
 /// What to do once a shard's lock is released: close connections, wake waiters, and tell
 /// `shutdown` callers to look again.
+///
+/// The hot path has nothing to do afterwards, so the lists live in a box made only when needed.
 pub(crate) struct Aftermath<'a, C> {
+    work: Option<Box<Work<C>>>,
+    drain: Option<&'a DrainSignal>,
+}
+
+struct Work<C> {
     closing: Vec<C>,
     wake: Vec<Waker>,
-    drain: Option<&'a DrainSignal>,
 }
 
 impl<C> Aftermath<'_, C> {
     fn new() -> Self {
         Aftermath {
-            closing: Vec::new(),
-            wake: Vec::new(),
+            work: None,
             drain: None,
+        }
+    }
+
+    fn work(&mut self) -> &mut Work<C> {
+        self.work.get_or_insert_with(|| {
+            Box::new(Work {
+                closing: Vec::new(),
+                wake: Vec::new(),
+            })
+        })
+    }
+
+    /// Closes `conn` once the lock is released.
+    fn close(&mut self, conn: C) {
+        self.work().closing.push(conn);
+    }
+
+    /// Wakes `waker`, if any, once the lock is released.
+    fn wake(&mut self, waker: Option<Waker>) {
+        if let Some(waker) = waker {
+            self.work().wake.push(waker);
         }
     }
 }
 
 impl<C> Drop for Aftermath<'_, C> {
+    #[inline(always)]
     fn drop(&mut self) {
-        self.closing.clear();
-        for waker in self.wake.drain(..) {
-            waker.wake();
+        if self.work.is_some() || self.drain.is_some() {
+            self.act();
+        }
+    }
+}
+
+impl<C> Aftermath<'_, C> {
+    #[cold]
+    fn act(&mut self) {
+        if let Some(work) = self.work.take() {
+            let Work { closing, wake } = *work;
+            drop(closing);
+            for waker in wake {
+                waker.wake();
+            }
         }
         if let Some(drain) = self.drain {
             drain.notify();
@@ -320,6 +359,7 @@ impl<D: Dialer> Bucket<D> {
     }
 
     /// Takes the newest idle connection out of the books.
+    #[inline]
     fn pop_newest(&mut self, books: &mut Books<D>) -> Option<Idle<D::Conn>> {
         let idle = self.idle.pop_back()?;
         books.idle -= 1;
@@ -339,15 +379,24 @@ impl<D: Dialer> Bucket<D> {
     ) {
         for _ in 0..n {
             if let Some(idle) = self.take_idle(0, books) {
-                after.closing.push(idle.conn);
+                after.close(idle.conn);
             }
         }
         books.counters.count(reason, n);
     }
 
     /// Closes the idle connections whose idle time or lifetime is up.
+    #[inline]
     fn expire(&mut self, now: Now, books: &mut Books<D>, after: &mut Aftermath<'_, D::Conn>) {
         // The oldest is at the front: when it is fresh, all are (the common case, kept cheap).
+        let stale_front = self.idle.front().is_some_and(|idle| now.idle_expired(idle));
+        if stale_front || now.max_lifetime < Nanos::MAX {
+            self.expire_some(now, books, after);
+        }
+    }
+
+    #[cold]
+    fn expire_some(&mut self, now: Now, books: &mut Books<D>, after: &mut Aftermath<'_, D::Conn>) {
         if self.idle.front().is_some_and(|idle| now.idle_expired(idle)) {
             let expired = self
                 .idle
@@ -361,7 +410,7 @@ impl<D: Dialer> Bucket<D> {
             while index < self.idle.len() {
                 if now.too_old(self.idle[index].born) {
                     if let Some(idle) = self.take_idle(index, books) {
-                        after.closing.push(idle.conn);
+                        after.close(idle.conn);
                         books.counters.count(Reason::Lifetime, 1);
                     }
                 } else {
@@ -390,17 +439,26 @@ impl<D: Dialer> Bucket<D> {
     }
 
     /// Gives the room this bucket has to its oldest waiters, as slots to dial.
+    #[inline(always)]
     fn settle(&mut self, max_open: usize, after: &mut Aftermath<'_, D::Conn>) {
+        if !self.waiters.is_empty() {
+            self.settle_waiters(max_open, after);
+        }
+    }
+
+    #[cold]
+    fn settle_waiters(&mut self, max_open: usize, after: &mut Aftermath<'_, D::Conn>) {
         while !self.waiters.is_empty() && self.open() < max_open {
             if let Some(waiter) = self.waiters.pop_front() {
                 self.dialing += 1;
-                after.wake.extend(waiter.grant(Grant::Slot));
+                after.wake(waiter.grant(Grant::Slot));
             }
         }
     }
 
     /// A held connection comes back in good order: to the oldest waiter, or idle if there is room.
     /// The caller has already taken it off `held`.
+    #[inline]
     fn check_in(
         &mut self,
         conn: D::Conn,
@@ -414,20 +472,20 @@ impl<D: Dialer> Bucket<D> {
             if waiter.fresh {
                 // A dial wants a new connection: this one makes room for it.
                 books.counters.count(Reason::Evicted, 1);
-                after.closing.push(conn);
+                after.close(conn);
                 self.dialing += 1;
-                after.wake.extend(waiter.grant(Grant::Slot));
+                after.wake(waiter.grant(Grant::Slot));
             } else {
                 books.counters.hits += 1;
                 self.held += 1;
-                after.wake.extend(waiter.grant(Grant::Conn(conn, born)));
+                after.wake(waiter.grant(Grant::Conn(conn, born)));
             }
             return;
         }
         self.expire(now, books, after);
         if self.idle.len() >= capacity {
             books.counters.count(Reason::OverCapacity, 1);
-            after.closing.push(conn);
+            after.close(conn);
             return;
         }
         let lru = match books.lru.as_mut() {
@@ -519,6 +577,7 @@ impl<D: Dialer> Store<D> {
     /// For a get (`fresh` false): the newest usable idle connection to `addr`. For a dial
     /// (`fresh` true): room to dial, made by closing the oldest idle connection if need be.
     /// Otherwise room to dial, or a place in the queue when the destination is full.
+    #[inline]
     pub(crate) fn checkout(
         &self,
         pool: &Arc<PoolInner<D>>,
@@ -563,7 +622,7 @@ impl<D: Dialer> Store<D> {
                     break;
                 };
                 if too_old {
-                    after.closing.push(idle.conn);
+                    after.close(idle.conn);
                     books.counters.count(Reason::Lifetime, 1);
                     continue;
                 }
@@ -595,6 +654,7 @@ impl<D: Dialer> Store<D> {
     /// A bucket stays while anything is held or dialing there, so a destination in hand always
     /// finds its bucket; were that ever broken, the operation is skipped rather than panicking
     /// inside a guard's drop.
+    #[inline]
     fn with_bucket<R>(
         &self,
         dest: &Arc<Destination<D>>,
@@ -608,6 +668,7 @@ impl<D: Dialer> Store<D> {
 
     /// [`Store::with_bucket`], for a caller that may legitimately find the bucket gone: a waiter
     /// that a closing pool turned away holds nothing that keeps the bucket.
+    #[inline]
     fn with_bucket_if_any<R>(
         &self,
         dest: &Arc<Destination<D>>,
@@ -634,15 +695,29 @@ impl<D: Dialer> Store<D> {
 
     /// With `max_idle_total`: closes the least recently returned idle connections, anywhere, until
     /// the total fits.
+    #[inline]
     fn evict_over_total(
         &self,
         books: &mut Books<D>,
         buckets: &mut HashTable<Bucket<D>>,
         after: &mut Aftermath<'_, D::Conn>,
     ) {
-        let Some(max_idle_total) = self.limits.max_idle_total else {
-            return;
-        };
+        match self.limits.max_idle_total {
+            Some(max_idle_total) if books.idle > max_idle_total => {
+                self.evict_lru(max_idle_total, books, buckets, after);
+            }
+            _ => {}
+        }
+    }
+
+    #[cold]
+    fn evict_lru(
+        &self,
+        max_idle_total: usize,
+        books: &mut Books<D>,
+        buckets: &mut HashTable<Bucket<D>>,
+        after: &mut Aftermath<'_, D::Conn>,
+    ) {
         while books.idle > max_idle_total {
             let Some((key, dest)) = books.lru.as_ref().and_then(|lru| lru.front()) else {
                 return;
@@ -661,7 +736,7 @@ impl<D: Dialer> Store<D> {
                 .position(|idle| idle.lru == key)
                 .unwrap_or(0);
             if let Some(idle) = bucket.take_idle(index, books) {
-                after.closing.push(idle.conn);
+                after.close(idle.conn);
                 books.counters.count(Reason::Evicted, 1);
             }
             bucket.settle(self.limits.max_open_per_host, after);
@@ -700,6 +775,7 @@ impl<D: Dialer> Store<D> {
 
     /// Takes back a held connection: to the oldest waiter, else idle if the pool is open, the
     /// connection young enough and the destination has room. Returns `true` when it went idle.
+    #[inline]
     pub(crate) fn check_in(
         &self,
         dest: &Arc<Destination<D>>,
@@ -713,12 +789,12 @@ impl<D: Dialer> Store<D> {
             // Under the shard lock, as in finish_dial.
             if self.is_closed() {
                 books.counters.count(Reason::PoolClosed, 1);
-                after.closing.push(conn);
+                after.close(conn);
                 return false;
             }
             if now.too_old(born) {
                 books.counters.count(Reason::Lifetime, 1);
-                after.closing.push(conn);
+                after.close(conn);
                 return false;
             }
             let idle = bucket.idle.len();
@@ -763,7 +839,7 @@ impl<D: Dialer> Store<D> {
                     bucket.held -= 1;
                     if closed {
                         books.counters.count(Reason::PoolClosed, 1);
-                        after.closing.push(conn);
+                        after.close(conn);
                     } else {
                         bucket.check_in(conn, born, now, capacity, books, after);
                     }
@@ -840,7 +916,7 @@ impl<D: Dialer> Store<D> {
                 let idle = bucket.idle.len();
                 bucket.close_oldest(idle, Reason::PoolClosed, books, &mut after);
                 for waiter in bucket.waiters.drain(..) {
-                    after.wake.extend(waiter.grant(Grant::Closed));
+                    after.wake(waiter.grant(Grant::Closed));
                 }
                 !bucket.is_empty()
             });
