@@ -117,7 +117,12 @@ impl<D: Dialer> PoolInner<D> {
                 drop(conn);
             }
             None => {
-                if self.store.check_in(dest, conn, born, self.time.now()) {
+                let now = self.time.now();
+                let kept = match self.store.put_fresh(dest, conn, born, now) {
+                    Ok(()) => true,
+                    Err(conn) => self.store.check_in(dest, conn, born, now),
+                };
+                if kept {
                     self.reaper.idle_added();
                 }
             }
@@ -186,18 +191,16 @@ impl<D: Dialer> Pool<D> {
         // rest of the path (and its future) is entered only when that fails.
         let inner = self.inner();
         let hash = inner.store.hash(addr);
-        let first = match inner
-            .store
-            .checkout(inner, addr, hash, inner.time.now(), false)
-        {
-            Checkout::Reuse(dest, conn, born) => {
+        let now = inner.time.now();
+        let first = match inner.store.take_fresh(addr, hash, now) {
+            Some((dest, conn, born)) => {
                 if !inner.check_on_get || inner.dialer.is_open(&conn) {
                     return Ok(Pooled::new(dest, conn, born, true));
                 }
                 inner.store.forget(&dest, Reason::NotOpenOnGet);
                 None
             }
-            other => Some(other),
+            None => Some(inner.store.checkout(inner, addr, hash, now, false)),
         };
         self.checkout(addr, hash, false, first).await
     }

@@ -307,8 +307,11 @@ struct Books<D: Dialer> {
 
 struct Bucket<D: Dialer> {
     dest: Arc<Destination<D>>,
-    /// Oldest at the front, newest at the back: reuse pops the back, expiry drains the front.
-    idle: VecDeque<Idle<D::Conn>>,
+    /// Oldest first, newest last: reuse pops the end, expiry drains the start. A `Vec`, not a
+    /// `VecDeque`: its push is inlined and writes in place, where `VecDeque::push_back` copies
+    /// the entry through the stack (measured: a store-forwarding stall on every return), and
+    /// draining the start is rare and short (at most `capacity` entries).
+    idle: Vec<Idle<D::Conn>>,
     held: usize,
     dialing: usize,
     waiters: VecDeque<Arc<Waiter<D::Conn>>>,
@@ -350,7 +353,10 @@ impl<D: Dialer> Bucket<D> {
 
     /// Takes the idle connection at `index` out of the books.
     fn take_idle(&mut self, index: usize, books: &mut Books<D>) -> Option<Idle<D::Conn>> {
-        let idle = self.idle.remove(index)?;
+        if index >= self.idle.len() {
+            return None;
+        }
+        let idle = self.idle.remove(index);
         books.idle -= 1;
         if let Some(lru) = books.lru.as_mut() {
             lru.remove(idle.lru);
@@ -361,7 +367,7 @@ impl<D: Dialer> Bucket<D> {
     /// Takes the newest idle connection out of the books.
     #[inline]
     fn pop_newest(&mut self, books: &mut Books<D>) -> Option<Idle<D::Conn>> {
-        let idle = self.idle.pop_back()?;
+        let idle = self.idle.pop()?;
         books.idle -= 1;
         if let Some(lru) = books.lru.as_mut() {
             lru.remove(idle.lru);
@@ -389,7 +395,7 @@ impl<D: Dialer> Bucket<D> {
     #[inline]
     fn expire(&mut self, now: Now, books: &mut Books<D>, after: &mut Aftermath<'_, D::Conn>) {
         // The oldest is at the front: when it is fresh, all are (the common case, kept cheap).
-        let stale_front = self.idle.front().is_some_and(|idle| now.idle_expired(idle));
+        let stale_front = self.idle.first().is_some_and(|idle| now.idle_expired(idle));
         if stale_front || now.max_lifetime < Nanos::MAX {
             self.expire_some(now, books, after);
         }
@@ -397,7 +403,7 @@ impl<D: Dialer> Bucket<D> {
 
     #[cold]
     fn expire_some(&mut self, now: Now, books: &mut Books<D>, after: &mut Aftermath<'_, D::Conn>) {
-        if self.idle.front().is_some_and(|idle| now.idle_expired(idle)) {
+        if self.idle.first().is_some_and(|idle| now.idle_expired(idle)) {
             let expired = self
                 .idle
                 .iter()
@@ -422,7 +428,7 @@ impl<D: Dialer> Bucket<D> {
 
     /// When the next idle connection's idle time or lifetime is up; `None` when never.
     fn next_deadline(&self, now: Now) -> Option<Nanos> {
-        let idle_deadline = self.idle.front().map_or(Nanos::MAX, |idle| {
+        let idle_deadline = self.idle.first().map_or(Nanos::MAX, |idle| {
             idle.since.saturating_add(now.idle_timeout)
         });
         let lifetime_deadline = if now.max_lifetime < Nanos::MAX {
@@ -492,7 +498,7 @@ impl<D: Dialer> Bucket<D> {
             Some(lru) => lru.push_back(self.dest.clone()),
             None => LruKey::MAX,
         };
-        self.idle.push_back(Idle {
+        self.idle.push(Idle {
             conn,
             since: now.now,
             born,
@@ -574,6 +580,73 @@ impl<D: Dialer> Store<D> {
         after
     }
 
+    /// The hot path of a get: the newest idle connection to `addr` when it is plainly fine to
+    /// hand out. `None` sends the caller down [`Store::checkout`], which handles everything else.
+    #[inline]
+    pub(crate) fn take_fresh(
+        &self,
+        addr: &D::Addr,
+        hash: u64,
+        now: Nanos,
+    ) -> Option<(Arc<Destination<D>>, D::Conn, Nanos)> {
+        let mut guard = lock(self.shard(hash));
+        let Shard { buckets, books } = &mut *guard;
+        let bucket = buckets.find_mut(hash, |b| b.dest.addr == *addr)?;
+        let newest = bucket.idle.last()?;
+        let fine = now.saturating_sub(newest.since) < self.idle_timeout
+            && now.saturating_sub(newest.born) < self.max_lifetime
+            && books.lru.is_none()
+            && !self.is_closed();
+        if !fine {
+            return None;
+        }
+        let idle = bucket.idle.pop()?;
+        books.idle -= 1;
+        books.counters.hits += 1;
+        bucket.held += 1;
+        Some((bucket.dest.clone(), idle.conn, idle.born))
+    }
+
+    /// The hot path of a return: keeps the connection idle when that is plainly right (the pool
+    /// open, no one waiting, room, nothing expired, no global idle order to keep). Hands the
+    /// connection back otherwise, for [`Store::check_in`].
+    #[inline]
+    pub(crate) fn put_fresh(
+        &self,
+        dest: &Arc<Destination<D>>,
+        conn: D::Conn,
+        born: Nanos,
+        now: Nanos,
+    ) -> Result<(), D::Conn> {
+        let mut guard = lock(self.shard(dest.hash));
+        let Shard { buckets, books } = &mut *guard;
+        let Some(bucket) = buckets.find_mut(dest.hash, |b| Arc::ptr_eq(&b.dest, dest)) else {
+            return Err(conn);
+        };
+        let oldest_fresh = bucket
+            .idle
+            .first()
+            .is_none_or(|idle| now.saturating_sub(idle.since) < self.idle_timeout);
+        let fine = oldest_fresh
+            && bucket.idle.len() < self.limits.capacity
+            && bucket.waiters.is_empty()
+            && now.saturating_sub(born) < self.max_lifetime
+            && books.lru.is_none()
+            && !self.is_closed();
+        if !fine {
+            return Err(conn);
+        }
+        bucket.held -= 1;
+        bucket.idle.push(Idle {
+            conn,
+            since: now,
+            born,
+            lru: LruKey::MAX,
+        });
+        books.idle += 1;
+        Ok(())
+    }
+
     /// For a get (`fresh` false): the newest usable idle connection to `addr`. For a dial
     /// (`fresh` true): room to dial, made by closing the oldest idle connection if need be.
     /// Otherwise room to dial, or a place in the queue when the destination is full.
@@ -601,7 +674,7 @@ impl<D: Dialer> Store<D> {
             });
             let bucket = Bucket {
                 dest: dest.clone(),
-                idle: VecDeque::new(),
+                idle: Vec::new(),
                 held: 0,
                 dialing: 1,
                 waiters: VecDeque::new(),
@@ -610,7 +683,7 @@ impl<D: Dialer> Store<D> {
             return Checkout::Dial(dest);
         };
         if !fresh {
-            while let Some(newest) = bucket.idle.back() {
+            while let Some(newest) = bucket.idle.last() {
                 if now.idle_expired(newest) {
                     // The newest has expired, so have all the others.
                     let all = bucket.idle.len();
