@@ -1083,7 +1083,7 @@ mod tests {
             .build()
             .unwrap();
         let store = &pool.handle_inner().store;
-        for port in 0..10_000u32 {
+        for port in 0..100_000u32 {
             match port % 5 {
                 0 => drop(block_on(pool.get(&port)).unwrap()),
                 1 => block_on(pool.get(&port)).unwrap().release(),
@@ -1093,11 +1093,32 @@ mod tests {
                 _ => assert!(block_on(pool.get(&port)).is_err()),
             }
         }
-        assert_eq!(store.buckets(), 2_000, "only the idle ones remain");
+        assert_eq!(store.buckets(), 20_000, "only the idle ones remain");
         clock.advance(Duration::from_secs(1));
-        assert_eq!(pool.reap(), 2_000);
+        assert_eq!(pool.reap(), 20_000);
         assert_eq!(store.buckets(), 0);
         assert!(pool.stats().destinations.is_empty());
+    }
+
+    /// A dialer that panics: the panic is the caller's, the pool's books stay exact.
+    #[test]
+    fn a_panicking_dialer_leaves_nothing_behind() {
+        let dialer = dial_fn(|port: u16| async move {
+            if port == 13 {
+                panic!("the dialer failed badly");
+            }
+            Ok::<_, std::io::Error>(port)
+        });
+        let pool = Pool::new(dialer, 2, Duration::from_secs(1)).unwrap();
+        drop(block_on(pool.get(&1)).unwrap());
+        let before = pool.stats();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = block_on(pool.get(&13));
+        }));
+        assert!(result.is_err());
+        assert_eq!(pool.stats(), before);
+        assert_eq!(pool.handle_inner().store.buckets(), 1);
+        assert!(block_on(pool.get(&1)).unwrap().is_reused());
     }
 
     #[test]
