@@ -12,6 +12,12 @@
 //!
 //! It exits non-zero if an answer is wrong or the pool did not reuse its connections.
 
+// Built with neither runtime, it only says so, and the code for the runtimes goes unused.
+#![cfg_attr(
+    not(any(feature = "tokio", feature = "smol")),
+    allow(unused, clippy::useless_vec)
+)]
+
 use std::error::Error;
 use std::io;
 use std::net::TcpListener;

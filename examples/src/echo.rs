@@ -5,8 +5,8 @@
 //! request, reuses pooled connections, and retries once on a fresh connection when a reused one
 //! turns out to have been closed by the server (go-connpool's `Release` + `New`).
 //!
-//! The runtime-specific parts are one constructor each, behind cargo features: [`tokio::client`]
-//! (feature `tokio`) and [`smol::client`] (feature `smol`). A user enables the one their
+//! The runtime-specific parts are one constructor each, behind cargo features: `tokio::client`
+//! (feature `tokio`) and `smol::client` (feature `smol`). A user enables the one their
 //! application runs on; the client itself does not change.
 
 use std::io;
@@ -24,7 +24,7 @@ pub mod tokio;
 /// A client for echo servers: sends bytes, expects the same bytes back.
 ///
 /// Build one on a pool of your own with [`EchoClient::new`], or with the ready-made constructors
-/// [`tokio::client`] and [`smol::client`], whose documentation shows it at work.
+/// `tokio::client` and `smol::client`, whose documentation shows it at work.
 pub struct EchoClient<D: Dialer> {
     pool: Pool<D>,
     servers: Vec<D::Addr>,
