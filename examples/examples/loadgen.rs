@@ -42,6 +42,8 @@ Options:
       --unpooled                dial a new connection for every request, to compare
   -h, --help                    print this help
 
+Every address is tried once before the run. The run stops early after 100 failed requests.
+
 Exit status: 0 when every request was answered; 1 when an address cannot be reached or a
 request failed; 2 for a bad command line.
 ";
@@ -50,6 +52,9 @@ request failed; 2 for a bad command line.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest payload accepted, to keep a typo from allocating gigabytes.
 const MAX_PAYLOAD: usize = 16 << 20;
+/// Failed requests after which the run stops: a server that went away mid-run is reported at
+/// once rather than after every remaining request has failed against it.
+const MAX_FAILURES: u64 = 100;
 
 fn main() -> ExitCode {
     let options = match parse(std::env::args().skip(1)) {
@@ -227,6 +232,7 @@ async fn load(executor: Arc<Executor<'static>>, mut options: Options) -> io::Res
         dialer,
         next: AtomicU64::new(0),
         done: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
     });
     let finished = Arc::new(AtomicBool::new(false));
     let progress = std::io::stderr()
@@ -257,13 +263,19 @@ async fn load(executor: Arc<Executor<'static>>, mut options: Options) -> io::Res
             report.answered + report.failed
         );
     }
+    let sent = report.answered + report.failed;
+    let stopped = if sent < options.requests {
+        format!(" (stopped after {MAX_FAILURES} failures)")
+    } else {
+        String::new()
+    };
     match report.first_error {
         None => Ok(()),
         Some(err) => Err(io::Error::new(
             err.kind(),
             format!(
-                "{} of {} requests failed; the first: {err}",
-                report.failed, options.requests
+                "{} of {sent} requests sent failed{stopped}; the first: {err}",
+                report.failed
             ),
         )),
     }
@@ -280,6 +292,8 @@ struct Plan {
     next: AtomicU64,
     /// Requests finished, answered or failed.
     done: AtomicU64,
+    /// Requests failed; at `MAX_FAILURES` the workers stop.
+    failed: AtomicU64,
 }
 
 /// What workers measured.
@@ -308,6 +322,9 @@ async fn worker(plan: Arc<Plan>) -> Report {
     let mut report = Report::default();
     let mut reply = vec![0; plan.payload.len()];
     loop {
+        if plan.failed.load(Ordering::Relaxed) >= MAX_FAILURES {
+            return report;
+        }
         let n = plan.next.fetch_add(1, Ordering::Relaxed);
         if n >= plan.requests {
             return report;
@@ -339,6 +356,7 @@ async fn worker(plan: Arc<Plan>) -> Report {
             Err(err) => {
                 report.failed += 1;
                 report.first_error.get_or_insert(err);
+                plan.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
         plan.done.fetch_add(1, Ordering::Relaxed);
@@ -485,8 +503,12 @@ impl fmt::Display for Nanos {
 fn print_pool(pool: &Pool) {
     let stats = pool.stats();
     let c = &stats.counters;
+    let failed_dials = match c.dial_errors {
+        0 => String::new(),
+        n => format!(" ({n} failed)"),
+    };
     println!(
-        "pool: {} dials, {} reused; {} waited for a slot ({} timed out); {} closed; {} idle now",
+        "pool: {} dials{failed_dials}, {} reused; {} waited for a slot ({} timed out); {} closed; {} idle now",
         c.dials,
         c.hits,
         c.waits,
