@@ -216,6 +216,18 @@ fn limited() -> (Pool<Dialer>, Dialer) {
     (pool, dialer)
 }
 
+/// A thread whose get is polled once (queued, or served at once if a return came first) and
+/// then dropped.
+fn get_once_and_go_away(pool: &Pool<Dialer>) -> thread::JoinHandle<()> {
+    let pool = pool.clone();
+    thread::spawn(move || {
+        let mut fut = Box::pin(pool.get(&1));
+        let poll = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        drop(poll);
+        drop(fut);
+    })
+}
+
 #[test]
 fn a_returned_connection_reaches_a_waiter() {
     loom::model(|| {
@@ -238,16 +250,7 @@ fn a_hand_off_races_with_the_waiter_going_away() {
     loom::model(|| {
         let (pool, dialer) = limited();
         let held = block_on(pool.get(&1)).unwrap();
-        let waiter = {
-            let pool = pool.clone();
-            thread::spawn(move || {
-                let mut fut = Box::pin(pool.get(&1));
-                let poll = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
-                // Queued, or served at once if the return came first; then it goes away.
-                drop(poll);
-                drop(fut);
-            })
-        };
+        let waiter = get_once_and_go_away(&pool);
         drop(held);
         waiter.join().unwrap();
         // The connection was not swallowed: it is idle, ready for the next get.
@@ -262,15 +265,7 @@ fn a_freed_slot_races_with_the_waiter_going_away() {
     loom::model(|| {
         let (pool, dialer) = limited();
         let held = block_on(pool.get(&1)).unwrap();
-        let waiter = {
-            let pool = pool.clone();
-            thread::spawn(move || {
-                let mut fut = Box::pin(pool.get(&1));
-                let poll = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()));
-                drop(poll);
-                drop(fut);
-            })
-        };
+        let waiter = get_once_and_go_away(&pool);
         held.release();
         waiter.join().unwrap();
         // The slot was not swallowed: the destination is empty and a new get can dial.
