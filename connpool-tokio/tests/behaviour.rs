@@ -64,6 +64,10 @@ impl Runtime for Tokio {
         conn.nodelay().unwrap()
     }
 
+    fn local_addr(conn: &tokio::net::TcpStream) -> std::net::SocketAddr {
+        conn.local_addr().unwrap()
+    }
+
     #[cfg(unix)]
     fn unix() -> UnixDialer {
         UnixDialer::new()

@@ -8,7 +8,7 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::io;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 #[cfg(unix)]
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -16,8 +16,11 @@ use std::time::{Duration, Instant};
 use connpool_core::{Builder, Dialer, Error, Pool};
 use futures::future::join_all;
 
+mod backend;
+mod faults;
 mod server;
 
+pub use faults::*;
 #[cfg(unix)]
 use server::socket_path;
 pub use server::EchoServer;
@@ -54,6 +57,8 @@ pub trait Runtime: 'static {
     fn tcp_connect_timeout(limit: Duration) -> Self::Tcp;
     /// Whether `TCP_NODELAY` is set on `conn`.
     fn nodelay(conn: &<Self::Tcp as Dialer>::Conn) -> bool;
+    /// The local address of `conn`, which tells it apart from the other connections to its peer.
+    fn local_addr(conn: &<Self::Tcp as Dialer>::Conn) -> SocketAddr;
     /// `UnixDialer::new()`.
     #[cfg(unix)]
     fn unix() -> Self::Unix;
@@ -92,8 +97,20 @@ macro_rules! suite {
             guard_dropped_on_a_plain_thread_is_fine,
             nodelay_is_on_unless_turned_off,
         );
+        $crate::suite!(@tests $rt;
+            faults_refused_until_the_backend_listens,
+            faults_stopped_backend_refuses_without_handing_out_dead_connections,
+            faults_accept_then_close,
+            faults_reset_with_linger_zero,
+            faults_stalled_backend,
+            faults_unsolicited_bytes_on_idle_connections,
+            faults_restart_on_the_same_port,
+        );
         #[cfg(target_os = "linux")]
-        $crate::suite!(@tests $rt; connect_timeout_gives_up_on_a_silent_listener);
+        $crate::suite!(@tests $rt;
+            connect_timeout_gives_up_on_a_silent_listener,
+            faults_close_after_n_requests,
+        );
         #[cfg(unix)]
         $crate::suite!(@tests $rt;
             unix_sequential_gets_reuse_one_connection,
