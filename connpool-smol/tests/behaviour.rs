@@ -44,6 +44,10 @@ impl Runtime for Smol {
         Timer::after(dur).await;
     }
 
+    fn now() -> std::time::Instant {
+        std::time::Instant::now()
+    }
+
     fn builder<D: Dialer>(dialer: D) -> Builder<D> {
         connpool_smol::builder(dialer)
     }

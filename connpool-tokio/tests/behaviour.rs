@@ -44,6 +44,10 @@ impl Runtime for Tokio {
             .unwrap();
     }
 
+    fn now() -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
     fn builder<D: Dialer>(dialer: D) -> Builder<D> {
         connpool_tokio::builder(dialer)
     }

@@ -1,6 +1,6 @@
-//! A backend that misbehaves on demand, for the fault tests: a loopback echo server on
+//! A backend that misbehaves on demand, for the fault and limit tests: a loopback echo server on
 //! plain threads that can refuse, hang up, reset, stall, restart on its port and speak out of
-//! turn, and that counts what it accepted, what is open, and what closed.
+//! turn, and that counts what it accepted, what is open, the most open at once, and what closed.
 //!
 //! Requests are frames of [`FRAME`] bytes, echoed back whole, so a client that reads anything but
 //! its own frame knows the connection is out of step.
@@ -66,6 +66,7 @@ struct Shared {
     conns: Mutex<Vec<Served>>,
     accepted: AtomicUsize,
     open: AtomicUsize,
+    max_open: AtomicUsize,
     closed: AtomicUsize,
     hung_up: AtomicUsize,
 }
@@ -96,7 +97,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Waits in real time, blocking the thread, until `done` holds; panics after five seconds.
-fn block_until(what: &str, mut done: impl FnMut() -> bool) {
+pub fn block_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !done() {
         assert!(Instant::now() < deadline, "gave up waiting until {what}");
@@ -125,6 +126,7 @@ impl Backend {
                 conns: Mutex::default(),
                 accepted: AtomicUsize::new(0),
                 open: AtomicUsize::new(0),
+                max_open: AtomicUsize::new(0),
                 closed: AtomicUsize::new(0),
                 hung_up: AtomicUsize::new(0),
             }),
@@ -234,6 +236,11 @@ impl Backend {
         self.shared.open.load(Ordering::SeqCst)
     }
 
+    /// The most connections open at once.
+    pub fn max_open(&self) -> usize {
+        self.shared.max_open.load(Ordering::SeqCst)
+    }
+
     /// Connections over: closed by the client, or reset.
     pub fn closed(&self) -> usize {
         self.shared.closed.load(Ordering::SeqCst)
@@ -304,7 +311,8 @@ fn accept_until_stopped(listener: &TcpListener, stopping: &AtomicBool, shared: &
         };
         let _ = stream.set_nodelay(true);
         shared.accepted.fetch_add(1, Ordering::SeqCst);
-        shared.open.fetch_add(1, Ordering::SeqCst);
+        let open = shared.open.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_open.fetch_max(open, Ordering::SeqCst);
         let conn = Arc::new(Conn {
             fate: AtomicU8::new(SERVING),
             handle: Mutex::new(Some(handle)),
@@ -402,5 +410,35 @@ impl Probe {
             Ok(_) => true,
             Err(err) => !matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted),
         }
+    }
+}
+
+/// A listener that accepts nothing, with a backlog of zero that one connection fills: once one
+/// connection waits in its queue, Linux drops every further SYN, so those connects get no answer
+/// until the client gives up.
+#[cfg(target_os = "linux")]
+pub struct SilentListener {
+    _socket: Socket,
+    _queued: TcpStream,
+    addr: SocketAddr,
+}
+
+#[cfg(target_os = "linux")]
+impl SilentListener {
+    pub fn new() -> std::io::Result<Self> {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())?;
+        socket.listen(0)?;
+        let addr = socket.local_addr()?.as_socket().unwrap();
+        let queued = TcpStream::connect(addr)?;
+        Ok(SilentListener {
+            _socket: socket,
+            _queued: queued,
+            addr,
+        })
+    }
+
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
     }
 }

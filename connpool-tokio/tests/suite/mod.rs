@@ -18,9 +18,11 @@ use futures::future::join_all;
 
 mod backend;
 mod faults;
+mod limits;
 mod server;
 
 pub use faults::*;
+pub use limits::*;
 #[cfg(unix)]
 use server::socket_path;
 pub use server::EchoServer;
@@ -46,6 +48,8 @@ pub trait Runtime: 'static {
     fn sleep(dur: Duration) -> impl Future<Output = ()>;
     /// Lets `dur` of real time pass without blocking the runtime and without moving a paused clock.
     fn pause_real(dur: Duration) -> impl Future<Output = ()>;
+    /// The time on the runtime's clock (tokio's paused clock included).
+    fn now() -> Instant;
 
     /// `builder` of the adapter.
     fn builder<D: Dialer>(dialer: D) -> Builder<D>;
@@ -105,11 +109,18 @@ macro_rules! suite {
             faults_stalled_backend,
             faults_unsolicited_bytes_on_idle_connections,
             faults_restart_on_the_same_port,
+            limit_holds_a_burst_of_64_tasks_to_4_open_connections,
+            limit_wait_timeout_when_all_are_held,
+            limit_refusing_backend_fails_fast,
+            limit_shutdown_waits_for_held_connections,
+            limit_shutdown_gives_up_after_grace,
+            limit_max_lifetime_closes_old_connections,
         );
         #[cfg(target_os = "linux")]
         $crate::suite!(@tests $rt;
             connect_timeout_gives_up_on_a_silent_listener,
             faults_close_after_n_requests,
+            limit_dial_timeout_against_a_silent_listener,
         );
         #[cfg(unix)]
         $crate::suite!(@tests $rt;
