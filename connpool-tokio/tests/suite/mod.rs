@@ -441,30 +441,14 @@ pub fn nodelay_is_on_unless_turned_off<R: Runtime>() {
     });
 }
 
-/// A listener with a backlog of zero, never accepting: once one connection waits in its queue,
-/// Linux drops every further SYN, so those connects hang until the client gives up.
+/// A listener that never accepts, its backlog full: the connects hang until the client gives up.
 #[cfg(target_os = "linux")]
 pub fn connect_timeout_gives_up_on_a_silent_listener<R: Runtime>() {
     use futures::future::{select, Either};
-    use socket2::{Domain, Socket, Type};
     use std::pin::pin;
 
-    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    listener
-        .bind(
-            &"127.0.0.1:0"
-                .parse::<std::net::SocketAddr>()
-                .unwrap()
-                .into(),
-        )
-        .unwrap();
-    listener.listen(0).unwrap();
-    let addr = listener
-        .local_addr()
-        .unwrap()
-        .as_socket()
-        .unwrap()
-        .to_string();
+    let silent = backend::SilentListener::new().unwrap();
+    let addr = silent.addr();
     R::block_on(async {
         let limit = Duration::from_millis(200);
         let pool = R::builder(R::tcp_connect_timeout(limit)).build().unwrap();
