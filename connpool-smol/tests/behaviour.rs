@@ -11,7 +11,7 @@ use std::time::Duration;
 
 #[cfg(unix)]
 use connpool_smol::UnixDialer;
-use connpool_smol::{Builder, Dialer, TcpDialer};
+use connpool_smol::{Builder, Clock, Dialer, TcpDialer};
 use smol::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use smol::stream::StreamExt;
 use smol::Timer;
@@ -42,6 +42,10 @@ impl Runtime for Smol {
 
     async fn pause_real(dur: Duration) {
         Timer::after(dur).await;
+    }
+
+    fn clock() -> impl Clock {
+        connpool_smol::SmolClock
     }
 
     fn now() -> std::time::Instant {

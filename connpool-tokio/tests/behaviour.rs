@@ -8,7 +8,7 @@ use std::time::Duration;
 
 #[cfg(unix)]
 use connpool_tokio::UnixDialer;
-use connpool_tokio::{Builder, Dialer, TcpDialer};
+use connpool_tokio::{Builder, Clock, Dialer, TcpDialer};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Framed, LinesCodec};
@@ -42,6 +42,10 @@ impl Runtime for Tokio {
         tokio::task::spawn_blocking(move || std::thread::sleep(dur))
             .await
             .unwrap();
+    }
+
+    fn clock() -> impl Clock {
+        connpool_tokio::TokioClock
     }
 
     fn now() -> std::time::Instant {

@@ -280,13 +280,15 @@ pub fn limit_shutdown_gives_up_after_grace<R: Runtime>() {
     });
 }
 
-/// A connection older than `max_lifetime` is closed when it comes back, and one idle past it is
-/// closed without anyone asking: the backend sees both closed.
-pub fn limit_max_lifetime_closes_old_connections<R: Runtime>() {
+/// A connection older than `max_lifetime` is closed when it comes back, instead of being kept:
+/// the backend sees it closed. The pool has the runtime's clock but no reaper, so only the return
+/// can close it.
+pub fn limit_max_lifetime_closes_old_connections_at_return<R: Runtime>() {
     R::block_on_test_clock(async {
         let backend = Backend::start();
         let addr = backend.addr();
-        let pool = R::builder(R::tcp())
+        let pool = Pool::builder(R::tcp())
+            .clock(R::clock())
             .max_lifetime(SHORT)
             .max_open_per_host(LIMIT)
             .build()
@@ -309,16 +311,31 @@ pub fn limit_max_lifetime_closes_old_connections<R: Runtime>() {
         assert!(!conn.is_reused());
         echo_ok(&mut *conn, 0, 2).await;
         drop(conn);
+        assert_eq!(backend.accepted(), 2);
+        settle::<R>(&pool, &backend).await;
+    });
+}
+
+/// A connection left idle past `max_lifetime` is closed by the reaper, with no call on the pool:
+/// the backend sees it closed.
+pub fn limit_max_lifetime_reaper_closes_old_idle_connections<R: Runtime>() {
+    R::block_on_test_clock(async {
+        let backend = Backend::start();
+        let addr = backend.addr();
+        let pool = R::builder(R::tcp())
+            .max_lifetime(SHORT)
+            .max_open_per_host(LIMIT)
+            .build()
+            .unwrap();
+        echo_ok(&mut *pool.get(&addr).await.unwrap(), 0, 0).await;
         assert_eq!(pool.stats().idle(), 1);
-        // No call on the pool from here on: only the reaper can close it.
         R::sleep(SHORT).await;
         eventually::<R>("the backend sees the idle connection closed", || {
             backend.open() == 0
         })
         .await;
         let counters = pool.stats().counters;
-        assert_eq!((counters.closed_lifetime, counters.closed_expired), (2, 0));
-        assert_eq!(backend.accepted(), 2);
+        assert_eq!((counters.closed_lifetime, counters.closed_expired), (1, 0));
         settle::<R>(&pool, &backend).await;
     });
 }

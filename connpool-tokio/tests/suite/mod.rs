@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use connpool_core::{Builder, Dialer, Error, Pool};
+use connpool_core::{Builder, Clock, Dialer, Error, Pool};
 use futures::future::join_all;
 
 mod backend;
@@ -51,6 +51,8 @@ pub trait Runtime: 'static {
     /// The time on the runtime's clock (tokio's paused clock included).
     fn now() -> Instant;
 
+    /// The adapter's clock, for a pool built by hand.
+    fn clock() -> impl Clock;
     /// `builder` of the adapter.
     fn builder<D: Dialer>(dialer: D) -> Builder<D>;
     /// `TcpDialer::new()`.
@@ -114,7 +116,8 @@ macro_rules! suite {
             limit_refusing_backend_fails_fast,
             limit_shutdown_waits_for_held_connections,
             limit_shutdown_gives_up_after_grace,
-            limit_max_lifetime_closes_old_connections,
+            limit_max_lifetime_closes_old_connections_at_return,
+            limit_max_lifetime_reaper_closes_old_idle_connections,
         );
         #[cfg(target_os = "linux")]
         $crate::suite!(@tests $rt;
