@@ -203,7 +203,8 @@ pub fn limit_refusing_backend_fails_fast<R: Runtime>() {
                 other => panic!("expected a refused dial, got {other:?}"),
             }
         }
-        assert!(started.elapsed() < wait / 5, "{:?}", started.elapsed());
+        // Well short of the wait timeout, which nobody sat out.
+        assert!(started.elapsed() < wait / 2, "{:?}", started.elapsed());
         let stats = pool.stats();
         assert_eq!(stats.counters.dial_errors, BURST as u64);
         assert_eq!(stats.counters.wait_timeouts, 0);
