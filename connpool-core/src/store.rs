@@ -498,6 +498,7 @@ impl<D: Dialer> Bucket<D> {
             Some(lru) => lru.push_back(self.dest.clone()),
             None => LruKey::MAX,
         };
+        reserve_first(&mut self.idle);
         self.idle.push(Idle {
             conn,
             since: now.now,
@@ -595,20 +596,18 @@ impl<D: Dialer> Store<D> {
         let newest = bucket.idle.last()?;
         let fine = now.saturating_sub(newest.since) < self.idle_timeout
             && now.saturating_sub(newest.born) < self.max_lifetime
-            && books.lru.is_none()
             && !self.is_closed();
         if !fine {
             return None;
         }
-        let idle = bucket.idle.pop()?;
-        books.idle -= 1;
+        let idle = bucket.pop_newest(books)?;
         books.counters.hits += 1;
         bucket.held += 1;
         Some((bucket.dest.clone(), idle.conn, idle.born))
     }
 
     /// The hot path of a return: keeps the connection idle when that is plainly right (the pool
-    /// open, no one waiting, room, nothing expired, no global idle order to keep). Hands the
+    /// open, no one waiting, room here and under `max_idle_total`, nothing expired). Hands the
     /// connection back otherwise, for [`Store::check_in`].
     #[inline]
     pub(crate) fn put_fresh(
@@ -631,17 +630,25 @@ impl<D: Dialer> Store<D> {
             && bucket.idle.len() < self.limits.capacity
             && bucket.waiters.is_empty()
             && now.saturating_sub(born) < self.max_lifetime
-            && books.lru.is_none()
+            && self
+                .limits
+                .max_idle_total
+                .is_none_or(|max| books.idle < max)
             && !self.is_closed();
         if !fine {
             return Err(conn);
         }
+        let lru = match books.lru.as_mut() {
+            Some(lru) => lru.push_back(bucket.dest.clone()),
+            None => LruKey::MAX,
+        };
         bucket.held -= 1;
+        reserve_first(&mut bucket.idle);
         bucket.idle.push(Idle {
             conn,
             since: now,
             born,
-            lru: LruKey::MAX,
+            lru,
         });
         books.idle += 1;
         Ok(())
@@ -952,6 +959,11 @@ impl<D: Dialer> Store<D> {
                 bucket.settle(max_open, &mut after);
                 !bucket.is_empty()
             });
+            // A burst of short-lived destinations grew the table; once they are gone, give the
+            // memory back (shrinking only when mostly empty keeps this rare).
+            if buckets.capacity() > 64 && buckets.len() < buckets.capacity() / 4 {
+                buckets.shrink_to(buckets.len() * 2, |b| b.dest.hash);
+            }
             reaped += before - books.idle;
         }
         (reaped, next)
@@ -1035,6 +1047,15 @@ impl<D: Dialer> Store<D> {
             destinations,
             counters,
         }
+    }
+}
+
+/// Most destinations hold one idle connection or a few: the first push allocates room for one
+/// (a plain push would make room for four), and later ones grow as usual.
+#[inline]
+fn reserve_first<T>(idle: &mut Vec<T>) {
+    if idle.capacity() == 0 {
+        idle.reserve_exact(1);
     }
 }
 
