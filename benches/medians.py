@@ -88,6 +88,32 @@ def peers(results):
         print(f"| {mine} | " + " | ".join(cells) + " |")
 
 
+LIMITS = ["no_limits", "max_open_per_host", "open_and_lifetime", "all_limits"]
+
+
+def limits(results):
+    dests = sorted({int(v) for (g, _, v) in results if g == "limits_hot_path"})
+    print("| limits | " + " | ".join(f"{d} dest" for d in dests) + " | " + " | ".join(f"vs no_limits, {d} dest" for d in dests) + " |")
+    print("|---|" + "---:|" * (2 * len(dests)))
+    for setting in LIMITS:
+        cells, ratios = [], []
+        for d in dests:
+            found = results.get(("limits_hot_path", setting, str(d)))
+            base = results.get(("limits_hot_path", "no_limits", str(d)))
+            cells.append(ns(found[0]) if found else "–")
+            ratios.append(f"{found[0] / base[0] - 1:+.1%}" if found and base else "–")
+        print(f"| {setting} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    print()
+    contended = {f: m for (g, f, _), (m, _) in results.items() if g == "limits_contended"}
+    mine = contended.get("connpool")
+    print("| limits_contended | median ns per get + drop (aggregate) | over connpool |")
+    print("|---|---:|---:|")
+    for name in ("connpool", "deadpool_fixed_map", "bb8_fixed_map"):
+        if name in contended:
+            ratio = f"{contended[name] / mine:.2f}x" if mine else "–"
+            print(f"| {name} | {ns(contended[name])} | {ratio} |")
+
+
 def echo(results):
     print("| runtime | mode | median µs per request (aggregate) | requests/s |")
     print("|---|---|---:|---:|")
@@ -97,6 +123,22 @@ def echo(results):
             if found:
                 median = found[0]
                 print(f"| {runtime} | {mode} | {median / 1000:.2f} | {1e9 / median:,.0f} |")
+    print()
+    print("| runtime | pooled / unpooled | pooled vs dedicated | pooled_check_off vs dedicated |")
+    print("|---|---:|---:|---:|")
+    for runtime in ("tokio", "smol"):
+        rate = {}
+        for mode in ("pooled", "pooled_check_off", "unpooled", "dedicated"):
+            found = results.get((f"echo_{runtime}", mode, None))
+            if found:
+                rate[mode] = 1e9 / found[0]
+        if len(rate) < 4:
+            continue
+        print(
+            f"| {runtime} | {rate['pooled'] / rate['unpooled']:.2f}x"
+            f" | {rate['pooled'] / rate['dedicated'] - 1:+.1%}"
+            f" | {rate['pooled_check_off'] / rate['dedicated'] - 1:+.1%} |"
+        )
 
 
 def main():
@@ -106,6 +148,8 @@ def main():
     hot_path(results)
     print("\n## peers (median ns per get + drop)\n")
     peers(results)
+    print("\n## limits (median ns per get + drop)\n")
+    limits(results)
     print("\n## echo\n")
     echo(results)
 
