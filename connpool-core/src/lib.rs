@@ -13,6 +13,14 @@
 //!   [`Pooled::release`] closes it for good; [`Pool::close`] frees everything;
 //! - [`Pool::stats`] counts total and idle connections per destination, and what the pool did.
 //!
+//! Beyond go-connpool, the [`Builder`] can cap the connections open to one destination
+//! ([`max_open_per_host`](Builder::max_open_per_host), with a fair first-in first-out queue and a
+//! [`wait_timeout`](Builder::wait_timeout)), bound dials
+//! ([`dial_timeout`](Builder::dial_timeout)), cap idle connections across all destinations
+//! ([`max_idle_total`](Builder::max_idle_total), least recently used first out), retire old
+//! connections ([`max_lifetime`](Builder::max_lifetime)), and [`Pool::shutdown`] waits for held
+//! connections to come back.
+//!
 //! This crate has no runtime in it. Time and background work come through two small traits,
 //! [`Clock`] and [`Spawner`]; the adapter crates `connpool-tokio` and `connpool-smol` implement them
 //! (and TCP and Unix dialers) for their runtimes. Without them a pool still works, on the system
