@@ -38,6 +38,28 @@ pub(crate) struct Destination<D: Dialer> {
     pub(crate) pool: Arc<PoolInner<D>>,
 }
 
+/// Which destination an entry of the `max_idle_total` order belongs to: its hash and its address
+/// in memory, compared, never dereferenced. Plain integers, so keeping the order costs no
+/// reference-count traffic; the bucket, which owns the destination, outlives its idle entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DestinationId {
+    hash: u64,
+    ptr: usize,
+}
+
+impl DestinationId {
+    fn of<D: Dialer>(dest: &Arc<Destination<D>>) -> Self {
+        DestinationId {
+            hash: dest.hash,
+            ptr: Arc::as_ptr(dest) as usize,
+        }
+    }
+
+    fn is<D: Dialer>(&self, dest: &Arc<Destination<D>>) -> bool {
+        *self == DestinationId::of(dest)
+    }
+}
+
 /// Why a connection left the pool's accounting; each reason has its counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Reason {
@@ -294,15 +316,15 @@ struct Padded<T>(T);
 
 struct Shard<D: Dialer> {
     buckets: HashTable<Bucket<D>>,
-    books: Books<D>,
+    books: Books,
 }
 
 /// A shard's accounts beside its buckets.
-struct Books<D: Dialer> {
+struct Books {
     counters: Counters,
     idle: usize,
     /// With `max_idle_total` (one shard then), every idle connection in the order it came back.
-    lru: Option<Lru<Arc<Destination<D>>>>,
+    lru: Option<Lru<DestinationId>>,
 }
 
 struct Bucket<D: Dialer> {
@@ -352,7 +374,7 @@ impl<D: Dialer> Bucket<D> {
     }
 
     /// Takes the idle connection at `index` out of the books.
-    fn take_idle(&mut self, index: usize, books: &mut Books<D>) -> Option<Idle<D::Conn>> {
+    fn take_idle(&mut self, index: usize, books: &mut Books) -> Option<Idle<D::Conn>> {
         if index >= self.idle.len() {
             return None;
         }
@@ -366,7 +388,7 @@ impl<D: Dialer> Bucket<D> {
 
     /// Takes the newest idle connection out of the books.
     #[inline]
-    fn pop_newest(&mut self, books: &mut Books<D>) -> Option<Idle<D::Conn>> {
+    fn pop_newest(&mut self, books: &mut Books) -> Option<Idle<D::Conn>> {
         let idle = self.idle.pop()?;
         books.idle -= 1;
         if let Some(lru) = books.lru.as_mut() {
@@ -380,7 +402,7 @@ impl<D: Dialer> Bucket<D> {
         &mut self,
         n: usize,
         reason: Reason,
-        books: &mut Books<D>,
+        books: &mut Books,
         after: &mut Aftermath<'_, D::Conn>,
     ) {
         for _ in 0..n {
@@ -393,7 +415,7 @@ impl<D: Dialer> Bucket<D> {
 
     /// Closes the idle connections whose idle time or lifetime is up.
     #[inline]
-    fn expire(&mut self, now: Now, books: &mut Books<D>, after: &mut Aftermath<'_, D::Conn>) {
+    fn expire(&mut self, now: Now, books: &mut Books, after: &mut Aftermath<'_, D::Conn>) {
         // The oldest is at the front: when it is fresh, all are (the common case, kept cheap).
         let stale_front = self.idle.first().is_some_and(|idle| now.idle_expired(idle));
         if stale_front || now.max_lifetime < Nanos::MAX {
@@ -402,7 +424,7 @@ impl<D: Dialer> Bucket<D> {
     }
 
     #[cold]
-    fn expire_some(&mut self, now: Now, books: &mut Books<D>, after: &mut Aftermath<'_, D::Conn>) {
+    fn expire_some(&mut self, now: Now, books: &mut Books, after: &mut Aftermath<'_, D::Conn>) {
         if self.idle.first().is_some_and(|idle| now.idle_expired(idle)) {
             let expired = self
                 .idle
@@ -471,7 +493,7 @@ impl<D: Dialer> Bucket<D> {
         born: Nanos,
         now: Now,
         capacity: usize,
-        books: &mut Books<D>,
+        books: &mut Books,
         after: &mut Aftermath<'_, D::Conn>,
     ) {
         if let Some(waiter) = self.waiters.pop_front() {
@@ -495,7 +517,7 @@ impl<D: Dialer> Bucket<D> {
             return;
         }
         let lru = match books.lru.as_mut() {
-            Some(lru) => lru.push_back(self.dest.clone()),
+            Some(lru) => lru.push_back(DestinationId::of(&self.dest)),
             None => LruKey::MAX,
         };
         reserve_first(&mut self.idle);
@@ -639,7 +661,7 @@ impl<D: Dialer> Store<D> {
             return Err(conn);
         }
         let lru = match books.lru.as_mut() {
-            Some(lru) => lru.push_back(bucket.dest.clone()),
+            Some(lru) => lru.push_back(DestinationId::of(&bucket.dest)),
             None => LruKey::MAX,
         };
         bucket.held -= 1;
@@ -739,7 +761,7 @@ impl<D: Dialer> Store<D> {
         &self,
         dest: &Arc<Destination<D>>,
         now: Nanos,
-        f: impl FnOnce(&mut Bucket<D>, Now, &mut Books<D>, &mut Aftermath<'_, D::Conn>) -> R,
+        f: impl FnOnce(&mut Bucket<D>, Now, &mut Books, &mut Aftermath<'_, D::Conn>) -> R,
     ) -> Option<R> {
         let result = self.with_bucket_if_any(dest, now, f);
         debug_assert!(result.is_some(), "a destination in use has no bucket");
@@ -753,7 +775,7 @@ impl<D: Dialer> Store<D> {
         &self,
         dest: &Arc<Destination<D>>,
         now: Nanos,
-        f: impl FnOnce(&mut Bucket<D>, Now, &mut Books<D>, &mut Aftermath<'_, D::Conn>) -> R,
+        f: impl FnOnce(&mut Bucket<D>, Now, &mut Books, &mut Aftermath<'_, D::Conn>) -> R,
     ) -> Option<R> {
         let now = self.now(now);
         let mut after = self.aftermath();
@@ -778,7 +800,7 @@ impl<D: Dialer> Store<D> {
     #[inline]
     fn evict_over_total(
         &self,
-        books: &mut Books<D>,
+        books: &mut Books,
         buckets: &mut HashTable<Bucket<D>>,
         after: &mut Aftermath<'_, D::Conn>,
     ) {
@@ -794,17 +816,16 @@ impl<D: Dialer> Store<D> {
     fn evict_lru(
         &self,
         max_idle_total: usize,
-        books: &mut Books<D>,
+        books: &mut Books,
         buckets: &mut HashTable<Bucket<D>>,
         after: &mut Aftermath<'_, D::Conn>,
     ) {
         while books.idle > max_idle_total {
-            let Some((key, dest)) = books.lru.as_ref().and_then(|lru| lru.front()) else {
+            let Some((key, id)) = books.lru.as_ref().and_then(|lru| lru.front()) else {
                 return;
             };
-            let dest = dest.clone();
-            let Ok(mut entry) = buckets.find_entry(dest.hash, |b| Arc::ptr_eq(&b.dest, &dest))
-            else {
+            let id = *id;
+            let Ok(mut entry) = buckets.find_entry(id.hash, |b| id.is(&b.dest)) else {
                 debug_assert!(false, "an idle connection's bucket is gone");
                 return;
             };
