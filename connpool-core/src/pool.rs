@@ -191,18 +191,12 @@ impl<D: Dialer> Pool<D> {
         // rest of the path (and its future) is entered only when that fails.
         let inner = self.inner();
         let hash = inner.store.hash(addr);
-        let now = inner.time.now();
-        let first = match inner.store.take_fresh(addr, hash, now) {
-            Some((dest, conn, born)) => {
-                if !inner.check_on_get || inner.dialer.is_open(&conn) {
-                    return Ok(Pooled::new(dest, conn, born, true));
-                }
-                inner.store.forget(&dest, Reason::NotOpenOnGet);
-                None
+        if let Some((dest, conn, born)) = inner.store.take_fresh(addr, hash, inner.time.now()) {
+            if let Some(pooled) = self.hand_out(dest, conn, born) {
+                return Ok(pooled);
             }
-            None => Some(inner.store.checkout(inner, addr, hash, now, false)),
-        };
-        self.checkout(addr, hash, false, first).await
+        }
+        self.checkout(addr, hash, false).await
     }
 
     /// Always a new connection (go-connpool's `Pool.New`): the retry after a dead connection.
@@ -212,27 +206,26 @@ impl<D: Dialer> Pool<D> {
     /// room, or waits in line for a slot when there is none.
     pub async fn dial(&self, addr: &D::Addr) -> Result<Pooled<D>, Error> {
         let hash = self.inner().store.hash(addr);
-        self.checkout(addr, hash, true, None).await
+        self.checkout(addr, hash, true).await
     }
 
-    /// The whole path of a get (`fresh` false) or a dial, starting from `first` when the caller
-    /// has already checked out once.
-    async fn checkout(
-        &self,
-        addr: &D::Addr,
-        hash: u64,
-        fresh: bool,
-        mut first: Option<Checkout<D>>,
-    ) -> Result<Pooled<D>, Error> {
+    /// An idle connection the store handed over, as a guard; `None` (and closed) when
+    /// `check_on_get` finds it no longer open.
+    fn hand_out(&self, dest: Arc<Destination<D>>, conn: D::Conn, born: Nanos) -> Option<Pooled<D>> {
+        let inner = self.inner();
+        if inner.check_on_get && !inner.dialer.is_open(&conn) {
+            inner.store.forget(&dest, Reason::NotOpenOnGet);
+            return None;
+        }
+        Some(Pooled::new(dest, conn, born, true))
+    }
+
+    /// The whole path of a get (`fresh` false) or a dial: reuse, dial, or wait in line.
+    async fn checkout(&self, addr: &D::Addr, hash: u64, fresh: bool) -> Result<Pooled<D>, Error> {
         let inner = self.inner();
         loop {
-            let checkout = match first.take() {
-                Some(checkout) => checkout,
-                None => inner
-                    .store
-                    .checkout(inner, addr, hash, inner.time.now(), fresh),
-            };
-            let (dest, grant) = match checkout {
+            let now = inner.time.now();
+            let (dest, grant) = match inner.store.checkout(inner, addr, hash, now, fresh) {
                 Checkout::Reuse(dest, conn, born) => (dest, Grant::Conn(conn, born)),
                 Checkout::Dial(dest) => (dest, Grant::Slot),
                 Checkout::Wait(dest, waiter) => {
@@ -243,12 +236,9 @@ impl<D: Dialer> Pool<D> {
             };
             match grant {
                 Grant::Conn(conn, born) => {
-                    if inner.check_on_get && !inner.dialer.is_open(&conn) {
-                        inner.store.forget(&dest, Reason::NotOpenOnGet);
-                        drop(conn);
-                        continue;
+                    if let Some(pooled) = self.hand_out(dest, conn, born) {
+                        return Ok(pooled);
                     }
-                    return Ok(Pooled::new(dest, conn, born, true));
                 }
                 Grant::Slot => return self.connect(DialTicket::new(dest)).await,
                 Grant::Closed => return Err(Error::Closed),

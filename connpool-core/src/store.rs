@@ -374,6 +374,7 @@ impl<D: Dialer> Bucket<D> {
     }
 
     /// Takes the idle connection at `index` out of the books.
+    #[inline]
     fn take_idle(&mut self, index: usize, books: &mut Books) -> Option<Idle<D::Conn>> {
         if index >= self.idle.len() {
             return None;
@@ -389,12 +390,7 @@ impl<D: Dialer> Bucket<D> {
     /// Takes the newest idle connection out of the books.
     #[inline]
     fn pop_newest(&mut self, books: &mut Books) -> Option<Idle<D::Conn>> {
-        let idle = self.idle.pop()?;
-        books.idle -= 1;
-        if let Some(lru) = books.lru.as_mut() {
-            lru.remove(idle.lru);
-        }
-        Some(idle)
+        self.take_idle(self.idle.len().checked_sub(1)?, books)
     }
 
     /// Closes the idle connections `[..n]` (the oldest) for `reason`.
