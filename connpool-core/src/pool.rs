@@ -158,6 +158,7 @@ impl<D: Dialer> Pool<D> {
                 max_open_per_host: usize::MAX,
                 max_idle_total: None,
                 max_lifetime: None,
+                lanes: None,
             },
             clock: None,
             spawner: None,
@@ -179,6 +180,10 @@ impl<D: Dialer> Pool<D> {
     /// An idle connection to `addr` if one is usable (most recently returned first), else a new
     /// one.
     ///
+    /// "Most recently returned first" holds exactly for one thread. Threads get first from the
+    /// connections returned on their own lane (one lane per core, see the crate overview), then
+    /// from the other lanes, so a get dials only when no usable connection is idle anywhere.
+    ///
     /// Idle connections whose idle time or lifetime is up are closed on the way, and with
     /// `check_on_get` (the default) so are those [`Dialer::is_open`] turns down, so a restarted
     /// backend's dead connections are skipped without an error. When the destination is at
@@ -191,12 +196,14 @@ impl<D: Dialer> Pool<D> {
         // rest of the path (and its future) is entered only when that fails.
         let inner = self.inner();
         let hash = inner.store.hash(addr);
-        if let Some((dest, conn, born)) = inner.store.take_fresh(addr, hash, inner.time.now()) {
+        let lane = inner.store.lane();
+        let now = inner.time.now();
+        if let Some((dest, conn, born)) = inner.store.take_fresh(lane, addr, hash, now) {
             if let Some(pooled) = self.hand_out(dest, conn, born) {
                 return Ok(pooled);
             }
         }
-        self.checkout(addr, hash, false).await
+        self.checkout(lane, addr, hash, false).await
     }
 
     /// Always a new connection (go-connpool's `Pool.New`): the retry after a dead connection.
@@ -205,8 +212,9 @@ impl<D: Dialer> Pool<D> {
     /// room. At `max_open_per_host` it closes the destination's oldest idle connection to make
     /// room, or waits in line for a slot when there is none.
     pub async fn dial(&self, addr: &D::Addr) -> Result<Pooled<D>, Error> {
-        let hash = self.inner().store.hash(addr);
-        self.checkout(addr, hash, true).await
+        let store = &self.inner().store;
+        self.checkout(store.lane(), addr, store.hash(addr), true)
+            .await
     }
 
     /// An idle connection the store handed over, as a guard; `None` (and closed) when
@@ -220,12 +228,24 @@ impl<D: Dialer> Pool<D> {
         Some(Pooled::new(dest, conn, born, true))
     }
 
-    /// The whole path of a get (`fresh` false) or a dial: reuse, dial, or wait in line.
-    async fn checkout(&self, addr: &D::Addr, hash: u64, fresh: bool) -> Result<Pooled<D>, Error> {
+    /// The whole path of a get (`fresh` false) or a dial from the calling thread's `lane`: reuse
+    /// (from this lane, else from another), dial, or wait in line.
+    async fn checkout(
+        &self,
+        lane: usize,
+        addr: &D::Addr,
+        hash: u64,
+        fresh: bool,
+    ) -> Result<Pooled<D>, Error> {
         let inner = self.inner();
+        let store = &inner.store;
         loop {
             let now = inner.time.now();
-            let (dest, grant) = match inner.store.checkout(inner, addr, hash, now, fresh) {
+            let checkout = match (!fresh).then(|| store.steal(lane, addr, hash, now)) {
+                Some(Some((conn, born))) => store.adopt(inner, lane, addr, hash, conn, born),
+                _ => store.checkout(inner, lane, addr, hash, now, fresh),
+            };
+            let (dest, grant) = match checkout {
                 Checkout::Reuse(dest, conn, born) => (dest, Grant::Conn(conn, born)),
                 Checkout::Dial(dest) => (dest, Grant::Slot),
                 Checkout::Wait(dest, waiter) => {
@@ -476,6 +496,14 @@ pub struct Builder<D: Dialer> {
 }
 
 impl<D: Dialer> Builder<D> {
+    /// How many lanes the pool keeps when no per-destination limit asks for one (by default one
+    /// per core), so that tests have several on any machine.
+    #[cfg(test)]
+    pub(crate) fn lanes(mut self, n: usize) -> Self {
+        self.limits.lanes = Some(n);
+        self
+    }
+
     /// The most idle connections kept per destination (default 32); 0 keeps nothing idle.
     pub fn capacity(mut self, n: usize) -> Self {
         self.limits.capacity = n;

@@ -1,7 +1,15 @@
 //! The per-host idle store: the pool's state machine, with no async and no runtime in it.
 //!
 //! Destinations are spread over a few shards, each a mutex around a hash table of buckets, so that
-//! threads working on different destinations rarely meet. A bucket holds one destination's idle
+//! threads working on different destinations rarely meet. Without limits that need one place to
+//! count a destination's connections (`max_open_per_host`, `max_idle_total`), the shards are
+//! grouped in *lanes*, one per core: a thread gets from its own lane and a connection goes back to
+//! the lane that handed it out, so threads sharing destinations do not share cache lines either
+//! (moving a line from one core to the other costs more than a whole get and return here). A get
+//! that finds nothing in its lane takes an idle connection from another lane before it dials, and a
+//! lane keeps idle connections only up to what it has *reserved* of the destination's capacity; the
+//! reservations of all lanes add up to at most `capacity`, so `idle(addr) <= capacity` holds
+//! across lanes. A bucket holds one destination's idle
 //! connections (last in, first out, stamped with the time they came back), counts those held by
 //! callers and being dialed, and queues the callers waiting for a free slot when the destination
 //! is at `max_open_per_host`. Every operation is one short critical section: it takes `now` as an
@@ -35,6 +43,8 @@ use crate::Dialer;
 pub(crate) struct Destination<D: Dialer> {
     pub(crate) addr: D::Addr,
     hash: u64,
+    /// The shard (in the lane that handed the connection out) that holds the bucket.
+    shard: usize,
     pub(crate) pool: Arc<PoolInner<D>>,
 }
 
@@ -109,6 +119,8 @@ pub(crate) struct Limits {
     pub(crate) max_open_per_host: usize,
     pub(crate) max_idle_total: Option<usize>,
     pub(crate) max_lifetime: Option<Duration>,
+    /// How many lanes; `None`: one per core. Set only by tests, to have lanes on any machine.
+    pub(crate) lanes: Option<usize>,
 }
 
 /// What a get or dial found in the store.
@@ -298,7 +310,12 @@ impl DrainSignal {
 }
 
 pub(crate) struct Store<D: Dialer> {
+    /// Lane after lane, `1 << lane_bits` shards each.
     shards: Box<[Padded<Mutex<Shard<D>>>]>,
+    /// How many lanes (a power of two; 1 with limits that count per destination).
+    lanes: usize,
+    lane_bits: u32,
+    /// Picks a shard within a lane from an address's hash.
     shard_shift: u32,
     hasher: DefaultHashBuilder,
     closed: AtomicBool,
@@ -336,6 +353,10 @@ struct Bucket<D: Dialer> {
     idle: Vec<Idle<D::Conn>>,
     held: usize,
     dialing: usize,
+    /// How many idle connections this lane may keep for the destination: `capacity` with one lane;
+    /// with several, the lane's share, which it takes from the others when it needs more
+    /// ([`Store::check_in_with_room`]).
+    reserved: usize,
     waiters: VecDeque<Arc<Waiter<D::Conn>>>,
 }
 
@@ -480,18 +501,18 @@ impl<D: Dialer> Bucket<D> {
         }
     }
 
-    /// A held connection comes back in good order: to the oldest waiter, or idle if there is room.
-    /// The caller has already taken it off `held`.
+    /// A held connection comes back in good order: to the oldest waiter, or idle if the lane has
+    /// room for it. The caller has already taken it off `held`. Returns whether it went idle, or
+    /// the connection when there is no room.
     #[inline]
     fn check_in(
         &mut self,
         conn: D::Conn,
         born: Nanos,
         now: Now,
-        capacity: usize,
         books: &mut Books,
         after: &mut Aftermath<'_, D::Conn>,
-    ) {
+    ) -> Result<bool, D::Conn> {
         if let Some(waiter) = self.waiters.pop_front() {
             if waiter.fresh {
                 // A dial wants a new connection: this one makes room for it.
@@ -504,13 +525,11 @@ impl<D: Dialer> Bucket<D> {
                 self.held += 1;
                 after.wake(waiter.grant(Grant::Conn(conn, born)));
             }
-            return;
+            return Ok(false);
         }
         self.expire(now, books, after);
-        if self.idle.len() >= capacity {
-            books.counters.count(Reason::OverCapacity, 1);
-            after.close(conn);
-            return;
+        if self.idle.len() >= self.reserved {
+            return Err(conn);
         }
         let lru = match books.lru.as_mut() {
             Some(lru) => lru.push_back(DestinationId::of(&self.dest)),
@@ -524,20 +543,27 @@ impl<D: Dialer> Bucket<D> {
             lru,
         });
         books.idle += 1;
+        Ok(true)
     }
 }
 
 impl<D: Dialer> Store<D> {
     pub(crate) fn new(limits: Limits) -> Self {
-        // An exact least-recently-used order across destinations needs them under one lock.
-        let shards = if limits.max_idle_total.is_some() {
-            1
+        // An exact least-recently-used order across destinations needs them under one lock, and a
+        // per-destination limit needs each destination's counts in one bucket.
+        let (lanes, shards_per_lane) = if limits.max_idle_total.is_some() {
+            (1, 1)
+        } else if limits.max_open_per_host < usize::MAX {
+            (1, shard_count())
         } else {
-            shard_count()
+            let lanes = limits
+                .lanes
+                .map_or_else(lane_count, usize::next_power_of_two);
+            (lanes, (shard_count() / lanes).max(8))
         };
         let lru = limits.max_idle_total.map(|_| ());
         Store {
-            shards: (0..shards)
+            shards: (0..lanes * shards_per_lane)
                 .map(|_| {
                     Padded(Mutex::new(Shard {
                         buckets: HashTable::new(),
@@ -549,7 +575,9 @@ impl<D: Dialer> Store<D> {
                     }))
                 })
                 .collect(),
-            shard_shift: 64 - shards.trailing_zeros(),
+            lanes,
+            lane_bits: shards_per_lane.trailing_zeros(),
+            shard_shift: 64 - shards_per_lane.trailing_zeros(),
             hasher: DefaultHashBuilder::default(),
             closed: AtomicBool::new(false),
             idle_timeout: nanos(limits.idle_timeout),
@@ -567,15 +595,41 @@ impl<D: Dialer> Store<D> {
         self.hasher.hash_one(addr)
     }
 
-    fn shard(&self, hash: u64) -> &Mutex<Shard<D>> {
+    /// The lane of the calling thread.
+    #[inline]
+    pub(crate) fn lane(&self) -> usize {
+        if self.lanes == 1 {
+            0
+        } else {
+            thread_lane() & (self.lanes - 1)
+        }
+    }
+
+    /// Where `hash`'s bucket is in `lane`.
+    #[inline]
+    fn shard_index(&self, lane: usize, hash: u64) -> usize {
         // The table inside a shard indexes by the low bits of the hash and tags by the top seven;
         // the shard takes the bits just below the tag so the three stay independent.
-        let index = if self.shard_shift == 64 {
+        let in_lane = if self.shard_shift == 64 {
             0
         } else {
             ((hash << 7) >> self.shard_shift) as usize
         };
-        &self.shards[index].0
+        (lane << self.lane_bits) | in_lane
+    }
+
+    #[inline]
+    fn shard(&self, lane: usize, hash: u64) -> &Mutex<Shard<D>> {
+        &self.shards[self.shard_index(lane, hash)].0
+    }
+
+    /// How many idle connections a new bucket may keep before it asks the other lanes.
+    fn first_reservation(&self) -> usize {
+        if self.lanes == 1 {
+            self.limits.capacity
+        } else {
+            0
+        }
     }
 
     fn now(&self, now: Nanos) -> Now {
@@ -604,11 +658,12 @@ impl<D: Dialer> Store<D> {
     #[inline]
     pub(crate) fn take_fresh(
         &self,
+        lane: usize,
         addr: &D::Addr,
         hash: u64,
         now: Nanos,
     ) -> Option<(Arc<Destination<D>>, D::Conn, Nanos)> {
-        let mut guard = lock(self.shard(hash));
+        let mut guard = lock(self.shard(lane, hash));
         let Shard { buckets, books } = &mut *guard;
         let bucket = buckets.find_mut(hash, |b| b.dest.addr == *addr)?;
         let newest = bucket.idle.last()?;
@@ -635,7 +690,7 @@ impl<D: Dialer> Store<D> {
         born: Nanos,
         now: Nanos,
     ) -> Result<(), D::Conn> {
-        let mut guard = lock(self.shard(dest.hash));
+        let mut guard = lock(&self.shards[dest.shard].0);
         let Shard { buckets, books } = &mut *guard;
         let Some(bucket) = buckets.find_mut(dest.hash, |b| Arc::ptr_eq(&b.dest, dest)) else {
             return Err(conn);
@@ -645,7 +700,7 @@ impl<D: Dialer> Store<D> {
             .first()
             .is_none_or(|idle| now.saturating_sub(idle.since) < self.idle_timeout);
         let fine = oldest_fresh
-            && bucket.idle.len() < self.limits.capacity
+            && bucket.idle.len() < bucket.reserved
             && bucket.waiters.is_empty()
             && now.saturating_sub(born) < self.max_lifetime
             && self
@@ -679,6 +734,7 @@ impl<D: Dialer> Store<D> {
     pub(crate) fn checkout(
         &self,
         pool: &Arc<PoolInner<D>>,
+        lane: usize,
         addr: &D::Addr,
         hash: u64,
         now: Nanos,
@@ -686,25 +742,17 @@ impl<D: Dialer> Store<D> {
     ) -> Checkout<D> {
         let now = self.now(now);
         let mut after = Aftermath::new();
-        let mut guard = lock(self.shard(hash));
+        let shard = self.shard_index(lane, hash);
+        let mut guard = lock(&self.shards[shard].0);
         if self.is_closed() {
             return Checkout::Closed;
         }
         let Shard { buckets, books } = &mut *guard;
         let Some(bucket) = buckets.find_mut(hash, |b| b.dest.addr == *addr) else {
-            let dest = Arc::new(Destination {
-                addr: addr.clone(),
-                hash,
-                pool: pool.clone(),
-            });
-            let bucket = Bucket {
-                dest: dest.clone(),
-                idle: Vec::new(),
-                held: 0,
-                dialing: 1,
-                waiters: VecDeque::new(),
-            };
-            buckets.insert_unique(hash, bucket, |b| b.dest.hash);
+            let bucket = self.new_bucket(pool, shard, addr, hash);
+            let dest = bucket.dest.clone();
+            let bucket = buckets.insert_unique(hash, bucket, |b| b.dest.hash);
+            bucket.into_mut().dialing = 1;
             return Checkout::Dial(dest);
         };
         if !fresh {
@@ -746,6 +794,92 @@ impl<D: Dialer> Store<D> {
         Checkout::Wait(bucket.dest.clone(), waiter)
     }
 
+    /// An empty bucket for `addr` in shard `shard`.
+    fn new_bucket(
+        &self,
+        pool: &Arc<PoolInner<D>>,
+        shard: usize,
+        addr: &D::Addr,
+        hash: u64,
+    ) -> Bucket<D> {
+        Bucket {
+            dest: Arc::new(Destination {
+                addr: addr.clone(),
+                hash,
+                shard,
+                pool: pool.clone(),
+            }),
+            idle: Vec::new(),
+            held: 0,
+            dialing: 0,
+            reserved: self.first_reservation(),
+            waiters: VecDeque::new(),
+        }
+    }
+
+    /// With several lanes, for a get that found nothing usable in its own lane: the newest usable
+    /// idle connection to `addr` in another lane, taken out of that lane's books, and when it was
+    /// dialed. The caller counts it in its own lane with [`Store::adopt`].
+    pub(crate) fn steal(
+        &self,
+        lane: usize,
+        addr: &D::Addr,
+        hash: u64,
+        now: Nanos,
+    ) -> Option<(D::Conn, Nanos)> {
+        let now = self.now(now);
+        for step in 1..self.lanes {
+            let other = (lane + step) & (self.lanes - 1);
+            let mut after = self.aftermath();
+            let mut guard = lock(self.shard(other, hash));
+            if self.is_closed() {
+                return None;
+            }
+            let Shard { buckets, books } = &mut *guard;
+            let Ok(mut entry) = buckets.find_entry(hash, |b| b.dest.addr == *addr) else {
+                continue;
+            };
+            let bucket = entry.get_mut();
+            bucket.expire(now, books, &mut after);
+            let taken = bucket.pop_newest(books);
+            if bucket.is_empty() {
+                entry.remove();
+            }
+            if let Some(idle) = taken {
+                return Some((idle.conn, idle.born));
+            }
+        }
+        None
+    }
+
+    /// Counts a connection [`Store::steal`] took from another lane as held in `lane`, a hit.
+    pub(crate) fn adopt(
+        &self,
+        pool: &Arc<PoolInner<D>>,
+        lane: usize,
+        addr: &D::Addr,
+        hash: u64,
+        conn: D::Conn,
+        born: Nanos,
+    ) -> Checkout<D> {
+        let mut after = Aftermath::new();
+        let shard = self.shard_index(lane, hash);
+        let mut guard = lock(&self.shards[shard].0);
+        let Shard { buckets, books } = &mut *guard;
+        if self.is_closed() {
+            books.counters.count(Reason::PoolClosed, 1);
+            after.close(conn);
+            return Checkout::Closed;
+        }
+        let bucket = buckets
+            .entry(hash, |b| b.dest.addr == *addr, |b| b.dest.hash)
+            .or_insert_with(|| self.new_bucket(pool, shard, addr, hash))
+            .into_mut();
+        books.counters.hits += 1;
+        bucket.held += 1;
+        Checkout::Reuse(bucket.dest.clone(), conn, born)
+    }
+
     /// Runs `f` on `dest`'s bucket under its shard's lock, then gives any room to waiters and
     /// drops the bucket if it is left empty.
     ///
@@ -775,7 +909,7 @@ impl<D: Dialer> Store<D> {
     ) -> Option<R> {
         let now = self.now(now);
         let mut after = self.aftermath();
-        let mut guard = lock(self.shard(dest.hash));
+        let mut guard = lock(&self.shards[dest.shard].0);
         let Shard { buckets, books } = &mut *guard;
         let mut entry = buckets
             .find_entry(dest.hash, |b| Arc::ptr_eq(&b.dest, dest))
@@ -880,25 +1014,120 @@ impl<D: Dialer> Store<D> {
         born: Nanos,
         now: Nanos,
     ) -> bool {
-        let capacity = self.limits.capacity;
-        self.with_bucket(dest, now, |bucket, now, books, after| {
+        let no_room = self.with_bucket(dest, now, |bucket, now, books, after| {
             bucket.held -= 1;
-            // Under the shard lock, as in finish_dial.
-            if self.is_closed() {
-                books.counters.count(Reason::PoolClosed, 1);
-                after.close(conn);
-                return false;
+            match self.keep_or_close(bucket, conn, born, now, books, after) {
+                Ok(kept) => Ok(kept),
+                Err(conn) if self.lanes == 1 => {
+                    books.counters.count(Reason::OverCapacity, 1);
+                    after.close(conn);
+                    Ok(false)
+                }
+                Err(conn) => {
+                    // Still held until the other lanes have been asked for room.
+                    bucket.held += 1;
+                    Err(conn)
+                }
             }
-            if now.too_old(born) {
-                books.counters.count(Reason::Lifetime, 1);
-                after.close(conn);
-                return false;
+        });
+        match no_room {
+            Some(Ok(kept)) => kept,
+            Some(Err(conn)) => self.check_in_with_room(dest, conn, born, now),
+            None => false,
+        }
+    }
+
+    /// The end of a return under the shard lock, the connection already off `held`: closed when the
+    /// pool is or the connection is too old, else to a waiter or idle. `Err` when the lane has no
+    /// room for it.
+    fn keep_or_close(
+        &self,
+        bucket: &mut Bucket<D>,
+        conn: D::Conn,
+        born: Nanos,
+        now: Now,
+        books: &mut Books,
+        after: &mut Aftermath<'_, D::Conn>,
+    ) -> Result<bool, D::Conn> {
+        // Under the shard lock, as in finish_dial.
+        if self.is_closed() {
+            books.counters.count(Reason::PoolClosed, 1);
+            after.close(conn);
+            return Ok(false);
+        }
+        if now.too_old(born) {
+            books.counters.count(Reason::Lifetime, 1);
+            after.close(conn);
+            return Ok(false);
+        }
+        bucket.check_in(conn, born, now, books, after)
+    }
+
+    /// A return to a lane that has no room left of what it reserved: with every lane's shard for
+    /// the destination locked (in lane order, so two of these cannot deadlock), the lane reserves
+    /// one more when the reservations leave some of `capacity` free, or takes one over from a lane
+    /// that has reserved more than it keeps idle. With neither, the destination holds `capacity`
+    /// idle connections and this one is closed.
+    #[cold]
+    fn check_in_with_room(
+        &self,
+        dest: &Arc<Destination<D>>,
+        conn: D::Conn,
+        born: Nanos,
+        now: Nanos,
+    ) -> bool {
+        let now = self.now(now);
+        let mut after = self.aftermath();
+        let in_lane = dest.shard & ((1 << self.lane_bits) - 1);
+        let own = dest.shard >> self.lane_bits;
+        let mut guards: Vec<_> = (0..self.lanes)
+            .map(|lane| lock(&self.shards[(lane << self.lane_bits) | in_lane].0))
+            .collect();
+        let reserved: usize = guards
+            .iter()
+            .filter_map(|shard| shard.buckets.find(dest.hash, |b| b.dest.addr == dest.addr))
+            .map(|bucket| bucket.reserved)
+            .sum();
+        let mut granted = reserved < self.limits.capacity;
+        if !granted {
+            for (lane, shard) in guards.iter_mut().enumerate() {
+                if lane == own {
+                    continue;
+                }
+                let spare = shard
+                    .buckets
+                    .find_mut(dest.hash, |b| b.dest.addr == dest.addr)
+                    .filter(|bucket| bucket.reserved > bucket.idle.len());
+                if let Some(bucket) = spare {
+                    bucket.reserved -= 1;
+                    granted = true;
+                    break;
+                }
             }
-            let idle = bucket.idle.len();
-            bucket.check_in(conn, born, now, capacity, books, after);
-            bucket.idle.len() > idle
-        })
-        .unwrap_or(false)
+        }
+        let Shard { buckets, books } = &mut *guards[own];
+        let Ok(mut entry) = buckets.find_entry(dest.hash, |b| Arc::ptr_eq(&b.dest, dest)) else {
+            debug_assert!(false, "a destination in use has no bucket");
+            return false;
+        };
+        let bucket = entry.get_mut();
+        bucket.held -= 1;
+        if granted {
+            bucket.reserved += 1;
+        }
+        let kept = match self.keep_or_close(bucket, conn, born, now, books, &mut after) {
+            Ok(kept) => kept,
+            Err(conn) => {
+                books.counters.count(Reason::OverCapacity, 1);
+                after.close(conn);
+                false
+            }
+        };
+        if bucket.is_empty() {
+            entry.remove();
+        }
+        drop(guards);
+        kept
     }
 
     /// Takes a held connection out of the accounting, for `reason`; the caller closes or keeps it.
@@ -918,7 +1147,6 @@ impl<D: Dialer> Store<D> {
         leave: Leave,
         now: Nanos,
     ) -> Option<Grant<D::Conn>> {
-        let capacity = self.limits.capacity;
         self.with_bucket_if_any(dest, now, |bucket, now, books, after| {
             let closed = self.is_closed();
             let Some(grant) = waiter.withdraw() else {
@@ -937,8 +1165,11 @@ impl<D: Dialer> Store<D> {
                     if closed {
                         books.counters.count(Reason::PoolClosed, 1);
                         after.close(conn);
-                    } else {
-                        bucket.check_in(conn, born, now, capacity, books, after);
+                    } else if let Err(conn) = bucket.check_in(conn, born, now, books, after) {
+                        // Waiters come with `max_open_per_host`, which keeps one lane: the
+                        // destination is at capacity.
+                        books.counters.count(Reason::OverCapacity, 1);
+                        after.close(conn);
                     }
                     None
                 }
@@ -986,22 +1217,26 @@ impl<D: Dialer> Store<D> {
         (reaped, next)
     }
 
-    /// Closes every idle connection to `addr`; returns how many.
+    /// Closes every idle connection to `addr`, in every lane; returns how many.
     pub(crate) fn purge(&self, addr: &D::Addr, hash: u64) -> usize {
-        let mut after = self.aftermath();
-        let mut guard = lock(self.shard(hash));
-        let Shard { buckets, books } = &mut *guard;
-        let Ok(mut entry) = buckets.find_entry(hash, |b| b.dest.addr == *addr) else {
-            return 0;
-        };
-        let bucket = entry.get_mut();
-        let purged = bucket.idle.len();
-        bucket.close_oldest(purged, Reason::Purged, books, &mut after);
-        bucket.settle(self.limits.max_open_per_host, &mut after);
-        if bucket.is_empty() {
-            entry.remove();
-        }
-        purged
+        (0..self.lanes)
+            .map(|lane| {
+                let mut after = self.aftermath();
+                let mut guard = lock(self.shard(lane, hash));
+                let Shard { buckets, books } = &mut *guard;
+                let Ok(mut entry) = buckets.find_entry(hash, |b| b.dest.addr == *addr) else {
+                    return 0;
+                };
+                let bucket = entry.get_mut();
+                let purged = bucket.idle.len();
+                bucket.close_oldest(purged, Reason::Purged, books, &mut after);
+                bucket.settle(self.limits.max_open_per_host, &mut after);
+                if bucket.is_empty() {
+                    entry.remove();
+                }
+                purged
+            })
+            .sum()
     }
 
     /// Marks the store closed, closes every idle connection and turns every waiter away; returns
@@ -1060,11 +1295,37 @@ impl<D: Dialer> Store<D> {
                 })
             }));
         }
+        if self.lanes > 1 {
+            destinations = merge_lanes(destinations);
+        }
         Stats {
             destinations,
             counters,
         }
     }
+}
+
+/// One entry per destination out of the entries of several lanes.
+fn merge_lanes<A: Clone + Eq + std::hash::Hash>(
+    entries: Vec<DestinationStats<A>>,
+) -> Vec<DestinationStats<A>> {
+    let mut merged: Vec<DestinationStats<A>> = Vec::with_capacity(entries.len());
+    let mut index = std::collections::HashMap::with_capacity(entries.len());
+    for entry in entries {
+        match index.get(&entry.addr) {
+            Some(&at) => {
+                let into: &mut DestinationStats<A> = &mut merged[at];
+                into.total += entry.total;
+                into.idle += entry.idle;
+                into.waiting += entry.waiting;
+            }
+            None => {
+                index.insert(entry.addr.clone(), merged.len());
+                merged.push(entry);
+            }
+        }
+    }
+    merged
 }
 
 /// Most destinations hold one idle connection or a few: the first push allocates room for one
@@ -1076,6 +1337,40 @@ fn reserve_first<T>(idle: &mut Vec<T>) {
     }
 }
 
+/// One lane per core (a power of two, at most 16); one under loom, whose models need no lanes.
+fn lane_count() -> usize {
+    if cfg!(loom) {
+        return 1;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.next_power_of_two().min(16)
+}
+
+thread_local! {
+    /// The calling thread's lane number, `usize::MAX` until it has one.
+    static THREAD_LANE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// The calling thread's lane number, before it is reduced to the pool's lanes: threads are
+/// numbered in the order they first get a connection, so busy threads spread over the lanes.
+#[inline]
+fn thread_lane() -> usize {
+    use std::sync::atomic::AtomicUsize;
+
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    THREAD_LANE
+        .try_with(|lane| {
+            let mut number = lane.get();
+            if number == usize::MAX {
+                number = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                lane.set(number);
+            }
+            number
+        })
+        // While the thread's locals are being torn down: any lane is correct.
+        .unwrap_or(0)
+}
+
 /// Enough shards that a handful of threads seldom share one, as a power of two.
 fn shard_count() -> usize {
     if cfg!(loom) {
@@ -1084,6 +1379,13 @@ fn shard_count() -> usize {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     (threads * 8).next_power_of_two().clamp(8, 128)
 }
+/// Puts the calling thread in lane `number` (reduced to the pool's lanes), so that a test can play
+/// several threads from one.
+#[cfg(test)]
+pub(crate) fn pin_thread_lane(number: usize) {
+    THREAD_LANE.with(|lane| lane.set(number));
+}
+
 #[cfg(test)]
 impl<D: Dialer> Store<D> {
     /// Buckets in the tables, including those that only count a dial in flight.
@@ -1170,5 +1472,194 @@ mod tests {
             assert_eq!(pool.handle_inner().store.buckets(), 1);
         }
         assert_eq!(pool.handle_inner().store.buckets(), 0);
+    }
+
+    mod lanes {
+        use std::collections::HashSet;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use futures::executor::block_on;
+
+        use crate::store::pin_thread_lane;
+        use crate::{dial_fn, DialFn, ManualClock, Pool, Pooled};
+
+        type Conn = (u8, u64);
+        type Dialer = DialFn<
+            u8,
+            Conn,
+            Box<dyn Fn(u8) -> futures::future::Ready<std::io::Result<Conn>> + Send + Sync>,
+        >;
+
+        /// A pool with `lanes` lanes whose connections are numbered in dialing order.
+        fn pool(lanes: usize, capacity: usize, clock: &ManualClock) -> Pool<Dialer> {
+            let next = Arc::new(AtomicU64::new(0));
+            let dial: Box<dyn Fn(u8) -> _ + Send + Sync> = Box::new(move |addr: u8| {
+                futures::future::ready(Ok((addr, next.fetch_add(1, Ordering::Relaxed))))
+            });
+            Pool::builder(dial_fn(dial))
+                .lanes(lanes)
+                .capacity(capacity)
+                .idle_timeout(Duration::from_secs(10))
+                .clock(clock.clone())
+                .build()
+                .unwrap()
+        }
+
+        fn get(pool: &Pool<Dialer>, lane: usize, addr: u8) -> Pooled<Dialer> {
+            pin_thread_lane(lane);
+            block_on(pool.get(&addr)).unwrap()
+        }
+
+        fn idle(pool: &Pool<Dialer>, addr: u8) -> usize {
+            pool.stats().destination(&addr).map_or(0, |d| d.idle)
+        }
+
+        #[test]
+        fn a_lane_reuses_what_another_returned_and_capacity_holds_across_lanes() {
+            let clock = ManualClock::new();
+            let pool = pool(2, 2, &clock);
+            let held: Vec<_> = (0..3).map(|_| get(&pool, 0, 7)).collect();
+            drop(held);
+            assert_eq!(idle(&pool, 7), 2);
+            assert_eq!(pool.stats().counters.closed_over_capacity, 1);
+
+            // Lane 1 has nothing of its own: it takes lane 0's newest.
+            let conn = get(&pool, 1, 7);
+            assert!(conn.is_reused());
+            assert_eq!(conn.1, 1, "lane 0's newest");
+            // Back into lane 1, which takes over the room lane 0 no longer uses.
+            drop(conn);
+            assert_eq!(idle(&pool, 7), 2);
+            assert_eq!(
+                pool.stats().destinations.len(),
+                1,
+                "one entry per destination"
+            );
+
+            // Lane 1 first takes its own, then lane 0's; a third is dialed.
+            let first = get(&pool, 1, 7);
+            assert_eq!(first.1, 1);
+            let second = get(&pool, 1, 7);
+            assert_eq!(second.1, 0);
+            let third = get(&pool, 1, 7);
+            assert!(!third.is_reused());
+            pin_thread_lane(1);
+            drop((first, second, third));
+            assert_eq!(
+                idle(&pool, 7),
+                2,
+                "never more than the capacity, whatever the lane"
+            );
+            let stats = pool.stats();
+            assert_eq!(stats.counters.closed_over_capacity, 2);
+            assert_eq!(stats.counters.hits, 3);
+            assert_eq!(stats.counters.dials, 4);
+
+            // Purge and close reach every lane.
+            let conn = get(&pool, 0, 7);
+            drop(conn);
+            assert_eq!(pool.purge(&7), 2);
+            assert!(pool.stats().destinations.is_empty());
+            assert_eq!(
+                pool.handle_inner().store.buckets(),
+                0,
+                "no empty bucket in any lane"
+            );
+        }
+
+        #[test]
+        fn capacity_zero_keeps_nothing_in_any_lane() {
+            let clock = ManualClock::new();
+            let pool = pool(4, 0, &clock);
+            for lane in 0..4 {
+                drop(get(&pool, lane, 1));
+            }
+            assert!(pool.stats().destinations.is_empty());
+            assert_eq!(pool.stats().counters.closed_over_capacity, 4);
+        }
+
+        /// Random gets, dials and returns from four lanes over two destinations, against what must
+        /// hold whatever the lanes: a get reuses whenever anything usable is idle, no connection
+        /// is held twice or handed out for another address, idle never exceeds the capacity, and
+        /// every dialed connection is accounted for once.
+        #[test]
+        fn random_walk_across_lanes() {
+            let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+            let mut random = move |n: u64| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed % n
+            };
+            for _ in 0..40 {
+                let clock = ManualClock::new();
+                let capacity = random(4) as usize;
+                let pool = pool(4, capacity, &clock);
+                let mut held: Vec<Pooled<Dialer>> = Vec::new();
+                for _ in 0..300 {
+                    let lane = random(4) as usize;
+                    let addr = random(2) as u8;
+                    pin_thread_lane(lane);
+                    match random(10) {
+                        0..=3 => {
+                            let idle_before = idle(&pool, addr);
+                            let conn = block_on(pool.get(&addr)).unwrap();
+                            assert_eq!(conn.is_reused(), idle_before > 0);
+                            assert_eq!(conn.0, addr);
+                            held.push(conn);
+                        }
+                        4 => held.push(block_on(pool.dial(&addr)).unwrap()),
+                        5..=7 if !held.is_empty() => {
+                            drop(held.swap_remove(random(held.len() as u64) as usize));
+                        }
+                        8 if !held.is_empty() => {
+                            let conn = held.swap_remove(random(held.len() as u64) as usize);
+                            if random(2) == 0 {
+                                conn.release();
+                            } else {
+                                let _ = conn.detach();
+                            }
+                        }
+                        9 => match random(3) {
+                            0 => {
+                                pool.purge(&addr);
+                            }
+                            1 => {
+                                clock.advance(Duration::from_secs(10));
+                                pool.reap();
+                            }
+                            _ => {
+                                // Reaped at once, so that what stats call idle is usable.
+                                clock.advance(Duration::from_secs(3));
+                                pool.reap();
+                            }
+                        },
+                        _ => {}
+                    }
+                    let ids: HashSet<u64> = held.iter().map(|conn| conn.1).collect();
+                    assert_eq!(ids.len(), held.len(), "a connection held twice");
+                    let stats = pool.stats();
+                    let mut idle_total = 0;
+                    for dest in &stats.destinations {
+                        assert!(dest.idle <= capacity, "{dest:?} over capacity {capacity}");
+                        let held_here = held.iter().filter(|c| c.0 == dest.addr).count();
+                        assert_eq!(dest.total, dest.idle + held_here);
+                        idle_total += dest.idle;
+                    }
+                    let c = &stats.counters;
+                    assert_eq!(
+                        c.dials,
+                        (idle_total + held.len()) as u64 + c.closed() + c.detached,
+                        "{stats:?}"
+                    );
+                }
+                drop(held);
+                clock.advance(Duration::from_secs(10));
+                pool.reap();
+                assert_eq!(pool.handle_inner().store.buckets(), 0);
+            }
+        }
     }
 }
