@@ -20,41 +20,67 @@ use crate::Dialer;
 ///
 /// When the connection implements futures-io's `AsyncRead`/`AsyncWrite` (and is `Unpin`), so does
 /// the guard; with the `tokio` feature, tokio's too.
+// Made of whole words (no `bool` beside them): a guard is often moved right after it was written,
+// and copying a word that was written a byte at a time stalls the copy on store forwarding.
 pub struct Pooled<D: Dialer> {
-    /// `None` only once `release` or `detach` has taken it.
-    conn: Option<D::Conn>,
+    /// `None` only once `release`, `detach` or the drop has taken it.
+    held: Option<Held<D>>,
+    origin: Origin,
+}
+
+/// The connection and the destination it counts for.
+struct Held<D: Dialer> {
+    conn: D::Conn,
     dest: Arc<Destination<D>>,
-    /// When it was dialed, on the pool's clock, for `max_lifetime`.
-    born: Nanos,
-    reused: bool,
+}
+
+/// When the connection was dialed (on the pool's clock, for `max_lifetime`) and whether it came
+/// from the idle store, in one word: the top bit says reused.
+#[derive(Clone, Copy)]
+struct Origin(u64);
+
+impl Origin {
+    const REUSED: u64 = 1 << 63;
+
+    fn new(born: Nanos, reused: bool) -> Self {
+        // 2^63 nanoseconds are 292 years after the pool was built.
+        let born = born.min(Origin::REUSED - 1);
+        Origin(if reused { born | Origin::REUSED } else { born })
+    }
+
+    fn born(self) -> Nanos {
+        self.0 & !Origin::REUSED
+    }
+
+    fn reused(self) -> bool {
+        self.0 & Origin::REUSED != 0
+    }
 }
 
 impl<D: Dialer> Pooled<D> {
     pub(crate) fn new(dest: Arc<Destination<D>>, conn: D::Conn, born: Nanos, reused: bool) -> Self {
         Pooled {
-            conn: Some(conn),
-            dest,
-            born,
-            reused,
+            held: Some(Held { conn, dest }),
+            origin: Origin::new(born, reused),
         }
     }
 
     /// The destination this connection was dialed for.
     pub fn addr(&self) -> &D::Addr {
-        &self.dest.addr
+        &self.held().dest.addr
     }
 
     /// `true` when the connection came from the idle store, `false` when it was dialed for this
     /// caller.
     pub fn is_reused(&self) -> bool {
-        self.reused
+        self.origin.reused()
     }
 
     /// Closes the connection now; it never returns to the pool. For a connection known to be dead
     /// or left in an unknown state (a request cut off half-way).
     pub fn release(mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.dest.pool.store.forget(&self.dest, Reason::Released);
+        if let Some(Held { conn, dest }) = self.held.take() {
+            dest.pool.store.forget(&dest, Reason::Released);
             drop(conn);
         }
     }
@@ -62,24 +88,29 @@ impl<D: Dialer> Pooled<D> {
     /// Takes the connection out of the pool's accounting and hands it over (to upgrade a protocol,
     /// say). The pool no longer counts it.
     pub fn detach(mut self) -> D::Conn {
-        let conn = self.conn.take();
-        self.dest.pool.store.forget(&self.dest, Reason::Detached);
-        match conn {
-            Some(conn) => conn,
+        match self.held.take() {
+            Some(Held { conn, dest }) => {
+                dest.pool.store.forget(&dest, Reason::Detached);
+                conn
+            }
+            None => unreachable!("a guard's connection is taken only by value"),
+        }
+    }
+
+    fn held(&self) -> &Held<D> {
+        match &self.held {
+            Some(held) => held,
             None => unreachable!("a guard's connection is taken only by value"),
         }
     }
 
     fn conn(&self) -> &D::Conn {
-        match &self.conn {
-            Some(conn) => conn,
-            None => unreachable!("a guard's connection is taken only by value"),
-        }
+        &self.held().conn
     }
 
     fn conn_mut(&mut self) -> &mut D::Conn {
-        match &mut self.conn {
-            Some(conn) => conn,
+        match &mut self.held {
+            Some(held) => &mut held.conn,
             None => unreachable!("a guard's connection is taken only by value"),
         }
     }
@@ -88,8 +119,8 @@ impl<D: Dialer> Pooled<D> {
 impl<D: Dialer> Drop for Pooled<D> {
     #[inline]
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.dest.pool.check_in(&self.dest, conn, self.born);
+        if let Some(Held { conn, dest }) = self.held.take() {
+            dest.pool.check_in(&dest, conn, self.origin.born());
         }
     }
 }
@@ -115,7 +146,7 @@ where
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pooled")
             .field("addr", self.addr())
-            .field("reused", &self.reused)
+            .field("reused", &self.is_reused())
             .field("conn", self.conn())
             .finish()
     }
