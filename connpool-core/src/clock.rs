@@ -154,12 +154,14 @@ impl SystemClock {
         }
     }
 
+    #[inline]
     fn now(&self) -> Nanos {
         coarse_monotonic().saturating_sub(self.epoch)
     }
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline]
 fn coarse_monotonic() -> Nanos {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
     // The monotonic clock counts from boot, so neither field is negative, and it reaches 2^64

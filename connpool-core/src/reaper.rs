@@ -30,6 +30,7 @@ impl ReaperSignal {
     ///
     /// The reaper sets `parked` before it looks at the store, and the connection went idle under
     /// a shard lock before this load, so either the reaper saw it or this sees `parked`.
+    #[inline]
     pub(crate) fn idle_added(&self) {
         if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
             self.notify();
