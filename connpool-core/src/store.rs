@@ -563,7 +563,7 @@ impl<D: Dialer> Store<D> {
             let lanes = limits
                 .lanes
                 .map_or_else(lane_count, usize::next_power_of_two);
-            (lanes, (shard_count() / lanes).max(8))
+            (lanes, (shard_count() / lanes).max(1))
         };
         let lru = limits.max_idle_total.map(|_| ());
         Store {
