@@ -219,6 +219,7 @@ impl<D: Dialer> Pool<D> {
 
     /// An idle connection the store handed over, as a guard; `None` (and closed) when
     /// `check_on_get` finds it no longer open.
+    #[inline]
     fn hand_out(&self, dest: Arc<Destination<D>>, conn: D::Conn, born: Nanos) -> Option<Pooled<D>> {
         let inner = self.inner();
         if inner.check_on_get && !inner.dialer.is_open(&conn) {

@@ -42,16 +42,19 @@ struct Origin(u64);
 impl Origin {
     const REUSED: u64 = 1 << 63;
 
+    #[inline]
     fn new(born: Nanos, reused: bool) -> Self {
         // 2^63 nanoseconds are 292 years after the pool was built.
         let born = born.min(Origin::REUSED - 1);
         Origin(if reused { born | Origin::REUSED } else { born })
     }
 
+    #[inline]
     fn born(self) -> Nanos {
         self.0 & !Origin::REUSED
     }
 
+    #[inline]
     fn reused(self) -> bool {
         self.0 & Origin::REUSED != 0
     }

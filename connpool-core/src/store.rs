@@ -315,8 +315,8 @@ pub(crate) struct Store<D: Dialer> {
     /// How many lanes (a power of two; 1 with limits that count per destination).
     lanes: usize,
     lane_bits: u32,
-    /// Picks a shard within a lane from an address's hash.
-    shard_shift: u32,
+    /// Picks a shard within a lane from an address's hash: shards per lane - 1.
+    shard_mask: usize,
     hasher: DefaultHashBuilder,
     closed: AtomicBool,
     limits: Limits,
@@ -357,7 +357,48 @@ struct Bucket<D: Dialer> {
     /// with several, the lane's share, which it takes from the others when it needs more
     /// ([`Store::check_in_with_room`]).
     reserved: usize,
-    waiters: VecDeque<Arc<Waiter<D::Conn>>>,
+    waiters: Queue<Arc<Waiter<D::Conn>>>,
+}
+
+/// A first-in first-out queue that takes one word until it is first used: only pools with
+/// `max_open_per_host` ever queue, and a bucket is kept per destination.
+#[expect(
+    clippy::box_collection,
+    reason = "one word in every bucket instead of a VecDeque's four"
+)]
+struct Queue<T>(Option<Box<VecDeque<T>>>);
+
+impl<T> Queue<T> {
+    fn new() -> Self {
+        Queue(None)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|queue| queue.is_empty())
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |queue| queue.len())
+    }
+
+    fn push_back(&mut self, item: T) {
+        self.0.get_or_insert_default().push_back(item);
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        self.0.as_mut()?.pop_front()
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
+        if let Some(queue) = self.0.as_mut() {
+            queue.retain(keep);
+        }
+    }
+
+    /// Empties the queue, oldest first.
+    fn take_all(&mut self) -> impl Iterator<Item = T> {
+        self.0.take().into_iter().flat_map(|queue| *queue)
+    }
 }
 
 struct Idle<C> {
@@ -581,7 +622,7 @@ impl<D: Dialer> Store<D> {
                 .collect(),
             lanes,
             lane_bits: shards_per_lane.trailing_zeros(),
-            shard_shift: 64 - shards_per_lane.trailing_zeros(),
+            shard_mask: shards_per_lane - 1,
             hasher: DefaultHashBuilder::default(),
             closed: AtomicBool::new(false),
             idle_timeout: nanos(limits.idle_timeout),
@@ -613,12 +654,9 @@ impl<D: Dialer> Store<D> {
     #[inline]
     fn shard_index(&self, lane: usize, hash: u64) -> usize {
         // The table inside a shard indexes by the low bits of the hash and tags by the top seven;
-        // the shard takes the bits just below the tag so the three stay independent.
-        let in_lane = if self.shard_shift == 64 {
-            0
-        } else {
-            ((hash << 7) >> self.shard_shift) as usize
-        };
+        // the shard takes bits from the middle (bits 32 and up; at most 7 of them) so the three
+        // stay independent for any table below 2^32 entries.
+        let in_lane = (hash >> 32) as usize & self.shard_mask;
         (lane << self.lane_bits) | in_lane
     }
 
@@ -817,7 +855,7 @@ impl<D: Dialer> Store<D> {
             held: 0,
             dialing: 0,
             reserved: self.first_reservation(),
-            waiters: VecDeque::new(),
+            waiters: Queue::new(),
         }
     }
 
@@ -1082,7 +1120,7 @@ impl<D: Dialer> Store<D> {
     ) -> bool {
         let now = self.now(now);
         let mut after = self.aftermath();
-        let in_lane = dest.shard & ((1 << self.lane_bits) - 1);
+        let in_lane = dest.shard & self.shard_mask;
         let own = dest.shard >> self.lane_bits;
         let mut guards: Vec<_> = (0..self.lanes)
             .map(|lane| lock(&self.shards[(lane << self.lane_bits) | in_lane].0))
@@ -1256,7 +1294,7 @@ impl<D: Dialer> Store<D> {
             buckets.retain(|bucket| {
                 let idle = bucket.idle.len();
                 bucket.close_oldest(idle, Reason::PoolClosed, books, &mut after);
-                for waiter in bucket.waiters.drain(..) {
+                for waiter in bucket.waiters.take_all() {
                     after.wake(waiter.grant(Grant::Closed));
                 }
                 !bucket.is_empty()
