@@ -304,6 +304,51 @@ fn the_global_idle_cap_closes_the_least_recently_used_anywhere() {
     assert_eq!(dialer.live(), 3);
 }
 
+/// Random gets and returns over five destinations under `max_idle_total(3)` and capacity 2,
+/// against a naive model: a list of (destination, connection) in the order they came back, where
+/// a get takes the newest of its destination and a return beyond the cap closes the oldest
+/// anywhere. Every get must hand out the connection the model names.
+#[test]
+fn the_global_idle_cap_matches_a_naive_lru_over_random_use() {
+    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+    let pool = builder(&dialer, &clock)
+        .capacity(2)
+        .max_idle_total(3)
+        .build()
+        .unwrap();
+    let addrs = ["a:1", "b:1", "c:1", "d:1", "e:1"];
+    let mut model: Vec<(String, usize)> = Vec::new();
+    let mut held: Vec<Pooled<TestDialer>> = Vec::new();
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    for _ in 0..5_000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let a = addrs[(seed % 5) as usize];
+        if held.is_empty() || (seed >> 8) % 3 != 0 {
+            let expected = model.iter().rposition(|(addr, _)| addr == a);
+            let conn = get(&pool, a);
+            match expected {
+                Some(at) => assert_eq!(conn.id, model.remove(at).1, "not the newest idle"),
+                None => assert!(!conn.is_reused(), "reused what the model closed"),
+            }
+            held.push(conn);
+        } else {
+            let conn = held.swap_remove((seed >> 16) as usize % held.len());
+            let entry = (conn.addr.clone(), conn.id);
+            drop(conn);
+            if model.iter().filter(|(addr, _)| *addr == entry.0).count() < 2 {
+                model.push(entry);
+                if model.len() > 3 {
+                    model.remove(0);
+                }
+            }
+        }
+        assert_eq!(pool.stats().idle(), model.len());
+    }
+    drop(held);
+}
+
 #[test]
 fn old_connections_are_closed_at_return_at_checkout_and_by_reap() {
     let (dialer, clock) = (TestDialer::new(), ManualClock::new());
