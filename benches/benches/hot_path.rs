@@ -9,6 +9,7 @@
 //! the adapters' `builder` makes (the runtime's clock, a background reaper on its spawner).
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -103,7 +104,8 @@ fn hot_path(c: &mut Criterion) {
 
 /// What the building blocks of any locked per-host pool cost on this machine, to read the hot
 /// path's figures against: a precise clock reading, an uncontended lock and unlock of a std
-/// mutex, an `Arc` clone and drop, and comparing two equal addresses.
+/// mutex and of a parking_lot one (the store's), an `Arc` clone and drop, comparing two equal
+/// addresses, and moving one cache line from one thread to another and back.
 fn reference(c: &mut Criterion) {
     let mut group = c.benchmark_group("hot_path_reference");
     group.bench_function("instant_now", |b| b.iter(Instant::now));
@@ -115,6 +117,10 @@ fn reference(c: &mut Criterion) {
                 .unwrap_or_else(PoisonError::into_inner) += 1
         })
     });
+    let fast_mutex = parking_lot::Mutex::new(0_u64);
+    group.bench_function("parking_lot_lock_unlock", |b| {
+        b.iter(|| *black_box(&fast_mutex).lock() += 1)
+    });
     let arc = Arc::new(0_u64);
     group.bench_function("arc_clone_drop", |b| {
         b.iter(|| black_box(black_box(&arc).clone()))
@@ -123,7 +129,35 @@ fn reference(c: &mut Criterion) {
     group.bench_function("address_eq", |b| {
         b.iter(|| black_box(&left[0]) == black_box(&right[0]))
     });
+    group.bench_function("cache_line_round_trip", |b| {
+        b.iter_custom(cache_line_round_trips)
+    });
     group.finish();
+}
+
+/// `rounds` round trips of one cache line between two threads: this thread writes an odd number
+/// and waits for the other to answer with the next even one. The time of a trip is what a pool
+/// pays whenever a thread writes a line another core wrote last (a shared lock, a shared count).
+fn cache_line_round_trips(rounds: u64) -> Duration {
+    let line = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for round in 0..rounds {
+                while line.load(Ordering::Acquire) != 2 * round + 1 {
+                    std::hint::spin_loop();
+                }
+                line.store(2 * round + 2, Ordering::Release);
+            }
+        });
+        let start = Instant::now();
+        for round in 0..rounds {
+            line.store(2 * round + 1, Ordering::Release);
+            while line.load(Ordering::Acquire) != 2 * round + 2 {
+                std::hint::spin_loop();
+            }
+        }
+        start.elapsed()
+    })
 }
 
 criterion_group! {
