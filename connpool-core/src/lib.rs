@@ -49,8 +49,8 @@
 //! The pool is built for many threads getting connections to the same destinations at once. Each
 //! core has a *lane* of its own: a thread gets from its lane first and a connection goes back to
 //! the lane that handed it out, so two threads working on the same destinations do not pass the
-//! same memory back and forth (on a two-core machine, moving one cache line between the cores
-//! takes longer than a whole get and return). A get that finds nothing in its lane takes a
+//! same memory back and forth (sending one cache line to another core and back takes about as
+//! long as two whole gets and returns). A get that finds nothing in its lane takes a
 //! connection from another lane before it dials, and the lanes share each destination's
 //! capacity, so the idle connections to a destination never exceed it. With
 //! [`max_open_per_host`](Builder::max_open_per_host) or

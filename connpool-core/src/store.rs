@@ -5,7 +5,7 @@
 //! count a destination's connections (`max_open_per_host`, `max_idle_total`), the shards are
 //! grouped in *lanes*, one per core: a thread gets from its own lane and a connection goes back to
 //! the lane that handed it out, so threads sharing destinations do not share cache lines either
-//! (moving a line from one core to the other costs more than a whole get and return here). A get
+//! (a line's trip to another core and back costs about two whole gets and returns). A get
 //! that finds nothing in its lane takes an idle connection from another lane before it dials, and a
 //! lane keeps idle connections only up to what it has *reserved* of the destination's capacity; the
 //! reservations of all lanes add up to at most `capacity`, so `idle(addr) <= capacity` holds
