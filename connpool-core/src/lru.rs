@@ -8,37 +8,45 @@ const NIL: usize = usize::MAX;
 
 pub(crate) struct Lru<T> {
     nodes: Vec<Node<T>>,
-    free: Vec<usize>,
+    /// The first free node; free nodes are chained through `next`.
+    free: usize,
     head: usize,
     tail: usize,
 }
 
+/// A node in use has `prev != FREE`; a free one keeps its last value, which is never read.
 struct Node<T> {
-    value: Option<T>,
+    value: T,
     prev: usize,
     next: usize,
 }
 
-impl<T> Lru<T> {
+/// The `prev` of a free node (a node in use has `NIL` or an index there).
+const FREE: usize = usize::MAX - 1;
+
+impl<T: Copy> Lru<T> {
     pub(crate) fn new() -> Self {
         Lru {
             nodes: Vec::new(),
-            free: Vec::new(),
+            free: NIL,
             head: NIL,
             tail: NIL,
         }
     }
 
     /// Adds `value` as the most recent; returns its key.
+    #[inline]
     pub(crate) fn push_back(&mut self, value: T) -> LruKey {
         let node = Node {
-            value: Some(value),
+            value,
             prev: self.tail,
             next: NIL,
         };
-        let key = match self.free.pop() {
-            Some(key) => {
-                self.nodes[key] = node;
+        let key = match self.nodes.get_mut(self.free) {
+            Some(free) => {
+                let key = self.free;
+                self.free = free.next;
+                *free = node;
                 key
             }
             None => {
@@ -46,41 +54,49 @@ impl<T> Lru<T> {
                 self.nodes.len() - 1
             }
         };
-        match self.tail {
-            NIL => self.head = key,
-            tail => self.nodes[tail].next = key,
+        match self.nodes.get_mut(self.tail) {
+            Some(tail) => tail.next = key,
+            None => self.head = key,
         }
         self.tail = key;
         key
     }
 
     /// Takes `key` out of the list; `None` if it is not in it.
+    #[inline]
     pub(crate) fn remove(&mut self, key: LruKey) -> Option<T> {
-        let node = self.nodes.get_mut(key)?;
-        let value = node.value.take()?;
-        let (prev, next) = (node.prev, node.next);
-        match prev {
-            NIL => self.head = next,
-            prev => self.nodes[prev].next = next,
+        let node = self.nodes.get_mut(key).filter(|node| node.prev != FREE)?;
+        let (value, prev, next) = (node.value, node.prev, node.next);
+        node.prev = FREE;
+        node.next = self.free;
+        self.free = key;
+        match self.nodes.get_mut(prev) {
+            Some(prev) => prev.next = next,
+            None => self.head = next,
         }
-        match next {
-            NIL => self.tail = prev,
-            next => self.nodes[next].prev = prev,
+        match self.nodes.get_mut(next) {
+            Some(next) => next.prev = prev,
+            None => self.tail = prev,
         }
-        self.free.push(key);
         Some(value)
     }
 
     /// The least recent value and its key.
     pub(crate) fn front(&self) -> Option<(LruKey, &T)> {
         let node = self.nodes.get(self.head)?;
-        node.value.as_ref().map(|value| (self.head, value))
+        Some((self.head, &node.value))
     }
 
     /// How many values are in the list.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.nodes.len() - self.free.len()
+        let mut free = 0;
+        let mut at = self.free;
+        while let Some(node) = self.nodes.get(at) {
+            free += 1;
+            at = node.next;
+        }
+        self.nodes.len() - free
     }
 }
 
