@@ -224,7 +224,9 @@ pub(crate) enum Leave {
 /// The hot path has nothing to do afterwards, so the lists live in a box made only when needed.
 pub(crate) struct Aftermath<'a, C> {
     work: Option<Box<Work<C>>>,
-    drain: Option<&'a DrainSignal>,
+    /// The pool's closed flag and its `shutdown` signal, for operations that may return the last
+    /// connection of a closed pool.
+    drain: Option<(&'a AtomicBool, &'a DrainSignal)>,
 }
 
 struct Work<C> {
@@ -265,15 +267,20 @@ impl<C> Aftermath<'_, C> {
 impl<C> Drop for Aftermath<'_, C> {
     #[inline(always)]
     fn drop(&mut self) {
-        if self.work.is_some() || self.drain.is_some() {
-            self.act();
+        // The flag is read now, after the lock: `close()` may have run while this operation
+        // waited for the lock, and the operation may have emptied the pool under it.
+        let closed = self
+            .drain
+            .is_some_and(|(closed, _)| closed.load(Ordering::Acquire));
+        if self.work.is_some() || closed {
+            self.act(closed);
         }
     }
 }
 
 impl<C> Aftermath<'_, C> {
     #[cold]
-    fn act(&mut self) {
+    fn act(&mut self, closed: bool) {
         if let Some(work) = self.work.take() {
             let Work { closing, wake } = *work;
             drop(closing);
@@ -281,7 +288,7 @@ impl<C> Aftermath<'_, C> {
                 waker.wake();
             }
         }
-        if let Some(drain) = self.drain {
+        if let Some((_, drain)) = self.drain.filter(|_| closed) {
             drain.notify();
         }
     }
@@ -686,13 +693,13 @@ impl<D: Dialer> Store<D> {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// An aftermath that also wakes `shutdown` callers when the pool is closed.
+    /// An aftermath that also wakes `shutdown` callers if the pool is closed by the time the
+    /// operation's lock is released.
     fn aftermath(&self) -> Aftermath<'_, D::Conn> {
-        let mut after = Aftermath::new();
-        if self.is_closed() {
-            after.drain = Some(&self.drain);
+        Aftermath {
+            work: None,
+            drain: Some((&self.closed, &self.drain)),
         }
-        after
     }
 
     /// The hot path of a get: the newest idle connection to `addr` when it is plainly fine to

@@ -274,3 +274,39 @@ fn a_freed_slot_races_with_the_waiter_going_away() {
         assert!(block_on(pool.get(&1)).is_ok());
     });
 }
+
+/// Counts its wake-ups.
+#[derive(Default)]
+struct CountingWaker(AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_release_racing_with_shutdown_wakes_it() {
+    loom::model(|| {
+        let (pool, dialer, _clock) = pool(1);
+        let held = block_on(pool.get(&1)).unwrap();
+        let releaser = thread::spawn(move || held.release());
+        let wakes = Arc::new(CountingWaker::default());
+        let waker = Waker::from(wakes.clone());
+        let mut shutdown = Box::pin(pool.shutdown(Duration::from_secs(1)));
+        let first = shutdown.as_mut().poll(&mut Context::from_waker(&waker));
+        releaser.join().unwrap();
+        if first.is_pending() {
+            // The last connection came back after shutdown looked: it must have been told.
+            assert!(
+                wakes.0.load(Ordering::SeqCst) > 0,
+                "shutdown was never woken"
+            );
+            let again = shutdown.as_mut().poll(&mut Context::from_waker(&waker));
+            assert!(matches!(again, Poll::Ready(true)));
+        } else {
+            assert!(matches!(first, Poll::Ready(true)));
+        }
+        assert_eq!(dialer.live.load(Ordering::SeqCst), 0);
+    });
+}
