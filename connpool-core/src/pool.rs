@@ -13,7 +13,7 @@ use crate::pooled::Pooled;
 use crate::reaper::{self, ReaperSignal};
 use crate::stats::Stats;
 use crate::store::{
-    Checkout, Destination, DialOutcome, Grant, Leave, Limits, Reason, Store, Waiter,
+    Checkout, Destination, DialOutcome, Grant, Leave, Limits, Reason, Store, Waiter, Want,
 };
 use crate::sync::Arc;
 use crate::Dialer;
@@ -242,9 +242,18 @@ impl<D: Dialer> Pool<D> {
         let store = &inner.store;
         loop {
             let now = inner.time.now();
-            let checkout = match (!fresh).then(|| store.steal(lane, addr, hash, now)) {
-                Some(Some((conn, born))) => store.adopt(inner, lane, addr, hash, conn, born),
-                _ => store.checkout(inner, lane, addr, hash, now, fresh),
+            // A get looks through its own lane, then the others, and only then dials.
+            let want = match (fresh, store.has_lanes()) {
+                (true, _) => Want::Fresh,
+                (false, true) => Want::ReuseHere,
+                (false, false) => Want::Reuse,
+            };
+            let checkout = match store.checkout(inner, lane, addr, hash, now, want) {
+                Checkout::Miss => match store.steal(inner, lane, addr, hash, now) {
+                    Some(checkout) => checkout,
+                    None => store.checkout(inner, lane, addr, hash, now, Want::Reuse),
+                },
+                checkout => checkout,
             };
             let (dest, grant) = match checkout {
                 Checkout::Reuse(dest, conn, born) => (dest, Grant::Conn(conn, born)),
@@ -254,6 +263,7 @@ impl<D: Dialer> Pool<D> {
                     (dest, grant)
                 }
                 Checkout::Closed => return Err(Error::Closed),
+                Checkout::Miss => unreachable!("a checkout that may dial never misses"),
             };
             match grant {
                 Grant::Conn(conn, born) => {

@@ -132,8 +132,22 @@ pub(crate) enum Checkout<D: Dialer> {
     /// The destination is full: the caller is queued and must end with [`Waiter::poll_grant`]
     /// or [`Store::leave_queue`].
     Wait(Arc<Destination<D>>, Arc<Waiter<D::Conn>>),
+    /// Nothing usable in this lane, and the caller asked not to dial yet: it looks in the other
+    /// lanes first ([`Store::steal`]).
+    Miss,
     /// The pool is closed.
     Closed,
+}
+
+/// What a checkout is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// A get: an idle connection, else room to dial.
+    Reuse,
+    /// A get that looks in its own lane only: [`Checkout::Miss`] instead of room to dial.
+    ReuseHere,
+    /// A dial (`Pool::dial`): room to dial, made by closing the oldest idle connection if need be.
+    Fresh,
 }
 
 /// What a waiter is given.
@@ -647,6 +661,11 @@ impl<D: Dialer> Store<D> {
         self.hasher.hash_one(addr)
     }
 
+    /// Whether the store keeps several lanes.
+    pub(crate) fn has_lanes(&self) -> bool {
+        self.lanes > 1
+    }
+
     /// The lane of the calling thread.
     #[inline]
     pub(crate) fn lane(&self) -> usize {
@@ -787,8 +806,9 @@ impl<D: Dialer> Store<D> {
         addr: &D::Addr,
         hash: u64,
         now: Nanos,
-        fresh: bool,
+        want: Want,
     ) -> Checkout<D> {
+        let (fresh, may_dial) = (want == Want::Fresh, want != Want::ReuseHere);
         let now = self.now(now);
         let mut after = Aftermath::new();
         let shard = self.shard_index(lane, hash);
@@ -798,6 +818,9 @@ impl<D: Dialer> Store<D> {
         }
         let Shard { buckets, books } = &mut *guard;
         let Some(bucket) = buckets.find_mut(hash, |b| b.dest.addr == *addr) else {
+            if !may_dial {
+                return Checkout::Miss;
+            }
             let bucket = self.new_bucket(pool, shard, addr, hash);
             let dest = bucket.dest.clone();
             let bucket = buckets.insert_unique(hash, bucket, |b| b.dest.hash);
@@ -834,6 +857,15 @@ impl<D: Dialer> Store<D> {
             bucket.settle(max_open, &mut after);
         }
         if bucket.open() < max_open && bucket.waiters.is_empty() {
+            if !may_dial {
+                if bucket.is_empty() {
+                    // Its expired connections went above; it holds nothing now.
+                    if let Ok(entry) = buckets.find_entry(hash, |b| b.dest.addr == *addr) {
+                        entry.remove();
+                    }
+                }
+                return Checkout::Miss;
+            }
             bucket.dialing += 1;
             return Checkout::Dial(bucket.dest.clone());
         }
@@ -867,24 +899,36 @@ impl<D: Dialer> Store<D> {
     }
 
     /// With several lanes, for a get that found nothing usable in its own lane: the newest usable
-    /// idle connection to `addr` in another lane, taken out of that lane's books, and when it was
-    /// dialed. The caller counts it in its own lane with [`Store::adopt`].
+    /// idle connection to `addr` in another lane, moved into `lane`'s books as held (a hit) in
+    /// one step, with both shards locked, so that no snapshot and no `shutdown` can find it in
+    /// neither lane. `None` when no other lane has one.
     pub(crate) fn steal(
         &self,
+        pool: &Arc<PoolInner<D>>,
         lane: usize,
         addr: &D::Addr,
         hash: u64,
         now: Nanos,
-    ) -> Option<(D::Conn, Nanos)> {
+    ) -> Option<Checkout<D>> {
         let now = self.now(now);
+        let own_shard = self.shard_index(lane, hash);
         for step in 1..self.lanes {
             let other = (lane + step) & (self.lanes - 1);
+            let other_shard = self.shard_index(other, hash);
             let mut after = self.aftermath();
-            let mut guard = lock(self.shard(other, hash));
+            // Two shards of one destination at once: in lane order, as check_in_with_room
+            // takes them.
+            let (mut own, mut theirs) = if lane < other {
+                let own = lock(&self.shards[own_shard].0);
+                (own, lock(&self.shards[other_shard].0))
+            } else {
+                let theirs = lock(&self.shards[other_shard].0);
+                (lock(&self.shards[own_shard].0), theirs)
+            };
             if self.is_closed() {
                 return None;
             }
-            let Shard { buckets, books } = &mut *guard;
+            let Shard { buckets, books } = &mut *theirs;
             let Ok(mut entry) = buckets.find_entry(hash, |b| b.dest.addr == *addr) else {
                 continue;
             };
@@ -894,39 +938,19 @@ impl<D: Dialer> Store<D> {
             if bucket.is_empty() {
                 entry.remove();
             }
-            if let Some(idle) = taken {
-                return Some((idle.conn, idle.born));
-            }
+            let Some(idle) = taken else {
+                continue;
+            };
+            let Shard { buckets, books } = &mut *own;
+            let bucket = buckets
+                .entry(hash, |b| b.dest.addr == *addr, |b| b.dest.hash)
+                .or_insert_with(|| self.new_bucket(pool, own_shard, addr, hash))
+                .into_mut();
+            books.counters.hits += 1;
+            bucket.held += 1;
+            return Some(Checkout::Reuse(bucket.dest.clone(), idle.conn, idle.born));
         }
         None
-    }
-
-    /// Counts a connection [`Store::steal`] took from another lane as held in `lane`, a hit.
-    pub(crate) fn adopt(
-        &self,
-        pool: &Arc<PoolInner<D>>,
-        lane: usize,
-        addr: &D::Addr,
-        hash: u64,
-        conn: D::Conn,
-        born: Nanos,
-    ) -> Checkout<D> {
-        let mut after = Aftermath::new();
-        let shard = self.shard_index(lane, hash);
-        let mut guard = lock(&self.shards[shard].0);
-        let Shard { buckets, books } = &mut *guard;
-        if self.is_closed() {
-            books.counters.count(Reason::PoolClosed, 1);
-            after.close(conn);
-            return Checkout::Closed;
-        }
-        let bucket = buckets
-            .entry(hash, |b| b.dest.addr == *addr, |b| b.dest.hash)
-            .or_insert_with(|| self.new_bucket(pool, shard, addr, hash))
-            .into_mut();
-        books.counters.hits += 1;
-        bucket.held += 1;
-        Checkout::Reuse(bucket.dest.clone(), conn, born)
     }
 
     /// Runs `f` on `dest`'s bucket under its shard's lock, then gives any room to waiters and
@@ -1113,7 +1137,7 @@ impl<D: Dialer> Store<D> {
     }
 
     /// A return to a lane that has no room left of what it reserved: with every lane's shard for
-    /// the destination locked (in lane order, so two of these cannot deadlock), the lane reserves
+    /// the destination locked, the lane reserves
     /// one more when the reservations leave some of `capacity` free, or takes one over from a lane
     /// that has reserved more than it keeps idle. With neither, the destination holds `capacity`
     /// idle connections and this one is closed.
@@ -1129,9 +1153,25 @@ impl<D: Dialer> Store<D> {
         let mut after = self.aftermath();
         let in_lane = dest.shard & self.shard_mask;
         let own = dest.shard >> self.lane_bits;
+        // The only other place that holds two shard locks is `steal`, and both take a
+        // destination's shards in lane order, so they cannot deadlock; everything else holds one
+        // shard lock at a time. Keep it so.
         let mut guards: Vec<_> = (0..self.lanes)
             .map(|lane| lock(&self.shards[(lane << self.lane_bits) | in_lane].0))
             .collect();
+        // Expired connections in the other lanes give their room back first.
+        for (lane, shard) in guards.iter_mut().enumerate() {
+            let Shard { buckets, books } = &mut **shard;
+            if lane == own {
+                continue;
+            }
+            if let Ok(mut entry) = buckets.find_entry(dest.hash, |b| b.dest.addr == dest.addr) {
+                entry.get_mut().expire(now, books, &mut after);
+                if entry.get().is_empty() {
+                    entry.remove();
+                }
+            }
+        }
         let reserved: usize = guards
             .iter()
             .filter_map(|shard| shard.buckets.find(dest.hash, |b| b.dest.addr == dest.addr))
@@ -1616,6 +1656,41 @@ mod tests {
                 0,
                 "no empty bucket in any lane"
             );
+        }
+
+        #[test]
+        fn a_lane_uses_its_own_older_connection_before_taking_another_lanes() {
+            let clock = ManualClock::new();
+            let next = Arc::new(AtomicU64::new(0));
+            let dial: Box<dyn Fn(u8) -> _ + Send + Sync> = Box::new(move |addr: u8| {
+                futures::future::ready(Ok((addr, next.fetch_add(1, Ordering::Relaxed))))
+            });
+            let pool = Pool::builder(dial_fn(dial))
+                .lanes(2)
+                .capacity(4)
+                .idle_timeout(Duration::from_secs(60))
+                .max_lifetime(Duration::from_secs(10))
+                .clock(clock.clone())
+                .build()
+                .unwrap();
+            let old = get(&pool, 0, 7);
+            clock.advance(Duration::from_secs(6));
+            let young = get(&pool, 0, 7);
+            // Lane 1 dials its own, since lane 0 has nothing idle yet.
+            let other = get(&pool, 1, 7);
+            let (old_id, young_id, other_id) = (old.1, young.1, other.1);
+            drop(other);
+            // Lane 0 keeps [young, old]: the newest is the old one.
+            pin_thread_lane(0);
+            drop(young);
+            drop(old);
+            clock.advance(Duration::from_secs(5));
+            // The old one is past its lifetime; lane 0 still has the young one, which comes
+            // before lane 1's.
+            let conn = get(&pool, 0, 7);
+            assert_eq!(conn.1, young_id);
+            assert!(conn.1 != old_id && conn.1 != other_id);
+            assert_eq!(pool.stats().counters.closed_lifetime, 1);
         }
 
         #[test]
