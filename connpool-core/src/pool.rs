@@ -240,14 +240,14 @@ impl<D: Dialer> Pool<D> {
     ) -> Result<Pooled<D>, Error> {
         let inner = self.inner();
         let store = &inner.store;
+        // A get looks through its own lane, then the others, and only then dials.
+        let want = match (fresh, store.has_lanes()) {
+            (true, _) => Want::Fresh,
+            (false, true) => Want::ReuseHere,
+            (false, false) => Want::Reuse,
+        };
         loop {
             let now = inner.time.now();
-            // A get looks through its own lane, then the others, and only then dials.
-            let want = match (fresh, store.has_lanes()) {
-                (true, _) => Want::Fresh,
-                (false, true) => Want::ReuseHere,
-                (false, false) => Want::Reuse,
-            };
             let checkout = match store.checkout(inner, lane, addr, hash, now, want) {
                 Checkout::Miss => match store.steal(inner, lane, addr, hash, now) {
                     Some(checkout) => checkout,

@@ -817,7 +817,7 @@ impl<D: Dialer> Store<D> {
             return Checkout::Closed;
         }
         let Shard { buckets, books } = &mut *guard;
-        let Some(bucket) = buckets.find_mut(hash, |b| b.dest.addr == *addr) else {
+        let Ok(mut entry) = buckets.find_entry(hash, |b| b.dest.addr == *addr) else {
             if !may_dial {
                 return Checkout::Miss;
             }
@@ -827,6 +827,7 @@ impl<D: Dialer> Store<D> {
             bucket.into_mut().dialing = 1;
             return Checkout::Dial(dest);
         };
+        let bucket = entry.get_mut();
         if !fresh {
             while let Some(newest) = bucket.idle.last() {
                 if now.idle_expired(newest) {
@@ -860,9 +861,7 @@ impl<D: Dialer> Store<D> {
             if !may_dial {
                 if bucket.is_empty() {
                     // Its expired connections went above; it holds nothing now.
-                    if let Ok(entry) = buckets.find_entry(hash, |b| b.dest.addr == *addr) {
-                        entry.remove();
-                    }
+                    entry.remove();
                 }
                 return Checkout::Miss;
             }
