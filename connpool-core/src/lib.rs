@@ -68,7 +68,7 @@
 //!   [`Counters`] add up; a destination with nothing held or idle takes no memory.
 //! - Bad input is an error, not a panic.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod clock;
 mod dial;

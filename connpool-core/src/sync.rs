@@ -8,8 +8,6 @@
 pub(crate) use std::sync::{Arc, Weak};
 
 #[cfg(not(loom))]
-pub(crate) use parking_lot::{Mutex, MutexGuard};
-#[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, Ordering};
 
 #[cfg(loom)]
@@ -28,7 +26,157 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 #[cfg(not(loom))]
-#[inline]
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock()
+pub(crate) use short::{lock, Mutex};
+
+/// The store's lock: for critical sections of tens of nanoseconds, taken on every get and every
+/// return.
+///
+/// Taking it is one compare-and-swap and releasing it one plain store. Locks that put waiters to
+/// sleep (std's, parking_lot's) release with a second read-modify-write, to learn whether someone
+/// sleeps and needs waking; that atomic was a sixth of the hot path's cost (measured in
+/// BENCHMARKS.md). Here nobody is ever woken: a thread that finds the lock taken spins a little,
+/// then yields, then naps for growing spans, checking again after each. Holds are short and, with
+/// a lane per core, rarely contended; the naps keep a long hold (`close` or `stats` walking a big
+/// shard) from costing its waiters a core each. There is no fairness and no poisoning.
+#[cfg(not(loom))]
+mod short {
+    use std::hint;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::thread;
+    use std::time::Duration;
+
+    pub(crate) type Mutex<T> = lock_api::Mutex<RawLock, T>;
+    pub(crate) type MutexGuard<'a, T> = lock_api::MutexGuard<'a, RawLock, T>;
+
+    /// Locks `mutex`.
+    #[inline]
+    pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+        mutex.lock()
+    }
+
+    /// `true` while held.
+    pub(crate) struct RawLock(AtomicBool);
+
+    /// Rounds of spinning (1, 2, 4 … 64 pause instructions), then of yielding, before naps.
+    const SPIN_ROUNDS: u32 = 7;
+    const YIELD_ROUNDS: u32 = 16;
+    const FIRST_NAP: Duration = Duration::from_micros(20);
+    const LONGEST_NAP: Duration = Duration::from_millis(1);
+
+    // SAFETY: `lock` and `try_lock` succeed only by swapping `false` for `true` with `Acquire`,
+    // so one holder at a time; `unlock`, called only by the holder (lock_api's contract), hands
+    // over with a `Release` store, so the next holder sees everything the last one wrote.
+    #[allow(unsafe_code)]
+    unsafe impl lock_api::RawMutex for RawLock {
+        #[allow(
+            clippy::declare_interior_mutable_const,
+            reason = "lock_api's initialiser"
+        )]
+        const INIT: RawLock = RawLock(AtomicBool::new(false));
+
+        type GuardMarker = lock_api::GuardSend;
+
+        #[inline]
+        fn lock(&self) {
+            if !self.try_lock() {
+                self.lock_contended();
+            }
+        }
+
+        #[inline]
+        fn try_lock(&self) -> bool {
+            self.0
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        }
+
+        #[inline]
+        unsafe fn unlock(&self) {
+            self.0.store(false, Ordering::Release);
+        }
+
+        #[inline]
+        fn is_locked(&self) -> bool {
+            self.0.load(Ordering::Relaxed)
+        }
+    }
+
+    impl RawLock {
+        #[cold]
+        fn lock_contended(&self) {
+            let mut round = 0;
+            let mut nap = FIRST_NAP;
+            loop {
+                // Wait until it looks free before writing to it again, so waiters do not take
+                // the line away from the holder.
+                while self.0.load(Ordering::Relaxed) {
+                    if round < SPIN_ROUNDS {
+                        for _ in 0..1 << round {
+                            hint::spin_loop();
+                        }
+                    } else if round < SPIN_ROUNDS + YIELD_ROUNDS {
+                        thread::yield_now();
+                    } else {
+                        thread::sleep(nap);
+                        nap = (nap * 2).min(LONGEST_NAP);
+                    }
+                    round += 1;
+                }
+                if self
+                    .0
+                    .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::sync::Arc;
+
+        /// Threads adding to a plain counter under the lock lose no update, through every phase
+        /// of waiting: the test holds the lock while they start.
+        #[test]
+        fn the_lock_excludes_through_spins_yields_and_naps() {
+            let counter = Arc::new(Mutex::new(0_u64));
+            let threads = 4;
+            let rounds = 20_000;
+            // Held while the workers start, long enough for them to reach their naps.
+            let held = lock(&counter);
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let counter = counter.clone();
+                    thread::spawn(move || {
+                        for _ in 0..rounds {
+                            let mut count = lock(&counter);
+                            // A read and a write apart, so a second holder would lose updates.
+                            let seen = *count;
+                            hint::black_box(&mut *count);
+                            *count = seen + 1;
+                        }
+                    })
+                })
+                .collect();
+            thread::sleep(Duration::from_millis(20));
+            drop(held);
+            for worker in workers {
+                worker.join().expect("a worker does not panic");
+            }
+            assert_eq!(*lock(&counter), threads * rounds);
+            assert!(!counter.is_locked());
+        }
+
+        #[test]
+        fn try_lock_fails_while_held_and_succeeds_after() {
+            let mutex = Mutex::new(());
+            let guard = lock(&mutex);
+            assert!(mutex.try_lock().is_none());
+            drop(guard);
+            assert!(mutex.try_lock().is_some());
+        }
+    }
 }
