@@ -13,7 +13,7 @@ use crate::pooled::Pooled;
 use crate::reaper::{self, ReaperSignal};
 use crate::stats::Stats;
 use crate::store::{
-    Checkout, Destination, DialOutcome, Grant, Leave, Limits, Reason, Store, Waiter, Want,
+    Checkout, Destination, DialOutcome, Grant, Leave, Lent, Limits, Reason, Store, Waiter, Want,
 };
 use crate::sync::Arc;
 use crate::Dialer;
@@ -99,39 +99,45 @@ impl<D: Dialer> PoolInner<D> {
         closed
     }
 
-    /// Where a dropped guard's connection goes: to a waiter or back into the store, or closed.
-    #[inline]
-    pub(crate) fn check_in(&self, dest: &Arc<Destination<D>>, conn: D::Conn, born: Nanos) {
-        let reason = if std::thread::panicking() {
-            Some(Reason::Panicking)
-        } else if self.store.is_closed() {
-            Some(Reason::PoolClosed)
-        } else if self.check_on_get && !self.dialer.is_open(&conn) {
-            Some(Reason::NotOpen)
-        } else {
-            None
-        };
-        match reason {
-            Some(reason) => {
-                self.store.forget(dest, reason);
-                drop(conn);
-            }
-            None => {
-                let now = self.time.now();
-                let kept = match self.store.put_fresh(dest, conn, born, now) {
-                    Ok(()) => true,
-                    Err(conn) => self.store.check_in(dest, conn, born, now),
-                };
-                if kept {
-                    self.reaper.idle_added();
-                }
-            }
-        }
-    }
-
     /// A sleep on the pool's clock, when it has one that can sleep.
     fn sleep(&self, dur: Option<Duration>) -> Option<BoxFuture<'static, ()>> {
         Some(self.time.clock()?.sleep(dur?))
+    }
+}
+
+/// Where a dropped guard's connection goes: to a waiter or back into the store, or closed.
+///
+/// A free function reaching the pool through `dest`, not a method on it: once the connection is
+/// idle another thread may take it, return it and let the pool go, and a `&self` would claim the
+/// pool for the whole call ([`Store::put_fresh`] says more).
+#[inline]
+pub(crate) fn check_in<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos) {
+    let pool = &*dest.pool;
+    let reason = if std::thread::panicking() {
+        Some(Reason::Panicking)
+    } else if pool.store.is_closed() {
+        Some(Reason::PoolClosed)
+    } else if pool.check_on_get && !pool.dialer.is_open(&conn) {
+        Some(Reason::NotOpen)
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        let dest = dest.counted();
+        dest.pool.store.forget(&dest, reason);
+        drop(conn);
+        return;
+    }
+    let now = pool.time.now();
+    let Err(conn) = Store::put_fresh(dest, conn, born, now) else {
+        return;
+    };
+    // Still held: the bucket and the pool are there, and the counted copy keeps them until the
+    // end of the slow path.
+    let dest = dest.counted();
+    let pool = &*dest.pool;
+    if pool.store.check_in(&dest, conn, born, now) {
+        pool.reaper.idle_added();
     }
 }
 
@@ -220,10 +226,10 @@ impl<D: Dialer> Pool<D> {
     /// An idle connection the store handed over, as a guard; `None` (and closed) when
     /// `check_on_get` finds it no longer open.
     #[inline]
-    fn hand_out(&self, dest: Arc<Destination<D>>, conn: D::Conn, born: Nanos) -> Option<Pooled<D>> {
+    fn hand_out(&self, dest: Lent<D>, conn: D::Conn, born: Nanos) -> Option<Pooled<D>> {
         let inner = self.inner();
         if inner.check_on_get && !inner.dialer.is_open(&conn) {
-            inner.store.forget(&dest, Reason::NotOpenOnGet);
+            inner.store.forget(&dest.counted(), Reason::NotOpenOnGet);
             return None;
         }
         Some(Pooled::new(dest, conn, born, true))
@@ -267,7 +273,7 @@ impl<D: Dialer> Pool<D> {
             };
             match grant {
                 Grant::Conn(conn, born) => {
-                    if let Some(pooled) = self.hand_out(dest, conn, born) {
+                    if let Some(pooled) = self.hand_out(Lent::new(&dest), conn, born) {
                         return Ok(pooled);
                     }
                 }
@@ -333,7 +339,7 @@ impl<D: Dialer> Pool<D> {
             Some(Ok(conn)) => {
                 if store.finish_dial(&ticket.dest, DialOutcome::Connected) {
                     Ok(Pooled::new(
-                        ticket.dest.clone(),
+                        Lent::new(&ticket.dest),
                         conn,
                         inner.time.now(),
                         false,

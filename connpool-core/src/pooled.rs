@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::clock::Nanos;
-use crate::store::{Destination, Reason};
-use crate::sync::Arc;
+use crate::pool::check_in;
+use crate::store::{Lent, Reason};
 use crate::Dialer;
 
 /// A connection handed out by a [`Pool`](crate::Pool).
@@ -28,10 +28,11 @@ pub struct Pooled<D: Dialer> {
     origin: Origin,
 }
 
-/// The connection and the destination it counts for.
+/// The connection and the destination it counts for, lent by the destination's bucket while the
+/// guard is counted there as held.
 struct Held<D: Dialer> {
     conn: D::Conn,
-    dest: Arc<Destination<D>>,
+    dest: Lent<D>,
 }
 
 /// When the connection was dialed (on the pool's clock, for `max_lifetime`) and whether it came
@@ -61,7 +62,7 @@ impl Origin {
 }
 
 impl<D: Dialer> Pooled<D> {
-    pub(crate) fn new(dest: Arc<Destination<D>>, conn: D::Conn, born: Nanos, reused: bool) -> Self {
+    pub(crate) fn new(dest: Lent<D>, conn: D::Conn, born: Nanos, reused: bool) -> Self {
         Pooled {
             held: Some(Held { conn, dest }),
             origin: Origin::new(born, reused),
@@ -83,6 +84,7 @@ impl<D: Dialer> Pooled<D> {
     /// or left in an unknown state (a request cut off half-way).
     pub fn release(mut self) {
         if let Some(Held { conn, dest }) = self.held.take() {
+            let dest = dest.counted();
             dest.pool.store.forget(&dest, Reason::Released);
             drop(conn);
         }
@@ -93,6 +95,7 @@ impl<D: Dialer> Pooled<D> {
     pub fn detach(mut self) -> D::Conn {
         match self.held.take() {
             Some(Held { conn, dest }) => {
+                let dest = dest.counted();
                 dest.pool.store.forget(&dest, Reason::Detached);
                 conn
             }
@@ -123,7 +126,7 @@ impl<D: Dialer> Drop for Pooled<D> {
     #[inline]
     fn drop(&mut self) {
         if let Some(Held { conn, dest }) = self.held.take() {
-            dest.pool.check_in(&dest, conn, self.origin.born());
+            check_in(&dest, conn, self.origin.born());
         }
     }
 }

@@ -32,9 +32,19 @@ impl ReaperSignal {
     /// a shard lock before this load, so either the reaper saw it or this sees `parked`.
     #[inline]
     pub(crate) fn idle_added(&self) {
-        if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
+        if self.claim_parked() {
             self.notify();
         }
+    }
+
+    /// [`ReaperSignal::idle_added`] in two steps, for a caller that must read the flag under the
+    /// shard lock and wake the reaper after it: `true` when the reaper parked and this caller
+    /// must [`notify`](ReaperSignal::notify) it. Reading under the lock keeps the argument above:
+    /// a reaper that parks later takes this lock to look at the store, after the connection went
+    /// idle.
+    #[inline]
+    pub(crate) fn claim_parked(&self) -> bool {
+        self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst)
     }
 
     /// The pool closed: wake the reaper so that it ends now.
@@ -42,7 +52,8 @@ impl ReaperSignal {
         self.notify();
     }
 
-    fn notify(&self) {
+    /// Wakes the reaper to look at the store again.
+    pub(crate) fn notify(&self) {
         self.notified.store(true, Ordering::Release);
         self.waker.wake();
     }

@@ -23,7 +23,8 @@
 
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::mem;
+use std::mem::{self, ManuallyDrop};
+use std::ops::Deref;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -37,8 +38,8 @@ use crate::sync::{lock, Arc, AtomicBool, Mutex, Ordering};
 use crate::Dialer;
 
 /// One destination: its address, the address's hash, and the pool it belongs to. Its bucket holds
-/// one reference and every connection to it (held, being dialed, or waited for) another, so a
-/// returning connection finds its bucket by the stored hash and a pointer comparison, without
+/// one reference, every dial and every waiter for it another, and every guard a [`Lent`] one, so
+/// a returning connection finds its bucket by the stored hash and a pointer comparison, without
 /// hashing the address again.
 pub(crate) struct Destination<D: Dialer> {
     pub(crate) addr: D::Addr,
@@ -46,6 +47,52 @@ pub(crate) struct Destination<D: Dialer> {
     /// The shard (in the lane that handed the connection out) that holds the bucket.
     shard: usize,
     pub(crate) pool: Arc<PoolInner<D>>,
+}
+
+/// The destination a guard holds: its bucket's `Arc`, lent without a count, so that handing a
+/// connection out and taking it back moves no reference count (two atomic read-modify-writes,
+/// an eighth of the hot path: BENCHMARKS.md).
+///
+/// It is valid while its holder is counted as held in the bucket it came from: a bucket leaves its
+/// table (dropping its `Arc`) only when nothing is held there, and the bucket's `Arc` keeps the
+/// destination and, through it, the whole pool alive. Whatever may end the holder's count and
+/// touch the pool afterwards works on a [`Lent::counted`] copy; the return's fast path, which
+/// ends the count by making the connection idle, touches nothing of the pool once the shard is
+/// unlocked ([`Store::put_fresh`]).
+pub(crate) struct Lent<D: Dialer>(ManuallyDrop<Arc<Destination<D>>>);
+
+impl<D: Dialer> Lent<D> {
+    /// Lends `dest`, the `Arc` of a bucket that counts the caller as holding a connection.
+    #[inline]
+    pub(crate) fn new(dest: &Arc<Destination<D>>) -> Self {
+        #[allow(unsafe_code)]
+        // SAFETY: the pointer comes from a live `Arc`, and the `Arc` made from it is never dropped
+        // (`ManuallyDrop`, and `Lent` has no `Drop`), so it never gives up a count it did not
+        // take. It is used only while the bucket counts its holder (see the type's comment).
+        let lent = unsafe { Arc::from_raw(Arc::as_ptr(dest)) };
+        Lent(ManuallyDrop::new(lent))
+    }
+
+    /// Whether `dest` is the `Arc` this was lent from.
+    #[inline]
+    fn is(&self, dest: &Arc<Destination<D>>) -> bool {
+        Arc::ptr_eq(&self.0, dest)
+    }
+
+    /// A counted `Arc` of the destination, for paths that may end the holder's count and still
+    /// reach the pool afterwards.
+    pub(crate) fn counted(&self) -> Arc<Destination<D>> {
+        Arc::clone(&self.0)
+    }
+}
+
+impl<D: Dialer> Deref for Lent<D> {
+    type Target = Destination<D>;
+
+    #[inline]
+    fn deref(&self) -> &Destination<D> {
+        &self.0
+    }
 }
 
 /// Which destination an entry of the `max_idle_total` order belongs to: its hash and its address
@@ -730,7 +777,7 @@ impl<D: Dialer> Store<D> {
         addr: &D::Addr,
         hash: u64,
         now: Nanos,
-    ) -> Option<(Arc<Destination<D>>, D::Conn, Nanos)> {
+    ) -> Option<(Lent<D>, D::Conn, Nanos)> {
         let mut guard = lock(self.shard(lane, hash));
         let Shard { buckets, books } = &mut *guard;
         let bucket = buckets.find_mut(hash, |b| b.dest.addr == *addr)?;
@@ -744,38 +791,45 @@ impl<D: Dialer> Store<D> {
         let idle = bucket.pop_newest(books)?;
         books.counters.hits += 1;
         bucket.held += 1;
-        Some((bucket.dest.clone(), idle.conn, idle.born))
+        Some((Lent::new(&bucket.dest), idle.conn, idle.born))
     }
 
     /// The hot path of a return: keeps the connection idle when that is plainly right (the pool
     /// open, no one waiting, room here and under `max_idle_total`, nothing expired). Hands the
-    /// connection back otherwise, for [`Store::check_in`].
+    /// connection back otherwise, still held, for [`Store::check_in`].
+    ///
+    /// Once the connection is idle and the shard unlocked, another thread may take it, return it
+    /// and let the last of the pool go, so this reaches the store through `dest` rather than
+    /// taking `&self` (a reference that would last the whole call), and touches nothing of the
+    /// pool after the unlock. A parked reaper is claimed under the lock and woken through a
+    /// counted copy of its signal.
     #[inline]
     pub(crate) fn put_fresh(
-        &self,
-        dest: &Arc<Destination<D>>,
+        dest: &Lent<D>,
         conn: D::Conn,
         born: Nanos,
         now: Nanos,
     ) -> Result<(), D::Conn> {
-        let mut guard = lock(&self.shards[dest.shard].0);
+        let pool = &*dest.pool;
+        let store = &pool.store;
+        let mut guard = lock(&store.shards[dest.shard].0);
         let Shard { buckets, books } = &mut *guard;
-        let Some(bucket) = buckets.find_mut(dest.hash, |b| Arc::ptr_eq(&b.dest, dest)) else {
+        let Some(bucket) = buckets.find_mut(dest.hash, |b| dest.is(&b.dest)) else {
             return Err(conn);
         };
         let oldest_fresh = bucket
             .idle
             .first()
-            .is_none_or(|idle| now.saturating_sub(idle.since) < self.idle_timeout);
+            .is_none_or(|idle| now.saturating_sub(idle.since) < store.idle_timeout);
         let fine = oldest_fresh
             && bucket.idle.len() < bucket.reserved
             && bucket.waiters.is_empty()
-            && now.saturating_sub(born) < self.max_lifetime
-            && self
+            && now.saturating_sub(born) < store.max_lifetime
+            && store
                 .limits
                 .max_idle_total
                 .is_none_or(|max| books.idle < max)
-            && !self.is_closed();
+            && !store.is_closed();
         if !fine {
             return Err(conn);
         }
@@ -792,6 +846,11 @@ impl<D: Dialer> Store<D> {
             lru,
         });
         books.idle += 1;
+        let reaper = pool.reaper.claim_parked().then(|| pool.reaper.clone());
+        drop(guard);
+        if let Some(reaper) = reaper {
+            reaper.notify();
+        }
         Ok(())
     }
 

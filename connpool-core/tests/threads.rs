@@ -77,3 +77,50 @@ fn concurrent_use_keeps_every_invariant_and_the_stats_exact() {
     pool.close();
     assert_eq!(dialer.live(), 0);
 }
+
+/// Guards coming back on other threads while the last pool handle goes (a guard reaches its pool
+/// through a reference its bucket lends it): every connection is closed once the last guard is
+/// back, whichever came first.
+#[test]
+fn guards_returned_while_the_last_handle_goes_close_every_connection() {
+    const ROUNDS: usize = 300;
+    const THREADS: usize = 2;
+    const GUARDS: usize = 3;
+    let dialer = TestDialer::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for round in 0..ROUNDS {
+        if Instant::now() > deadline {
+            break;
+        }
+        let pool = Pool::new(dialer.clone(), 2, Duration::from_secs(600)).unwrap();
+        let addrs: Vec<String> = (0..2).map(|i| addr(&format!("10.1.0.{i}:80"))).collect();
+        let barrier = Arc::new(Barrier::new(THREADS + 1));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let guards: Vec<_> = (0..GUARDS)
+                    .map(|g| block_on(pool.get(&addrs[(t + g) % addrs.len()])).unwrap())
+                    .collect();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for (g, guard) in guards.into_iter().enumerate() {
+                        match (round + g) % 5 {
+                            0 => guard.release(),
+                            _ => drop(guard),
+                        }
+                    }
+                })
+            })
+            .collect();
+        barrier.wait();
+        drop(pool);
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(
+            dialer.live(),
+            0,
+            "round {round}: a connection outlived its pool"
+        );
+    }
+}
