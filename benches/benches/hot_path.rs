@@ -9,7 +9,7 @@
 //! the adapters' `builder` makes (the runtime's clock, a background reaper on its spawner).
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -104,7 +104,8 @@ fn hot_path(c: &mut Criterion) {
 
 /// What the building blocks of any locked per-host pool cost on this machine, to read the hot
 /// path's figures against: a precise clock reading, an uncontended lock and unlock of a std
-/// mutex and of a parking_lot one (the store's), an `Arc` clone and drop, comparing two equal
+/// mutex, of a parking_lot one, and of one taken by a compare-and-swap and released by a plain
+/// store (what the store's lock does uncontended), an `Arc` clone and drop, comparing two equal
 /// addresses, and moving one cache line from one thread to another and back.
 fn reference(c: &mut Criterion) {
     let mut group = c.benchmark_group("hot_path_reference");
@@ -120,6 +121,20 @@ fn reference(c: &mut Criterion) {
     let fast_mutex = parking_lot::Mutex::new(0_u64);
     group.bench_function("parking_lot_lock_unlock", |b| {
         b.iter(|| *black_box(&fast_mutex).lock() += 1)
+    });
+    let (flag, count) = (AtomicBool::new(false), AtomicU64::new(0));
+    group.bench_function("cas_store_lock_unlock", |b| {
+        b.iter(|| {
+            let flag = black_box(&flag);
+            while flag
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                std::hint::spin_loop();
+            }
+            count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            flag.store(false, Ordering::Release);
+        })
     });
     let arc = Arc::new(0_u64);
     group.bench_function("arc_clone_drop", |b| {
