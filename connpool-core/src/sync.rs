@@ -104,7 +104,7 @@ mod short {
     impl RawLock {
         #[cold]
         fn lock_contended(&self) {
-            let mut round = 0;
+            let mut round: u32 = 0;
             let mut nap = FIRST_NAP;
             loop {
                 // Wait until it looks free before writing to it again, so waiters do not take
@@ -120,7 +120,7 @@ mod short {
                         thread::sleep(nap);
                         nap = (nap * 2).min(LONGEST_NAP);
                     }
-                    round += 1;
+                    round = round.saturating_add(1);
                 }
                 if self
                     .0
