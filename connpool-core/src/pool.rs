@@ -482,6 +482,9 @@ impl<D: Dialer> Drop for Queued<'_, D> {
             let pool = &self.dest.pool;
             pool.store
                 .leave_queue(self.dest, self.waiter, Leave::Cancelled, pool.time.now());
+            // A connection handed to this waiter may have gone idle just now; a parked reaper
+            // must hear of it (told for nothing otherwise, it looks and parks again).
+            pool.reaper.idle_added();
         }
     }
 }

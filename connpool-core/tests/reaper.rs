@@ -158,3 +158,45 @@ fn a_get_never_hands_out_an_expired_connection_before_the_reaper_runs() {
     assert!(!conn.is_reused());
     assert_eq!(dialer.dials(), 2);
 }
+
+/// A waiter dropped after a returned connection was handed to it puts that connection idle: the
+/// parked reaper must hear of it, or the connection outlives its idle timeout until the next call.
+#[test]
+fn a_connection_left_by_a_cancelled_waiter_is_reaped() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    let dialer = TestDialer::new();
+    let clock = ManualClock::new();
+    let spawner = TestSpawner::default();
+    let pool = Pool::builder(dialer.clone())
+        .capacity(4)
+        .idle_timeout(TIMEOUT)
+        .max_open_per_host(1)
+        .clock(clock.clone())
+        .spawner(spawner.clone())
+        .build()
+        .unwrap();
+    spawner.run();
+    assert_eq!(clock.pending_sleeps(), 0, "nothing idle: the reaper parks");
+    let a = addr("a:1");
+    let held = block_on(pool.get(&a)).unwrap();
+    let mut waiting = Box::pin(pool.get(&a));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        waiting.as_mut().poll(&mut cx).is_pending(),
+        "the destination is full"
+    );
+    drop(held); // handed straight to the waiter, so nothing went idle
+    drop(waiting); // the waiter goes away and its connection goes idle
+    assert_eq!(pool.stats().destination(&a).map(|d| d.idle), Some(1));
+    spawner.run();
+    clock.advance(TIMEOUT);
+    spawner.run();
+    assert_eq!(
+        dialer.live(),
+        0,
+        "the reaper closed it without any other call"
+    );
+    assert_eq!(pool.stats().counters.closed_expired, 1);
+}
