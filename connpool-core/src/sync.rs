@@ -33,11 +33,13 @@ pub(crate) use short::{lock, Mutex};
 ///
 /// Taking it is one compare-and-swap and releasing it one plain store. Locks that put waiters to
 /// sleep (std's, parking_lot's) release with a second read-modify-write, to learn whether someone
-/// sleeps and needs waking; that atomic was a sixth of the hot path's cost (measured in
-/// BENCHMARKS.md). Here nobody is ever woken: a thread that finds the lock taken spins a little,
-/// then yields, then naps for growing spans, checking again after each. Holds are short and, with
-/// a lane per core, rarely contended; the naps keep a long hold (`close` or `stats` walking a big
-/// shard) from costing its waiters a core each. There is no fairness and no poisoning.
+/// sleeps and needs waking; on the hot path that release cost 1 to 2 ns of 29 (BENCHMARKS.md).
+/// Here nobody is ever woken: a thread that finds the lock taken spins a little, then yields,
+/// then naps for growing spans (20 µs up to 250 µs), checking again after each. Holds are short
+/// and, with a lane per core, rarely contended; the naps keep a long hold (`close` or `stats`
+/// walking a big shard) from costing its waiters a core each. A waiter that sees the lock come
+/// free and loses it to another thread starts over with spinning, so only a lock held without a
+/// break sends it napping. There is no strict fairness and no poisoning.
 #[cfg(not(loom))]
 mod short {
     use std::hint;
@@ -61,7 +63,7 @@ mod short {
     const SPIN_ROUNDS: u32 = 7;
     const YIELD_ROUNDS: u32 = 16;
     const FIRST_NAP: Duration = Duration::from_micros(20);
-    const LONGEST_NAP: Duration = Duration::from_millis(1);
+    const LONGEST_NAP: Duration = Duration::from_micros(250);
 
     // SAFETY: `lock` and `try_lock` succeed only by swapping `false` for `true` with `Acquire`,
     // so one holder at a time; `unlock`, called only by the holder (lock_api's contract), hands
@@ -129,6 +131,10 @@ mod short {
                 {
                     return;
                 }
+                // It came free and another thread took it: the lock is moving, not held long, so
+                // wait for it closely again rather than nap through the next release.
+                round = 0;
+                nap = FIRST_NAP;
             }
         }
     }
