@@ -802,7 +802,10 @@ impl<D: Dialer> Store<D> {
     /// and let the last of the pool go, so this reaches the store through `dest` rather than
     /// taking `&self` (a reference that would last the whole call), and touches nothing of the
     /// pool after the unlock. A parked reaper is claimed under the lock and woken through a
-    /// counted copy of its signal.
+    /// counted copy of its signal. The unlock's own store is the last touch: once it lands,
+    /// another thread may free the pool while this thread's unlock call is still returning, and
+    /// that call reads and writes nothing after the store (the pattern std's `Arc::drop` relies
+    /// on too).
     #[inline]
     pub(crate) fn put_fresh(
         dest: &Lent<D>,
