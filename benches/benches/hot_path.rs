@@ -102,6 +102,30 @@ fn hot_path(c: &mut Criterion) {
     }
 }
 
+/// Many more threads than cores (16), each walking 16 destinations, on the core: what the store's
+/// lock costs when its holders are preempted, as with a thread per request. `lanes` is the default
+/// store; `one_lane` sets `max_open_per_host` (to 16, so no get ever waits), which keeps one lane,
+/// so every thread shares each destination's shard.
+fn oversubscribed(c: &mut Criterion) {
+    const THREADS: usize = 16;
+    let addrs = addresses(16);
+    let mut group = c.benchmark_group("hot_path_oversubscribed");
+    for (name, max_open) in [("lanes", None), ("one_lane", Some(THREADS))] {
+        let mut builder = Pool::builder(NoopDialer)
+            .capacity(THREADS)
+            .check_on_get(false);
+        if let Some(max_open) = max_open {
+            builder = builder.max_open_per_host(max_open);
+        }
+        let pool = builder.build().expect("valid settings");
+        warm(&pool, &addrs, THREADS);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| cycles(&pool, &addrs, THREADS, iters));
+        });
+    }
+    group.finish();
+}
+
 /// What the building blocks of any locked per-host pool cost on this machine, to read the hot
 /// path's figures against: a precise clock reading, an uncontended lock and unlock of a std
 /// mutex, of a parking_lot one, and of one taken by a compare-and-swap and released by a plain
@@ -180,6 +204,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = hot_path, reference
+    targets = hot_path, oversubscribed, reference
 }
 criterion_main!(benches);
