@@ -59,9 +59,11 @@ mod short {
     /// `true` while held.
     pub(crate) struct RawLock(AtomicBool);
 
-    /// Rounds of spinning (1, 2, 4 … 64 pause instructions), then of yielding, before naps.
-    const SPIN_ROUNDS: u32 = 7;
-    const YIELD_ROUNDS: u32 = 16;
+    /// Rounds of spinning (1, 2, 4 pause instructions), then of yielding, before naps: short, as a
+    /// holder that is not running (preempted, with more threads than cores) cannot be waited out
+    /// by spinning (measured in `hot_path_oversubscribed`).
+    const SPIN_ROUNDS: u32 = 3;
+    const YIELD_ROUNDS: u32 = 7;
     const FIRST_NAP: Duration = Duration::from_micros(20);
     const LONGEST_NAP: Duration = Duration::from_micros(250);
 
