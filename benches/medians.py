@@ -41,6 +41,12 @@ def hot_path(results):
                 cells.append(ns(found[0]) if found else "–")
             print(f"| {pool} | {dests} | " + " | ".join(cells) + " |")
     print()
+    print("| 16 threads (oversubscribed) | ns, aggregate |")
+    print("|---|---:|")
+    for (group, function, _), (median, _) in sorted(results.items()):
+        if group == "hot_path_oversubscribed":
+            print(f"| {function} | {ns(median)} |")
+    print()
     print("| reference | ns |")
     print("|---|---:|")
     for (group, function, _), (median, _) in sorted(results.items()):
