@@ -123,8 +123,7 @@ pub(crate) fn check_in<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos) {
         None
     };
     if let Some(reason) = reason {
-        let dest = dest.counted();
-        dest.pool.store.forget(&dest, reason);
+        dest.forget(reason);
         drop(conn);
         return;
     }
@@ -229,7 +228,7 @@ impl<D: Dialer> Pool<D> {
     fn hand_out(&self, dest: Lent<D>, conn: D::Conn, born: Nanos) -> Option<Pooled<D>> {
         let inner = self.inner();
         if inner.check_on_get && !inner.dialer.is_open(&conn) {
-            inner.store.forget(&dest.counted(), Reason::NotOpenOnGet);
+            dest.forget(Reason::NotOpenOnGet);
             return None;
         }
         Some(Pooled::new(dest, conn, born, true))

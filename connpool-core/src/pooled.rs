@@ -84,8 +84,7 @@ impl<D: Dialer> Pooled<D> {
     /// or left in an unknown state (a request cut off half-way).
     pub fn release(mut self) {
         if let Some(Held { conn, dest }) = self.held.take() {
-            let dest = dest.counted();
-            dest.pool.store.forget(&dest, Reason::Released);
+            dest.forget(Reason::Released);
             drop(conn);
         }
     }
@@ -95,8 +94,7 @@ impl<D: Dialer> Pooled<D> {
     pub fn detach(mut self) -> D::Conn {
         match self.held.take() {
             Some(Held { conn, dest }) => {
-                let dest = dest.counted();
-                dest.pool.store.forget(&dest, Reason::Detached);
+                dest.forget(Reason::Detached);
                 conn
             }
             None => unreachable!("a guard's connection is taken only by value"),

@@ -84,6 +84,13 @@ impl<D: Dialer> Lent<D> {
     pub(crate) fn counted(&self) -> Arc<Destination<D>> {
         Arc::clone(&self.0)
     }
+
+    /// Ends the holder's count for `reason` ([`Store::forget`]), through a counted copy: the
+    /// bucket may leave its table under the lock, and the aftermath still reads the pool.
+    pub(crate) fn forget(&self, reason: Reason) {
+        let dest = self.counted();
+        dest.pool.store.forget(&dest, reason);
+    }
 }
 
 impl<D: Dialer> Deref for Lent<D> {
