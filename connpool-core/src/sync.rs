@@ -47,6 +47,8 @@ mod short {
     use std::thread;
     use std::time::Duration;
 
+    use lock_api::RawMutex;
+
     pub(crate) type Mutex<T> = lock_api::Mutex<RawLock, T>;
     pub(crate) type MutexGuard<'a, T> = lock_api::MutexGuard<'a, RawLock, T>;
 
@@ -71,7 +73,7 @@ mod short {
     // so one holder at a time; `unlock`, called only by the holder (lock_api's contract), hands
     // over with a `Release` store, so the next holder sees everything the last one wrote.
     #[allow(unsafe_code)]
-    unsafe impl lock_api::RawMutex for RawLock {
+    unsafe impl RawMutex for RawLock {
         #[allow(
             clippy::declare_interior_mutable_const,
             reason = "lock_api's initialiser"
@@ -126,11 +128,7 @@ mod short {
                     }
                     round = round.saturating_add(1);
                 }
-                if self
-                    .0
-                    .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
+                if self.try_lock() {
                     return;
                 }
                 // It came free and another thread took it: the lock is moving, not held long, so
