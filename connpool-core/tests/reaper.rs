@@ -4,23 +4,29 @@ mod support;
 
 use std::time::Duration;
 
-use connpool_core::{ManualClock, Pool};
+use connpool_core::{Builder, ManualClock, Pool};
 use futures::executor::block_on;
 use support::{addr, TestDialer, TestSpawner};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 fn pool() -> (Pool<TestDialer>, TestDialer, ManualClock, TestSpawner) {
+    pool_with(|builder| builder)
+}
+
+/// [`pool`], with more settings from `configure`.
+fn pool_with(
+    configure: impl FnOnce(Builder<TestDialer>) -> Builder<TestDialer>,
+) -> (Pool<TestDialer>, TestDialer, ManualClock, TestSpawner) {
     let dialer = TestDialer::new();
     let clock = ManualClock::new();
     let spawner = TestSpawner::default();
-    let pool = Pool::builder(dialer.clone())
+    let builder = Pool::builder(dialer.clone())
         .capacity(4)
         .idle_timeout(TIMEOUT)
         .clock(clock.clone())
-        .spawner(spawner.clone())
-        .build()
-        .unwrap();
+        .spawner(spawner.clone());
+    let pool = configure(builder).build().unwrap();
     (pool, dialer, clock, spawner)
 }
 
@@ -166,17 +172,7 @@ fn a_connection_left_by_a_cancelled_waiter_is_reaped() {
     use std::future::Future;
     use std::task::{Context, Waker};
 
-    let dialer = TestDialer::new();
-    let clock = ManualClock::new();
-    let spawner = TestSpawner::default();
-    let pool = Pool::builder(dialer.clone())
-        .capacity(4)
-        .idle_timeout(TIMEOUT)
-        .max_open_per_host(1)
-        .clock(clock.clone())
-        .spawner(spawner.clone())
-        .build()
-        .unwrap();
+    let (pool, dialer, clock, spawner) = pool_with(|builder| builder.max_open_per_host(1));
     spawner.run();
     assert_eq!(clock.pending_sleeps(), 0, "nothing idle: the reaper parks");
     let a = addr("a:1");
