@@ -7,17 +7,60 @@ use std::mem::MaybeUninit;
 use std::time::Duration;
 
 use socket2::SockRef;
+use tokio::io::Interest;
 
-/// Whether an idle socket may be handed out again, asked without waiting: a one-byte peek on the
-/// non-blocking socket, which neither blocks nor registers a waker.
+/// A stream registered with tokio's reactor: [`tokio::net::TcpStream`] and `UnixStream`.
+pub(crate) trait Registered {
+    /// The socket under the stream, for the peek.
+    fn socket(&self) -> SockRef<'_>;
+    /// The stream's own `try_io(Interest::READABLE, op)`: runs `op` only while the reactor holds
+    /// the stream readable, and forgets that readiness when `op` answers `WouldBlock`.
+    fn try_read_io(&self, op: impl FnOnce() -> io::Result<usize>) -> io::Result<usize>;
+}
+
+impl Registered for tokio::net::TcpStream {
+    fn socket(&self) -> SockRef<'_> {
+        SockRef::from(self)
+    }
+
+    fn try_read_io(&self, op: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
+        self.try_io(Interest::READABLE, op)
+    }
+}
+
+#[cfg(unix)]
+impl Registered for tokio::net::UnixStream {
+    fn socket(&self) -> SockRef<'_> {
+        SockRef::from(self)
+    }
+
+    fn try_read_io(&self, op: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
+        self.try_io(Interest::READABLE, op)
+    }
+}
+
+/// Whether an idle stream may be handed out again, asked without waiting and without registering
+/// a waker: a one-byte peek on the non-blocking socket.
 ///
 /// Nothing to read yet (`WouldBlock`) is the only healthy answer for a connection nobody is using.
 /// End of stream means the peer closed it; bytes waiting mean an answer nobody asked for (the
 /// protocol is out of step); an error means it was reset.
-pub(crate) fn is_open(socket: SockRef<'_>) -> bool {
+///
+/// With `readiness_first`, the peek is made only while tokio's reactor holds the stream readable:
+/// the reactor marks it when bytes, the end of the stream or an error arrive, and the mark stays
+/// until a read (this peek included) finds nothing. An unmarked stream is open without a system
+/// call; a close that arrived since the reactor last looked at the sockets goes unseen until it
+/// looks again.
+pub(crate) fn is_open(stream: &impl Registered, readiness_first: bool) -> bool {
     let mut byte = [MaybeUninit::uninit()];
     loop {
-        match socket.peek(&mut byte) {
+        let mut peek = || stream.socket().peek(&mut byte);
+        let answer = if readiness_first {
+            stream.try_read_io(peek)
+        } else {
+            peek()
+        };
+        match answer {
             Ok(_) => return false,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => return err.kind() == io::ErrorKind::WouldBlock,

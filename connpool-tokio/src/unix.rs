@@ -4,7 +4,6 @@ use std::io;
 use std::path::PathBuf;
 
 use connpool_core::Dialer;
-use socket2::SockRef;
 use tokio::net::UnixStream;
 
 use crate::socket::{dial_error, is_open};
@@ -13,16 +12,24 @@ use crate::socket::{dial_error, is_open};
 ///
 /// A failed dial's [`io::Error`] keeps its kind and names the path. Idle connections are checked
 /// as [`TcpDialer`](crate::TcpDialer)'s are: closed, reset or with unread bytes, they are not
-/// reused.
+/// reused; [`readiness_first`](Self::readiness_first) is as `TcpDialer`'s.
 #[derive(Debug, Clone, Default)]
 pub struct UnixDialer {
-    _settings: (),
+    readiness_first: bool,
 }
 
 impl UnixDialer {
     /// A Unix socket dialer.
     pub fn new() -> Self {
         UnixDialer::default()
+    }
+
+    /// Whether [`is_open`](Dialer::is_open) asks tokio's reactor before it peeks (default
+    /// `false`); see [`TcpDialer::readiness_first`](crate::TcpDialer::readiness_first) for what
+    /// it saves and what it may miss.
+    pub fn readiness_first(mut self, yes: bool) -> Self {
+        self.readiness_first = yes;
+        self
     }
 }
 
@@ -38,6 +45,6 @@ impl Dialer for UnixDialer {
     }
 
     fn is_open(&self, conn: &UnixStream) -> bool {
-        is_open(SockRef::from(conn))
+        is_open(conn, self.readiness_first)
     }
 }

@@ -212,3 +212,49 @@ fn pool_built_on_a_handle_reaps_there_when_used_from_plain_threads() {
     }
     assert_eq!(pool.stats().counters.closed_expired, 1);
 }
+
+/// With `readiness_first`, `is_open` believes tokio's reactor: what the peer did to an idle
+/// connection since the reactor last looked goes unseen (deterministic here: a current-thread
+/// runtime looks only when the test awaits something that waits), and once the reactor has
+/// looked, the connection is skipped as the plain peek would skip it. Run for a peer that closes
+/// and for one that sends bytes nobody asked for.
+#[test]
+fn readiness_first_sees_what_the_reactor_saw_and_only_that() {
+    type Peer = fn(&mut std::net::TcpStream);
+    let close: Peer = |peer| peer.shutdown(std::net::Shutdown::Both).unwrap();
+    let chatter: Peer = |peer| std::io::Write::write_all(peer, b"unasked").unwrap();
+    for (what, act) in [("close", close), ("unsolicited bytes", chatter)] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        runtime(false).block_on(async {
+            let pool = connpool_tokio::builder(TcpDialer::new().readiness_first(true))
+                .build()
+                .unwrap();
+            let mut conn = pool.get(&addr).await.unwrap();
+            let (mut peer, _) = listener.accept().unwrap();
+            std::io::Write::write_all(&mut peer, b"hello").unwrap();
+            let mut hello = [0; 5];
+            conn.read_exact(&mut hello).await.unwrap();
+            drop(conn);
+            assert_eq!(pool.stats().idle(), 1, "{what}");
+
+            act(&mut peer);
+            let unseen = pool.get(&addr).await.unwrap();
+            assert!(unseen.is_reused(), "{what}: the reactor had not looked yet");
+            drop(unseen);
+
+            // Let the reactor look (the runtime parks in it), then the check sees the event.
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let conn = pool.get(&addr).await.unwrap();
+                if !conn.is_reused() {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "{what}: never seen");
+            }
+            let counters = pool.stats().counters;
+            assert_eq!((counters.closed_not_open, counters.dials), (1, 2), "{what}");
+        });
+    }
+}
