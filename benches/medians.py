@@ -120,31 +120,32 @@ def limits(results):
             print(f"| {name} | {ns(contended[name])} | {ratio} |")
 
 
+ECHO_MODES = ("pooled", "pooled_readiness_first", "pooled_check_off", "unpooled", "dedicated")
+
+
 def echo(results):
     print("| runtime | mode | median µs per request (aggregate) | requests/s |")
     print("|---|---|---:|---:|")
+    rates = {}
     for runtime in ("tokio", "smol"):
-        for mode in ("pooled", "pooled_check_off", "unpooled", "dedicated"):
+        rate = rates.setdefault(runtime, {})
+        for mode in ECHO_MODES:
             found = results.get((f"echo_{runtime}", mode, None))
             if found:
                 median = found[0]
+                rate[mode] = 1e9 / median
                 print(f"| {runtime} | {mode} | {median / 1000:.2f} | {1e9 / median:,.0f} |")
     print()
-    print("| runtime | pooled / unpooled | pooled vs dedicated | pooled_check_off vs dedicated |")
-    print("|---|---:|---:|---:|")
-    for runtime in ("tokio", "smol"):
-        rate = {}
-        for mode in ("pooled", "pooled_check_off", "unpooled", "dedicated"):
-            found = results.get((f"echo_{runtime}", mode, None))
-            if found:
-                rate[mode] = 1e9 / found[0]
-        if len(rate) < 4:
+    print("| runtime | pooled / unpooled | vs dedicated: pooled | pooled_readiness_first | pooled_check_off |")
+    print("|---|---:|---:|---:|---:|")
+    for runtime, rate in rates.items():
+        if not all(mode in rate for mode in ("pooled", "unpooled", "dedicated")):
             continue
-        print(
-            f"| {runtime} | {rate['pooled'] / rate['unpooled']:.2f}x"
-            f" | {rate['pooled'] / rate['dedicated'] - 1:+.1%}"
-            f" | {rate['pooled_check_off'] / rate['dedicated'] - 1:+.1%} |"
-        )
+        versus = [
+            f"{rate[mode] / rate['dedicated'] - 1:+.1%}" if mode in rate else "–"
+            for mode in ("pooled", "pooled_readiness_first", "pooled_check_off")
+        ]
+        print(f"| {runtime} | {rate['pooled'] / rate['unpooled']:.2f}x | " + " | ".join(versus) + " |")
 
 
 def main():

@@ -3,6 +3,8 @@
 //!
 //! - `pooled`: connpool through the runtime's adapter (`builder(TcpDialer::new())`, defaults:
 //!   `check_on_get` on, so every get and return asks the socket whether it is still open);
+//! - `pooled_readiness_first` (Tokio only): the same with `TcpDialer::readiness_first(true)`, so
+//!   the check peeks only at a socket Tokio's reactor has marked readable;
 //! - `pooled_check_off`: the same with `check_on_get(false)`;
 //! - `unpooled`: a new connection per request, closed after it;
 //! - `dedicated`: each task keeps its own connection to each backend, opened before timing: the
@@ -74,30 +76,46 @@ async fn serve(listener: tokio::net::TcpListener) {
     }
 }
 
+/// How the pool checks an idle connection before it is reused and when it comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// `check_on_get` on, the dialer's default check: a peek each time.
+    Peek,
+    /// `check_on_get` on, and the peek only where Tokio's reactor saw something (Tokio only).
+    ReadinessFirst,
+    /// `check_on_get(false)`.
+    Off,
+}
+
 /// How the client gets a connection for each request.
 #[derive(Debug, Clone, Copy)]
 enum Mode {
-    Pooled { check_on_get: bool },
+    Pooled(Check),
     Unpooled,
     Dedicated,
 }
 
 impl Mode {
-    const ALL: [Mode; 4] = [
-        Mode::Pooled { check_on_get: true },
-        Mode::Pooled {
-            check_on_get: false,
-        },
+    const ON_TOKIO: [Mode; 5] = [
+        Mode::Pooled(Check::Peek),
+        Mode::Pooled(Check::ReadinessFirst),
+        Mode::Pooled(Check::Off),
+        Mode::Unpooled,
+        Mode::Dedicated,
+    ];
+    /// smol's streams have no readiness to ask.
+    const ON_SMOL: [Mode; 4] = [
+        Mode::Pooled(Check::Peek),
+        Mode::Pooled(Check::Off),
         Mode::Unpooled,
         Mode::Dedicated,
     ];
 
     fn name(self) -> &'static str {
         match self {
-            Mode::Pooled { check_on_get: true } => "pooled",
-            Mode::Pooled {
-                check_on_get: false,
-            } => "pooled_check_off",
+            Mode::Pooled(Check::Peek) => "pooled",
+            Mode::Pooled(Check::ReadinessFirst) => "pooled_readiness_first",
+            Mode::Pooled(Check::Off) => "pooled_check_off",
             Mode::Unpooled => "unpooled",
             Mode::Dedicated => "dedicated",
         }
@@ -180,14 +198,16 @@ mod on_tokio {
             .build()
             .expect("a Tokio runtime");
         let mut group = group(c, "echo_tokio");
-        for mode in Mode::ALL {
+        for mode in Mode::ON_TOKIO {
             let backends = backends.clone();
             match mode {
-                Mode::Pooled { check_on_get } => {
+                Mode::Pooled(check) => {
+                    let dialer = connpool_tokio::TcpDialer::new()
+                        .readiness_first(check == Check::ReadinessFirst);
                     let pool = {
                         let _context = runtime.enter();
-                        connpool_tokio::builder(connpool_tokio::TcpDialer::new())
-                            .check_on_get(check_on_get)
+                        connpool_tokio::builder(dialer)
+                            .check_on_get(check != Check::Off)
                             .build()
                             .expect("valid settings")
                     };
@@ -299,12 +319,13 @@ mod on_smol {
     pub(super) fn bench(c: &mut Criterion, backends: &Arc<[String]>) {
         let executor = Executor::new();
         let mut group = group(c, "echo_smol");
-        for mode in Mode::ALL {
+        for mode in Mode::ON_SMOL {
             let backends = backends.clone();
             match mode {
-                Mode::Pooled { check_on_get } => {
+                Mode::Pooled(check) => {
+                    assert_ne!(check, Check::ReadinessFirst, "smol has no readiness to ask");
                     let pool = connpool_smol::builder(connpool_smol::TcpDialer::new())
-                        .check_on_get(check_on_get)
+                        .check_on_get(check != Check::Off)
                         .build()
                         .expect("valid settings");
                     group.bench_function(mode.name(), |b| {
