@@ -159,7 +159,29 @@ impl connpool_core::Dialer for TestDialer {
 /// A spawner that keeps its tasks until a test runs them, so the reaper runs only when told.
 #[derive(Clone, Default)]
 pub struct TestSpawner {
-    tasks: Arc<Mutex<Vec<Arc<Task>>>>,
+    tasks: Arc<Tasks>,
+}
+
+/// The spawned tasks. A pending task's waker may sit in something its own future keeps alive
+/// (the clock's sleeps, the pool's reaper signal), a cycle of `Arc`s: when the last spawner
+/// goes, the futures are dropped, as a runtime drops its tasks when it shuts down.
+#[derive(Default)]
+struct Tasks(Mutex<Vec<Arc<Task>>>);
+
+impl Tasks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Task>>> {
+        self.0.lock().unwrap()
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        let tasks = std::mem::take(self.0.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            let future = task.future.lock().unwrap_or_else(|p| p.into_inner()).take();
+            drop(future);
+        }
+    }
 }
 
 struct Task {
@@ -176,7 +198,7 @@ impl Wake for Task {
 
 impl connpool_core::Spawner for TestSpawner {
     fn spawn(&self, task: BoxFuture<'static, ()>) {
-        self.tasks.lock().unwrap().push(Arc::new(Task {
+        self.tasks.lock().push(Arc::new(Task {
             future: Mutex::new(Some(task)),
             woken: AtomicBool::new(true),
             polls: AtomicUsize::new(0),
@@ -189,7 +211,7 @@ impl TestSpawner {
     pub fn run(&self) -> usize {
         let mut polls = 0;
         for _ in 0..10_000 {
-            let tasks: Vec<_> = self.tasks.lock().unwrap().clone();
+            let tasks: Vec<_> = self.tasks.lock().clone();
             let mut progressed = false;
             for task in tasks {
                 if !task.woken.swap(false, Ordering::SeqCst) {
@@ -221,7 +243,6 @@ impl TestSpawner {
     pub fn pending(&self) -> usize {
         self.tasks
             .lock()
-            .unwrap()
             .iter()
             .filter(|t| t.future.lock().unwrap().is_some())
             .count()
@@ -231,7 +252,6 @@ impl TestSpawner {
     pub fn polls(&self) -> usize {
         self.tasks
             .lock()
-            .unwrap()
             .iter()
             .map(|t| t.polls.load(Ordering::SeqCst))
             .sum()
