@@ -213,48 +213,102 @@ fn pool_built_on_a_handle_reaps_there_when_used_from_plain_threads() {
     assert_eq!(pool.stats().counters.closed_expired, 1);
 }
 
+/// The peer's end of a pooled connection, served by a plain thread's listener.
+trait PeerEnd: std::io::Write {
+    fn close(&mut self);
+}
+
+impl PeerEnd for std::net::TcpStream {
+    fn close(&mut self) {
+        self.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+}
+
+#[cfg(unix)]
+impl PeerEnd for std::os::unix::net::UnixStream {
+    fn close(&mut self) {
+        self.shutdown(std::net::Shutdown::Both).unwrap();
+    }
+}
+
 /// With `readiness_first`, `is_open` believes tokio's reactor: what the peer did to an idle
 /// connection since the reactor last looked goes unseen (deterministic here: a current-thread
 /// runtime looks only when the test awaits something that waits), and once the reactor has
-/// looked, the connection is skipped as the plain peek would skip it. Run for a peer that closes
-/// and for one that sends bytes nobody asked for.
+/// looked, the connection is skipped as the plain peek would skip it. `close`: the peer closes;
+/// otherwise it sends bytes nobody asked for. `accept` takes the pool's first connection.
+fn readiness_first_case<D: Dialer, P: PeerEnd>(
+    dialer: D,
+    addr: D::Addr,
+    accept: impl FnOnce() -> P,
+    close: bool,
+) where
+    D::Conn: AsyncRead + Unpin,
+{
+    let what = if close { "close" } else { "unsolicited bytes" };
+    runtime(false).block_on(async {
+        let pool = connpool_tokio::builder(dialer).build().unwrap();
+        let mut conn = pool.get(&addr).await.unwrap();
+        let mut peer = accept();
+        peer.write_all(b"hello").unwrap();
+        let mut hello = [0; 5];
+        tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut hello))
+            .await
+            .expect("the peer's hello within 5 s")
+            .unwrap();
+        drop(conn);
+        assert_eq!(pool.stats().idle(), 1, "{what}");
+
+        if close {
+            peer.close();
+        } else {
+            peer.write_all(b"unasked").unwrap();
+        }
+        let unseen = pool.get(&addr).await.unwrap();
+        assert!(unseen.is_reused(), "{what}: the reactor had not looked yet");
+        drop(unseen);
+
+        // Let the reactor look (the runtime parks in it), then the check sees the event.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let conn = pool.get(&addr).await.unwrap();
+            if !conn.is_reused() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: never seen");
+        }
+        let counters = pool.stats().counters;
+        assert_eq!((counters.closed_not_open, counters.dials), (1, 2), "{what}");
+    });
+}
+
 #[test]
 fn readiness_first_sees_what_the_reactor_saw_and_only_that() {
-    type Peer = fn(&mut std::net::TcpStream);
-    let close: Peer = |peer| peer.shutdown(std::net::Shutdown::Both).unwrap();
-    let chatter: Peer = |peer| std::io::Write::write_all(peer, b"unasked").unwrap();
-    for (what, act) in [("close", close), ("unsolicited bytes", chatter)] {
+    for close in [true, false] {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        runtime(false).block_on(async {
-            let pool = connpool_tokio::builder(TcpDialer::new().readiness_first(true))
-                .build()
-                .unwrap();
-            let mut conn = pool.get(&addr).await.unwrap();
-            let (mut peer, _) = listener.accept().unwrap();
-            std::io::Write::write_all(&mut peer, b"hello").unwrap();
-            let mut hello = [0; 5];
-            conn.read_exact(&mut hello).await.unwrap();
-            drop(conn);
-            assert_eq!(pool.stats().idle(), 1, "{what}");
+        let accept = || listener.accept().unwrap().0;
+        readiness_first_case(TcpDialer::new().readiness_first(true), addr, accept, close);
+    }
+}
 
-            act(&mut peer);
-            let unseen = pool.get(&addr).await.unwrap();
-            assert!(unseen.is_reused(), "{what}: the reactor had not looked yet");
-            drop(unseen);
-
-            // Let the reactor look (the runtime parks in it), then the check sees the event.
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                let conn = pool.get(&addr).await.unwrap();
-                if !conn.is_reused() {
-                    break;
-                }
-                assert!(std::time::Instant::now() < deadline, "{what}: never seen");
-            }
-            let counters = pool.stats().counters;
-            assert_eq!((counters.closed_not_open, counters.dials), (1, 2), "{what}");
-        });
+#[cfg(unix)]
+#[test]
+fn unix_readiness_first_sees_what_the_reactor_saw_and_only_that() {
+    for close in [true, false] {
+        let path = std::env::temp_dir().join(format!(
+            "connpool-readiness-first-{}-{close}.sock",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let accept = || listener.accept().unwrap().0;
+        readiness_first_case(
+            UnixDialer::new().readiness_first(true),
+            path.clone(),
+            accept,
+            close,
+        );
+        std::fs::remove_file(&path).unwrap();
     }
 }
