@@ -13,7 +13,8 @@ use crate::pooled::Pooled;
 use crate::reaper::{self, ReaperSignal};
 use crate::stats::Stats;
 use crate::store::{
-    Checkout, Destination, DialOutcome, Grant, Leave, Lent, Limits, Reason, Store, Waiter, Want,
+    Checkout, Destination, DialOutcome, Grant, Leave, Left, Lent, Limits, Reason, Store, Waiter,
+    Want,
 };
 use crate::sync::Arc;
 use crate::Dialer;
@@ -305,10 +306,10 @@ impl<D: Dialer> Pool<D> {
                     queued.done = true;
                     let now = inner.time.now();
                     return Poll::Ready(
-                        inner
-                            .store
-                            .leave_queue(dest, waiter, Leave::TimedOut, now)
-                            .ok_or(Error::Timeout),
+                        match inner.store.leave_queue(dest, waiter, Leave::TimedOut, now) {
+                            Left::Grant(grant) => Ok(grant),
+                            Left::Nothing | Left::Idled => Err(Error::Timeout),
+                        },
                     );
                 }
             }
@@ -479,11 +480,14 @@ impl<D: Dialer> Drop for Queued<'_, D> {
     fn drop(&mut self) {
         if !self.done {
             let pool = &self.dest.pool;
-            pool.store
-                .leave_queue(self.dest, self.waiter, Leave::Cancelled, pool.time.now());
-            // A connection handed to this waiter may have gone idle just now; a parked reaper
-            // must hear of it (told for nothing otherwise, it looks and parks again).
-            pool.reaper.idle_added();
+            let now = pool.time.now();
+            if let Left::Idled =
+                pool.store
+                    .leave_queue(self.dest, self.waiter, Leave::Cancelled, now)
+            {
+                // The connection handed to this waiter went idle: a parked reaper must hear.
+                pool.reaper.idle_added();
+            }
         }
     }
 }

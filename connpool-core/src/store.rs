@@ -277,6 +277,17 @@ pub(crate) enum DialOutcome {
     Cancelled,
 }
 
+/// What a waiter leaving its queue comes away with.
+pub(crate) enum Left<C> {
+    /// What it was given before its wait timed out: the caller's to use.
+    Grant(Grant<C>),
+    /// Nothing for the caller, and nothing went idle.
+    Nothing,
+    /// Nothing for the caller; the connection a cancelled waiter had been given went idle (a
+    /// parked reaper must hear of it).
+    Idled,
+}
+
 /// Why a waiter leaves the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Leave {
@@ -1303,7 +1314,7 @@ impl<D: Dialer> Store<D> {
         waiter: &Arc<Waiter<D::Conn>>,
         leave: Leave,
         now: Nanos,
-    ) -> Option<Grant<D::Conn>> {
+    ) -> Left<D::Conn> {
         self.with_bucket_if_any(dest, now, |bucket, now, books, after| {
             let closed = self.is_closed();
             let Some(grant) = waiter.withdraw() else {
@@ -1311,10 +1322,10 @@ impl<D: Dialer> Store<D> {
                 if leave == Leave::TimedOut {
                     books.counters.wait_timeouts += 1;
                 }
-                return None;
+                return Left::Nothing;
             };
             match (leave, grant) {
-                (Leave::TimedOut, grant) => Some(grant),
+                (Leave::TimedOut, grant) => Left::Grant(grant),
                 (Leave::Cancelled, Grant::Conn(conn, born)) => {
                     // Counted as a hit for a get that never saw it.
                     books.counters.hits -= 1;
@@ -1322,23 +1333,33 @@ impl<D: Dialer> Store<D> {
                     if closed {
                         books.counters.count(Reason::PoolClosed, 1);
                         after.close(conn);
-                    } else if let Err(conn) = bucket.check_in(conn, born, now, books, after) {
-                        // Waiters come with `max_open_per_host`, which keeps one lane: the
-                        // destination is at capacity.
-                        books.counters.count(Reason::OverCapacity, 1);
-                        after.close(conn);
+                        return Left::Nothing;
                     }
-                    None
+                    match bucket.check_in(conn, born, now, books, after) {
+                        Ok(true) => Left::Idled,
+                        // Handed to the next waiter.
+                        Ok(false) => Left::Nothing,
+                        Err(conn) => {
+                            // Waiters come with `max_open_per_host`, which keeps one lane: the
+                            // destination is at capacity.
+                            books.counters.count(Reason::OverCapacity, 1);
+                            after.close(conn);
+                            Left::Nothing
+                        }
+                    }
                 }
                 (Leave::Cancelled, Grant::Slot) => {
                     bucket.dialing -= 1;
-                    None
+                    Left::Nothing
                 }
-                (Leave::Cancelled, Grant::Closed) => None,
+                (Leave::Cancelled, Grant::Closed) => Left::Nothing,
             }
         })
         // No bucket: the pool closed and turned this waiter away, which nothing can change.
-        .unwrap_or_else(|| waiter.withdraw().filter(|_| leave == Leave::TimedOut))
+        .unwrap_or_else(|| match waiter.withdraw() {
+            Some(grant) if leave == Leave::TimedOut => Left::Grant(grant),
+            _ => Left::Nothing,
+        })
     }
 
     /// Closes the idle connections whose time is up. Returns how many, and when the next one's

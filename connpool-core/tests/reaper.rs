@@ -196,3 +196,26 @@ fn a_connection_left_by_a_cancelled_waiter_is_reaped() {
     );
     assert_eq!(pool.stats().counters.closed_expired, 1);
 }
+
+/// A waiter dropped with nothing given to it leaves nothing idle: the parked reaper stays parked.
+#[test]
+fn a_waiter_cancelled_empty_handed_leaves_the_reaper_parked() {
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    let (pool, _dialer, clock, spawner) = pool_with(|builder| builder.max_open_per_host(1));
+    spawner.run();
+    let a = addr("a:1");
+    let held = block_on(pool.get(&a)).unwrap();
+    let mut waiting = Box::pin(pool.get(&a));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(
+        waiting.as_mut().poll(&mut cx).is_pending(),
+        "the destination is full"
+    );
+    drop(waiting);
+    assert_eq!(spawner.run(), 0, "the reaper was woken for nothing");
+    assert_eq!(clock.pending_sleeps(), 0);
+    drop(held);
+    assert_eq!(spawner.run(), 1, "a connection went idle: the reaper looks");
+}
