@@ -2,9 +2,12 @@
 
 mod support;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Waker};
 use std::time::Duration;
 
-use connpool_core::{Builder, ManualClock, Pool};
+use connpool_core::{Builder, Error, ManualClock, Pool, Pooled};
 use futures::executor::block_on;
 use support::{addr, TestDialer, TestSpawner};
 
@@ -165,24 +168,34 @@ fn a_get_never_hands_out_an_expired_connection_before_the_reaper_runs() {
     assert_eq!(dialer.dials(), 2);
 }
 
-/// A waiter dropped after a returned connection was handed to it puts that connection idle: the
-/// parked reaper must hear of it, or the connection outlives its idle timeout until the next call.
-#[test]
-fn a_connection_left_by_a_cancelled_waiter_is_reaped() {
-    use std::future::Future;
-    use std::task::{Context, Waker};
+/// What a get of the test pool comes to.
+type Got = Result<Pooled<TestDialer>, Error>;
 
-    let (pool, dialer, clock, spawner) = pool_with(|builder| builder.max_open_per_host(1));
-    spawner.run();
-    assert_eq!(clock.pending_sleeps(), 0, "nothing idle: the reaper parks");
-    let a = addr("a:1");
-    let held = block_on(pool.get(&a)).unwrap();
-    let mut waiting = Box::pin(pool.get(&a));
+/// On a pool with `max_open_per_host(1)`: the one connection to `a`, held, and a second get for
+/// `a`, polled once, waiting in line for it.
+fn held_and_waiting<'a>(
+    pool: &'a Pool<TestDialer>,
+    a: &'a String,
+) -> (Pooled<TestDialer>, Pin<Box<impl Future<Output = Got> + 'a>>) {
+    let held = block_on(pool.get(a)).unwrap();
+    let mut waiting = Box::pin(pool.get(a));
     let mut cx = Context::from_waker(Waker::noop());
     assert!(
         waiting.as_mut().poll(&mut cx).is_pending(),
         "the destination is full"
     );
+    (held, waiting)
+}
+
+/// A waiter dropped after a returned connection was handed to it puts that connection idle: the
+/// parked reaper must hear of it, or the connection outlives its idle timeout until the next call.
+#[test]
+fn a_connection_left_by_a_cancelled_waiter_is_reaped() {
+    let (pool, dialer, clock, spawner) = pool_with(|builder| builder.max_open_per_host(1));
+    spawner.run();
+    assert_eq!(clock.pending_sleeps(), 0, "nothing idle: the reaper parks");
+    let a = addr("a:1");
+    let (held, waiting) = held_and_waiting(&pool, &a);
     drop(held); // handed straight to the waiter, so nothing went idle
     drop(waiting); // the waiter goes away and its connection goes idle
     assert_eq!(pool.stats().destination(&a).map(|d| d.idle), Some(1));
@@ -200,19 +213,10 @@ fn a_connection_left_by_a_cancelled_waiter_is_reaped() {
 /// A waiter dropped with nothing given to it leaves nothing idle: the parked reaper stays parked.
 #[test]
 fn a_waiter_cancelled_empty_handed_leaves_the_reaper_parked() {
-    use std::future::Future;
-    use std::task::{Context, Waker};
-
     let (pool, _dialer, clock, spawner) = pool_with(|builder| builder.max_open_per_host(1));
     spawner.run();
     let a = addr("a:1");
-    let held = block_on(pool.get(&a)).unwrap();
-    let mut waiting = Box::pin(pool.get(&a));
-    let mut cx = Context::from_waker(Waker::noop());
-    assert!(
-        waiting.as_mut().poll(&mut cx).is_pending(),
-        "the destination is full"
-    );
+    let (held, waiting) = held_and_waiting(&pool, &a);
     drop(waiting);
     assert_eq!(spawner.run(), 0, "the reaper was woken for nothing");
     assert_eq!(clock.pending_sleeps(), 0);
