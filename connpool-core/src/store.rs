@@ -59,30 +59,47 @@ pub(crate) struct Destination<D: Dialer> {
 /// touch the pool afterwards works on a [`Lent::counted`] copy; the return's fast path, which
 /// ends the count by making the connection idle, touches nothing of the pool once the shard is
 /// unlocked ([`Store::put_fresh`]).
-pub(crate) struct Lent<D: Dialer>(ManuallyDrop<Arc<Destination<D>>>);
+///
+/// It also remembers where in its shard's table the bucket sat when the connection was handed out
+/// (`slot`), so that the return goes straight there instead of probing the table. Only a hint: the
+/// table moves its entries when it grows, so the return checks that the slot still holds this
+/// destination's bucket and probes when it does not.
+pub(crate) struct Lent<D: Dialer> {
+    dest: ManuallyDrop<Arc<Destination<D>>>,
+    slot: usize,
+}
 
 impl<D: Dialer> Lent<D> {
     /// Lends `dest`, the `Arc` of a bucket that counts the caller as holding a connection.
     #[inline]
     pub(crate) fn new(dest: &Arc<Destination<D>>) -> Self {
+        Lent::at(dest, usize::MAX)
+    }
+
+    /// [`Lent::new`], for a bucket found at `slot` of its shard's table.
+    #[inline]
+    fn at(dest: &Arc<Destination<D>>, slot: usize) -> Self {
         #[allow(unsafe_code)]
         // SAFETY: the pointer comes from a live `Arc`, and the `Arc` made from it is never dropped
         // (`ManuallyDrop`, and `Lent` has no `Drop`), so it never gives up a count it did not
         // take. It is used only while the bucket counts its holder (see the type's comment).
         let lent = unsafe { Arc::from_raw(Arc::as_ptr(dest)) };
-        Lent(ManuallyDrop::new(lent))
+        Lent {
+            dest: ManuallyDrop::new(lent),
+            slot,
+        }
     }
 
     /// Whether `dest` is the `Arc` this was lent from.
     #[inline]
     fn is(&self, dest: &Arc<Destination<D>>) -> bool {
-        Arc::ptr_eq(&self.0, dest)
+        Arc::ptr_eq(&self.dest, dest)
     }
 
     /// A counted `Arc` of the destination, for paths that may end the holder's count and still
     /// reach the pool afterwards.
     pub(crate) fn counted(&self) -> Arc<Destination<D>> {
-        Arc::clone(&self.0)
+        Arc::clone(&self.dest)
     }
 
     /// Ends the holder's count for `reason` ([`Store::forget`]), through a counted copy: the
@@ -98,7 +115,7 @@ impl<D: Dialer> Deref for Lent<D> {
 
     #[inline]
     fn deref(&self) -> &Destination<D> {
-        &self.0
+        &self.dest
     }
 }
 
@@ -798,18 +815,22 @@ impl<D: Dialer> Store<D> {
     ) -> Option<(Lent<D>, D::Conn, Nanos)> {
         let mut guard = lock(self.shard(lane, hash));
         let Shard { buckets, books } = &mut *guard;
-        let bucket = buckets.find_mut(hash, |b| b.dest.addr == *addr)?;
+        let mut entry = buckets.find_entry(hash, |b| b.dest.addr == *addr).ok()?;
+        let slot = entry.bucket_index();
+        let bucket = entry.get_mut();
         let newest = bucket.idle.last()?;
+        // No look at the closed flag: `close` empties every shard under its lock after raising
+        // the flag, and nothing goes idle once it is up, so an idle connection found here is
+        // one that `close`, still running, has not reached yet (the get came first).
         let fine = now.saturating_sub(newest.since) < self.idle_timeout
-            && now.saturating_sub(newest.born) < self.max_lifetime
-            && !self.is_closed();
+            && now.saturating_sub(newest.born) < self.max_lifetime;
         if !fine {
             return None;
         }
         let idle = bucket.pop_newest(books)?;
         books.counters.hits += 1;
         bucket.held += 1;
-        Some((Lent::new(&bucket.dest), idle.conn, idle.born))
+        Some((Lent::at(&bucket.dest, slot), idle.conn, idle.born))
     }
 
     /// The hot path of a return: keeps the connection idle when that is plainly right (the pool
@@ -835,8 +856,13 @@ impl<D: Dialer> Store<D> {
         let store = &pool.store;
         let mut guard = lock(&store.shards[dest.shard].0);
         let Shard { buckets, books } = &mut *guard;
-        let Some(bucket) = buckets.find_mut(dest.hash, |b| dest.is(&b.dest)) else {
-            return Err(conn);
+        // Straight to the slot the get found the bucket in, unless the table has moved it since.
+        let bucket = match buckets.get_bucket_mut(dest.slot) {
+            Some(bucket) if dest.is(&bucket.dest) => bucket,
+            _ => match buckets.find_mut(dest.hash, |b| dest.is(&b.dest)) {
+                Some(bucket) => bucket,
+                None => return Err(conn),
+            },
         };
         let oldest_fresh = bucket
             .idle
