@@ -46,19 +46,26 @@ impl Registered for tokio::net::UnixStream {
 /// End of stream means the peer closed it; bytes waiting mean an answer nobody asked for (the
 /// protocol is out of step); an error means it was reset.
 ///
-/// With `readiness_first`, the peek is made only while tokio's reactor holds the stream readable:
-/// the reactor marks it when bytes, the end of the stream or an error arrive, and the mark stays
-/// until a read (this peek included) finds nothing. An unmarked stream is open without a system
-/// call; a close that arrived since the reactor last looked at the sockets goes unseen until it
-/// looks again.
+/// The peek goes through tokio's reactor where the reactor holds the stream readable, so that a
+/// `WouldBlock` also takes the mark off: the next read of the stream then waits for the reactor at
+/// once instead of first failing with `WouldBlock` itself (a system call saved per reuse). The
+/// reactor takes a mark off only if no event came after the one that set it, so no wake-up is
+/// lost. Where the reactor holds no mark, the peek is made directly, unless `readiness_first`
+/// says to believe the reactor: then an unmarked stream is open without a system call, and a close
+/// that arrived since the reactor last looked at the sockets goes unseen until it looks again.
 pub(crate) fn is_open(stream: &impl Registered, readiness_first: bool) -> bool {
     let mut byte = [MaybeUninit::uninit()];
     loop {
-        let mut peek = || stream.socket().peek(&mut byte);
-        let answer = if readiness_first {
-            stream.try_read_io(peek)
-        } else {
-            peek()
+        let mut peeked = false;
+        let answer = match stream.try_read_io(|| {
+            peeked = true;
+            stream.socket().peek(&mut byte)
+        }) {
+            Err(err) if !peeked && !readiness_first => {
+                debug_assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+                stream.socket().peek(&mut byte)
+            }
+            answer => answer,
         };
         match answer {
             Ok(_) => return false,

@@ -231,6 +231,91 @@ impl PeerEnd for std::os::unix::net::UnixStream {
     }
 }
 
+/// A tokio stream whose reactor readiness the test can look at.
+trait Marked {
+    /// Whether tokio's reactor holds the stream readable right now (no waiting).
+    fn marked_readable(&self) -> bool;
+}
+
+impl Marked for tokio::net::TcpStream {
+    fn marked_readable(&self) -> bool {
+        use futures::FutureExt;
+        self.ready(tokio::io::Interest::READABLE)
+            .now_or_never()
+            .is_some_and(|ready| ready.unwrap().is_readable())
+    }
+}
+
+#[cfg(unix)]
+impl Marked for tokio::net::UnixStream {
+    fn marked_readable(&self) -> bool {
+        use futures::FutureExt;
+        self.ready(tokio::io::Interest::READABLE)
+            .now_or_never()
+            .is_some_and(|ready| ready.unwrap().is_readable())
+    }
+}
+
+/// The default check peeks every time, and takes off the readable mark a read left behind, so
+/// that the next read waits for the reactor instead of failing first; it still sees a close the
+/// reactor has not looked at (a current-thread runtime looks only when the test awaits something
+/// that waits).
+fn default_check_case<D: Dialer, P: PeerEnd>(dialer: D, addr: D::Addr, accept: impl FnOnce() -> P)
+where
+    D::Conn: AsyncRead + Unpin + Marked,
+{
+    runtime(false).block_on(async {
+        let pool = connpool_tokio::builder(dialer).build().unwrap();
+        let mut conn = pool.get(&addr).await.unwrap();
+        let mut peer = accept();
+        peer.write_all(b"hello").unwrap();
+        let mut hello = [0; 5];
+        tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut hello))
+            .await
+            .expect("the peer's hello within 5 s")
+            .unwrap();
+        // The read filled its buffer, so tokio kept the stream marked readable.
+        assert!(conn.marked_readable(), "a full read keeps the mark");
+        drop(conn);
+
+        let conn = pool.get(&addr).await.unwrap();
+        assert!(conn.is_reused());
+        assert!(
+            !conn.marked_readable(),
+            "the return's peek took the mark off"
+        );
+        drop(conn);
+
+        peer.close();
+        let conn = pool.get(&addr).await.unwrap();
+        assert!(!conn.is_reused(), "the close was seen without the reactor");
+        let counters = pool.stats().counters;
+        assert_eq!((counters.closed_not_open, counters.dials), (1, 2));
+    });
+}
+
+#[test]
+fn default_check_takes_off_the_stale_mark_and_still_sees_a_close() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    default_check_case(TcpDialer::new(), addr, || listener.accept().unwrap().0);
+}
+
+#[cfg(unix)]
+#[test]
+fn unix_default_check_takes_off_the_stale_mark_and_still_sees_a_close() {
+    let path = std::env::temp_dir().join(format!(
+        "connpool-default-check-{}.sock",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    default_check_case(UnixDialer::new(), path.clone(), || {
+        listener.accept().unwrap().0
+    });
+    std::fs::remove_file(&path).unwrap();
+}
+
 /// With `readiness_first`, `is_open` believes tokio's reactor: what the peer did to an idle
 /// connection since the reactor last looked goes unseen (deterministic here: a current-thread
 /// runtime looks only when the test awaits something that waits), and once the reactor has
