@@ -88,6 +88,41 @@ fn idle_connections_go_out_last_in_first_out() {
     assert_eq!((x.id, y.id, z.id), (2, 0, 1));
 }
 
+/// A returning connection goes back to the bucket it came from even when the table has moved that
+/// bucket while it was out (the return first tries the slot the get found the bucket in).
+#[test]
+fn connections_held_while_the_table_grows_return_to_their_own_destination() {
+    // A per-host limit keeps one lane, where every bucket may keep `capacity` idle connections:
+    // a bucket of another destination would take the connection in, not send it the slow way.
+    let dialer = TestDialer::new();
+    let pool = Pool::builder(dialer.clone())
+        .max_open_per_host(1 << 20)
+        .build()
+        .unwrap();
+    let held_addrs: Vec<String> = (0..64).map(|i| format!("held:{i}")).collect();
+    for a in &held_addrs {
+        drop(get(&pool, a));
+    }
+    // Reused, so each guard knows where its bucket was.
+    let held: Vec<_> = held_addrs.iter().map(|a| get(&pool, a)).collect();
+    assert!(held.iter().all(|c| c.is_reused()));
+    let others: Vec<_> = (0..4000)
+        .map(|i| get(&pool, &format!("other:{i}")))
+        .collect();
+    drop(held);
+    for a in &held_addrs {
+        assert_eq!(counts(&pool, a), (1, 1), "{a}");
+    }
+    drop(others);
+    let stats = pool.stats();
+    assert_eq!(stats.destinations.len(), 4064);
+    assert!(stats
+        .destinations
+        .iter()
+        .all(|d| (d.total, d.idle) == (1, 1)));
+    assert_eq!(dialer.dials(), 4064);
+}
+
 #[test]
 fn reuse_is_per_address() {
     let (pool, dialer, _) = pool(4);
