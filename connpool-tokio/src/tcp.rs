@@ -17,8 +17,11 @@ use crate::socket::{dial_error, is_open, timed_out};
 ///
 /// An idle connection is reused only while [`is_open`](Dialer::is_open) says so: a peek that does
 /// not wait finds the connection neither closed nor reset by the peer, with no unread bytes. That
-/// peek is a system call at every get and every return; [`readiness_first`](Self::readiness_first)
-/// trades its exactness for speed.
+/// peek is a system call at every get and every return. Where tokio's reactor holds the stream
+/// readable (a read that filled its buffer leaves that mark), the peek goes through the reactor, so
+/// that finding nothing also takes the mark off and the next read waits at once instead of first
+/// failing; the answer is the same. [`readiness_first`](Self::readiness_first) trades the peek's
+/// exactness for speed.
 #[derive(Debug, Clone)]
 pub struct TcpDialer {
     nodelay: bool,
