@@ -54,6 +54,19 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Instant;
     /// A future that completes once `dur` has passed on this clock.
     fn sleep(&self, dur: Duration) -> BoxFuture<'static, ()>;
+
+    /// Whether [`now`](Clock::now) reads the system's monotonic clock (what `Instant::now()`
+    /// reads), and will for as long as the pool lives. Asked once, when the pool is built.
+    ///
+    /// A pool on such a clock reads the time itself, as a pool with no clock does: the system's
+    /// monotonic clock at its coarse resolution where the system offers one (Linux: a few
+    /// milliseconds, a few nanoseconds per reading instead of over twenty), and sleeps on this
+    /// clock. Idle timeouts then have that resolution. Default `false`: the pool asks
+    /// [`now`](Clock::now) at every get and every return, as a clock that can be paused or moved
+    /// by hand needs.
+    fn is_system_time(&self) -> bool {
+        false
+    }
 }
 
 /// Runs the pool's background task (the idle reaper) on some executor.
@@ -96,8 +109,9 @@ pub(crate) struct Timebase {
 }
 
 enum Source {
-    /// No clock was set: the system's monotonic clock.
-    System(SystemClock),
+    /// The system's monotonic clock, read by the pool; and the clock the builder was given, if
+    /// any, to sleep on (one that reads the system's clock too: [`Clock::is_system_time`]).
+    System(SystemClock, Option<Arc<dyn Clock>>),
     /// A clock the builder was given, and its reading when the pool was built.
     Custom(Arc<dyn Clock>, Instant),
 }
@@ -105,11 +119,11 @@ enum Source {
 impl Timebase {
     pub(crate) fn new(clock: Option<Arc<dyn Clock>>) -> Self {
         let source = match clock {
-            Some(clock) => {
+            Some(clock) if !clock.is_system_time() => {
                 let epoch = clock.now();
                 Source::Custom(clock, epoch)
             }
-            None => Source::System(SystemClock::new()),
+            clock => Source::System(SystemClock::new(), clock),
         };
         Timebase { source }
     }
@@ -117,7 +131,7 @@ impl Timebase {
     #[inline]
     pub(crate) fn now(&self) -> Nanos {
         match &self.source {
-            Source::System(system) => system.now(),
+            Source::System(system, _) => system.now(),
             Source::Custom(clock, epoch) => nanos(clock.now().saturating_duration_since(*epoch)),
         }
     }
@@ -125,7 +139,7 @@ impl Timebase {
     /// The clock the builder was given, which the reaper sleeps on.
     pub(crate) fn clock(&self) -> Option<&Arc<dyn Clock>> {
         match &self.source {
-            Source::System(_) => None,
+            Source::System(_, clock) => clock.as_ref(),
             Source::Custom(clock, _) => Some(clock),
         }
     }
@@ -136,9 +150,10 @@ impl Timebase {
 ///
 /// A coarse reading costs a few nanoseconds where a precise one costs over twenty, and the pool
 /// reads the clock on every get and every return. Idle timeouts are seconds long, so milliseconds
-/// of resolution change nothing; a pool that needs finer timing sets its own [`Clock`]. It cannot
-/// sleep, so a pool on it expires idle connections lazily (on get, return and
-/// [`Pool::reap`](crate::Pool::reap)).
+/// of resolution change nothing; a pool that needs finer timing sets its own [`Clock`] (one that
+/// does not say [`Clock::is_system_time`]). It cannot sleep, so a pool on it alone expires idle
+/// connections lazily (on get, return and [`Pool::reap`](crate::Pool::reap)); a pool given a clock
+/// that reads the system's time sleeps on that clock.
 struct SystemClock {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     epoch: Nanos,

@@ -541,7 +541,8 @@ impl<D: Dialer> Builder<D> {
     }
 
     /// The clock idle times and timeouts are measured on (default: the system's monotonic clock at
-    /// its coarse resolution, a few milliseconds, which cannot sleep).
+    /// its coarse resolution, a few milliseconds, which cannot sleep). A clock that says
+    /// [`Clock::is_system_time`] is slept on, and the pool reads the time as with the default.
     pub fn clock(mut self, c: impl Clock) -> Self {
         self.clock = Some(std::sync::Arc::new(c));
         self

@@ -4,11 +4,14 @@ mod support;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use connpool_core::{Builder, Error, ManualClock, Pool, Pooled};
+use connpool_core::{Builder, Clock, Error, ManualClock, Pool, Pooled};
 use futures::executor::block_on;
+use futures::future::BoxFuture;
 use support::{addr, TestDialer, TestSpawner};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,6 +34,64 @@ fn pool_with(
         .spawner(spawner.clone());
     let pool = configure(builder).build().unwrap();
     (pool, dialer, clock, spawner)
+}
+
+/// A clock that says whether it reads the system's time, sleeps on a [`ManualClock`], and counts
+/// how often the pool asks it for the time.
+#[derive(Clone)]
+struct CountingClock {
+    sleeps: ManualClock,
+    nows: Arc<AtomicUsize>,
+    system: bool,
+}
+
+impl Clock for CountingClock {
+    fn now(&self) -> Instant {
+        self.nows.fetch_add(1, Ordering::SeqCst);
+        Instant::now()
+    }
+
+    fn sleep(&self, dur: Duration) -> BoxFuture<'static, ()> {
+        self.sleeps.sleep(dur)
+    }
+
+    fn is_system_time(&self) -> bool {
+        self.system
+    }
+}
+
+#[test]
+fn a_clock_on_the_systems_time_is_slept_on_and_not_read() {
+    for system in [true, false] {
+        let clock = CountingClock {
+            sleeps: ManualClock::new(),
+            nows: Arc::default(),
+            system,
+        };
+        let spawner = TestSpawner::default();
+        let pool = Pool::builder(TestDialer::new())
+            .idle_timeout(TIMEOUT)
+            .clock(clock.clone())
+            .spawner(spawner.clone())
+            .build()
+            .unwrap();
+        let at_build = clock.nows.load(Ordering::SeqCst);
+        for _ in 0..10 {
+            drop(block_on(pool.get(&addr("a:1"))).unwrap());
+        }
+        spawner.run();
+        assert_eq!(
+            clock.sleeps.pending_sleeps(),
+            1,
+            "system time {system}: the reaper sleeps on the clock"
+        );
+        let asked = clock.nows.load(Ordering::SeqCst) - at_build;
+        if system {
+            assert_eq!(asked, 0, "the pool reads the system's clock itself");
+        } else {
+            assert!(asked >= 20, "every get and return asks the clock: {asked}");
+        }
+    }
 }
 
 #[test]
