@@ -15,6 +15,13 @@ use connpool_core::Clock;
 ///
 /// Its sleeps are tokio timers: they must be made inside a tokio runtime with time enabled, as
 /// they are when the reaper runs on a [`TokioSpawner`](crate::TokioSpawner).
+///
+/// Only a current-thread runtime's clock can be paused. Asked inside a multi-thread runtime,
+/// [`is_system_time`](Clock::is_system_time) says yes, so a pool built there (by
+/// [`builder`](crate::builder), say) reads the system's clock itself, a few nanoseconds a reading
+/// instead of a precise read of tokio's clock at every get and return, and sleeps on tokio's
+/// timers. Such a pool belongs to that runtime's time: used from inside a paused current-thread
+/// runtime, it would not see that runtime's time move.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TokioClock;
 
@@ -32,5 +39,13 @@ impl Clock for TokioClock {
 
     fn sleep(&self, dur: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(tokio::time::sleep(dur))
+    }
+
+    /// `true` inside a multi-thread runtime: tokio pauses only a current-thread runtime's clock,
+    /// so a multi-thread runtime's time is the system's.
+    fn is_system_time(&self) -> bool {
+        tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+            runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        })
     }
 }

@@ -213,6 +213,56 @@ fn pool_built_on_a_handle_reaps_there_when_used_from_plain_threads() {
     assert_eq!(pool.stats().counters.closed_expired, 1);
 }
 
+#[test]
+fn tokio_clock_is_system_time_only_where_tokio_cannot_pause_it() {
+    let clock = connpool_tokio::TokioClock;
+    assert!(!clock.is_system_time(), "outside a runtime");
+    runtime(false).block_on(async { assert!(!clock.is_system_time(), "current-thread") });
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    multi.block_on(async { assert!(clock.is_system_time(), "multi-thread") });
+}
+
+/// Built by `builder()` inside a multi-thread runtime, the pool reads the system's clock itself and
+/// still reaps on tokio's timers.
+#[test]
+fn pool_built_in_a_multi_thread_runtime_reaps_on_the_system_clock() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = EchoServer::tcp();
+    let addr = server.addr();
+    let pool = {
+        let _context = rt.enter();
+        connpool_tokio::builder(TcpDialer::new())
+            .idle_timeout(Duration::from_millis(50))
+            .build()
+            .unwrap()
+    };
+    rt.block_on(async {
+        let mut conn = pool.get(&addr).await.unwrap();
+        echo(&mut *conn, b"x").await.unwrap();
+        drop(conn);
+        let conn = pool.get(&addr).await.unwrap();
+        assert!(conn.is_reused(), "not expired at once");
+    });
+    assert_eq!(pool.stats().idle(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.open() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reaper never closed it"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(pool.stats().counters.closed_expired, 1);
+}
+
 /// The peer's end of a pooled connection, served by a plain thread's listener.
 trait PeerEnd: std::io::Write {
     fn close(&mut self);
