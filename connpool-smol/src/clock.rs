@@ -10,7 +10,9 @@ use smol::Timer;
 /// The pool's clock on smol: the system's monotonic clock, with async-io timers to sleep on.
 ///
 /// Its sleeps need no executor of their own: async-io drives its timers from whichever thread
-/// waits for them, or from its background thread.
+/// waits for them, or from its background thread. As its time is the system's
+/// ([`is_system_time`](Clock::is_system_time)), a pool on it reads the system's clock itself, at the
+/// coarse resolution a pool with no clock uses (a few nanoseconds a reading instead of over twenty).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SmolClock;
 
@@ -31,5 +33,10 @@ impl Clock for SmolClock {
         Box::pin(async move {
             timer.await;
         })
+    }
+
+    /// Always `true`: async-io's timers run on the system's monotonic clock, which nothing pauses.
+    fn is_system_time(&self) -> bool {
+        true
     }
 }
