@@ -57,6 +57,7 @@ def hot_path(results):
 PEERS = [
     "connpool_check_off",
     "connpool_check_on",
+    "connpool_tokio",
     "deadpool_locked_map",
     "deadpool_fixed_map",
     "bb8_locked_map",
@@ -77,16 +78,16 @@ def peers(results):
             cells.append(ns(found[0]) if found else "–")
         print(f"| {peer} | " + " | ".join(cells) + " |")
     print()
-    print("Best of the deadpool/bb8 maps over connpool (check on, and check off), same group:")
+    print("Best of the deadpool/bb8 maps over connpool (check on, check off, and Tokio's builder), same group:")
     print()
     print("| | " + " | ".join(f"{t}t, {d} dest" for t, d in configs) + " |")
     print("|---|" + "---:|" * len(configs))
-    for mine in ("connpool_check_on", "connpool_check_off"):
+    for mine in ("connpool_check_on", "connpool_check_off", "connpool_tokio"):
         cells = []
         for threads, dests in configs:
             group = f"peers_{threads}t_{dests}dest"
             best = min(
-                (results[(group, p, str(dests))][0] for p in PEERS[2:6] if (group, p, str(dests)) in results),
+                (results[(group, p, str(dests))][0] for p in PEERS[3:7] if (group, p, str(dests)) in results),
                 default=None,
             )
             found = results.get((group, mine, str(dests)))

@@ -7,6 +7,8 @@
 //!
 //! - `connpool_check_on` / `connpool_check_off`: connpool-core, `check_on_get` on (the default)
 //!   and off;
+//! - `connpool_tokio`: the pool `connpool_tokio::builder` makes (defaults, the reaper on the Tokio
+//!   runtime the other peers' gets run in, a multi-thread one), what a Tokio user gets;
 //! - `deadpool_locked_map` / `bb8_locked_map`: `RwLock<HashMap<String, Pool>>`, a pool per
 //!   destination made on first use: what a user writes when destinations are not known up front;
 //! - `deadpool_fixed_map` / `bb8_fixed_map`: a read-only `HashMap<String, Pool>` built up front,
@@ -75,22 +77,18 @@ impl Setup<'_> {
         });
     }
 
-    fn connpool(&self, group: &mut BenchmarkGroup<'_, WallTime>, check_on_get: bool) {
-        let pool = Pool::builder(NoopDialer)
-            .check_on_get(check_on_get)
-            .build()
-            .expect("valid settings");
+    fn connpool(
+        &self,
+        group: &mut BenchmarkGroup<'_, WallTime>,
+        name: &str,
+        pool: Pool<NoopDialer>,
+    ) {
         for addr in self.addrs {
             let held: Vec<_> = (0..self.threads)
                 .map(|_| ready(pool.get(addr)).expect("the no-op dialer never fails"))
                 .collect();
             drop(held);
         }
-        let name = if check_on_get {
-            "connpool_check_on"
-        } else {
-            "connpool_check_off"
-        };
         self.bench(group, name, self.addrs, |addr| {
             let conn = ready(pool.get(addr)).expect("the no-op dialer never fails");
             black_box(&conn);
@@ -234,8 +232,21 @@ fn peers(c: &mut Criterion) {
                 runtime: &runtime,
             };
             let mut group = c.benchmark_group(format!("peers_{threads}t_{dests}dest"));
-            setup.connpool(&mut group, false);
-            setup.connpool(&mut group, true);
+            for (name, check_on_get) in [("connpool_check_off", false), ("connpool_check_on", true)]
+            {
+                let pool = Pool::builder(NoopDialer)
+                    .check_on_get(check_on_get)
+                    .build()
+                    .expect("valid settings");
+                setup.connpool(&mut group, name, pool);
+            }
+            let tokio_pool = {
+                let _context = runtime.enter();
+                connpool_tokio::builder(NoopDialer)
+                    .build()
+                    .expect("valid settings")
+            };
+            setup.connpool(&mut group, "connpool_tokio", tokio_pool);
             setup.deadpool_locked(&mut group);
             setup.deadpool_fixed(&mut group);
             setup.bb8_locked(&mut group);
