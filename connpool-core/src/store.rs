@@ -819,11 +819,11 @@ impl<D: Dialer> Store<D> {
         let slot = entry.bucket_index();
         let bucket = entry.get_mut();
         let newest = bucket.idle.last()?;
-        // No look at the closed flag: `close` empties every shard under its lock after raising
-        // the flag, and nothing goes idle once it is up, so an idle connection found here is
-        // one that `close`, still running, has not reached yet (the get came first).
+        // The closed flag too: `close` raises it before it empties the shards one by one, and a
+        // get must not take what a shard it has not reached yet still holds.
         let fine = now.saturating_sub(newest.since) < self.idle_timeout
-            && now.saturating_sub(newest.born) < self.max_lifetime;
+            && now.saturating_sub(newest.born) < self.max_lifetime
+            && !self.is_closed();
         if !fine {
             return None;
         }

@@ -486,3 +486,82 @@ fn dial_fn_makes_a_dialer() {
 }
 
 use connpool_core::Dialer as _;
+
+/// A connection whose drop, once armed, stops until the test lets it go: it holds `close` halfway
+/// through the pool's shards.
+struct GatedConn(std::sync::Arc<Gate>);
+
+#[derive(Default)]
+struct Gate {
+    armed: std::sync::atomic::AtomicBool,
+    /// (entered, open), each behind the mutex.
+    state: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl Gate {
+    fn wait(&self, until: impl Fn(&(bool, bool)) -> bool) {
+        let mut state = self.state.lock().unwrap();
+        while !until(&state) {
+            let (next, timeout) = self
+                .changed
+                .wait_timeout(state, Duration::from_secs(5))
+                .unwrap();
+            assert!(!timeout.timed_out(), "the gate was never reached");
+            state = next;
+        }
+    }
+
+    fn set(&self, change: impl FnOnce(&mut (bool, bool))) {
+        change(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
+    }
+}
+
+impl Drop for GatedConn {
+    fn drop(&mut self) {
+        if self
+            .0
+            .armed
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.0.set(|state| state.0 = true);
+            self.0.wait(|state| state.1);
+        }
+    }
+}
+
+/// Once `is_closed` says so, every get answers `Closed`, even while `close` is still emptying the
+/// shards it has not reached (their idle connections are still there).
+#[test]
+fn no_get_succeeds_once_the_pool_says_it_is_closed() {
+    let gate = std::sync::Arc::new(Gate::default());
+    let dialer = {
+        let gate = gate.clone();
+        connpool_core::dial_fn(move |_: u32| {
+            let gate = gate.clone();
+            async move { Ok::<_, io::Error>(GatedConn(gate)) }
+        })
+    };
+    let pool = Pool::builder(dialer).build().unwrap();
+    let addrs = 0..256u32;
+    for a in addrs.clone() {
+        drop(block_on(pool.get(&a)).unwrap());
+    }
+    gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let closer = {
+        let pool = pool.clone();
+        std::thread::spawn(move || pool.close())
+    };
+    // `close` now sits in its first shard's aftermath, the other shards not yet emptied.
+    gate.wait(|state| state.0);
+    assert!(pool.is_closed());
+    let handed_out = addrs
+        .clone()
+        .filter(|a| !matches!(block_on(pool.get(a)), Err(Error::Closed)))
+        .count();
+    gate.set(|state| state.1 = true);
+    closer.join().unwrap();
+    assert_eq!(handed_out, 0, "gets that did not answer Closed");
+    assert!(pool.stats().destinations.is_empty());
+}
