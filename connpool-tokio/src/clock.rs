@@ -21,7 +21,10 @@ use connpool_core::Clock;
 /// [`builder`](crate::builder), say) reads the system's clock itself, a few nanoseconds a reading
 /// instead of a precise read of tokio's clock at every get and return, and sleeps on tokio's
 /// timers. Such a pool belongs to that runtime's time: used from inside a paused current-thread
-/// runtime, it would not see that runtime's time move.
+/// runtime, it would not see that runtime's time move, and given a spawner on such a runtime
+/// ([`TokioSpawner::on`](crate::TokioSpawner::on)), its reaper would wake at every step the paused
+/// clock takes until the system's time catches up. [`builder`](crate::builder) takes the clock and
+/// the spawner from the same runtime.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TokioClock;
 
