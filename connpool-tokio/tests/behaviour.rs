@@ -90,6 +90,15 @@ fn runtime(paused: bool) -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// A multi-thread runtime with one worker, whose clock cannot be paused.
+fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 async fn echo<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     msg: &[u8],
@@ -182,25 +191,9 @@ fn spawner_outside_a_runtime_is_none_or_a_clear_panic() {
     assert!(message.contains("TokioSpawner::on"), "{message:?}");
 }
 
-#[test]
-fn pool_built_on_a_handle_reaps_there_when_used_from_plain_threads() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = EchoServer::tcp();
-    let addr = server.addr();
-    let pool = connpool_tokio::Pool::builder(TcpDialer::new())
-        .idle_timeout(Duration::from_millis(50))
-        .clock(connpool_tokio::TokioClock)
-        .spawner(connpool_tokio::TokioSpawner::on(rt.handle().clone()))
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut conn = pool.get(&addr).await.unwrap();
-        echo(&mut *conn, b"x").await.unwrap();
-    });
+/// From a plain thread: the pool's one idle connection is there, and the reaper closes it within
+/// 5 s (the server sees it go), as expired.
+fn wait_until_reaped(pool: &connpool_tokio::Pool, server: &EchoServer) {
     assert_eq!(pool.stats().idle(), 1);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while server.open() > 0 {
@@ -214,15 +207,29 @@ fn pool_built_on_a_handle_reaps_there_when_used_from_plain_threads() {
 }
 
 #[test]
+fn pool_built_on_a_handle_reaps_there_when_used_from_plain_threads() {
+    let rt = multi_thread_runtime();
+    let server = EchoServer::tcp();
+    let addr = server.addr();
+    let pool = connpool_tokio::Pool::builder(TcpDialer::new())
+        .idle_timeout(Duration::from_millis(50))
+        .clock(connpool_tokio::TokioClock)
+        .spawner(connpool_tokio::TokioSpawner::on(rt.handle().clone()))
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conn = pool.get(&addr).await.unwrap();
+        echo(&mut *conn, b"x").await.unwrap();
+    });
+    wait_until_reaped(&pool, &server);
+}
+
+#[test]
 fn tokio_clock_is_system_time_only_where_tokio_cannot_pause_it() {
     let clock = connpool_tokio::TokioClock;
     assert!(!clock.is_system_time(), "outside a runtime");
     runtime(false).block_on(async { assert!(!clock.is_system_time(), "current-thread") });
-    let multi = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let multi = multi_thread_runtime();
     multi.block_on(async { assert!(clock.is_system_time(), "multi-thread") });
 }
 
@@ -230,11 +237,7 @@ fn tokio_clock_is_system_time_only_where_tokio_cannot_pause_it() {
 /// still reaps on tokio's timers.
 #[test]
 fn pool_built_in_a_multi_thread_runtime_reaps_on_the_system_clock() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread_runtime();
     let server = EchoServer::tcp();
     let addr = server.addr();
     let pool = {
@@ -251,16 +254,7 @@ fn pool_built_in_a_multi_thread_runtime_reaps_on_the_system_clock() {
         let conn = pool.get(&addr).await.unwrap();
         assert!(conn.is_reused(), "not expired at once");
     });
-    assert_eq!(pool.stats().idle(), 1);
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while server.open() > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the reaper never closed it"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    assert_eq!(pool.stats().counters.closed_expired, 1);
+    wait_until_reaped(&pool, &server);
 }
 
 /// The peer's end of a pooled connection, served by a plain thread's listener.
