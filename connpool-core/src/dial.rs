@@ -59,7 +59,8 @@ pub trait Dialer: Send + Sync + 'static {
     ///
     /// `false` when the peer closed it, it errored, or unread bytes are waiting. The pool asks
     /// before it hands out an idle connection and before it keeps a returned one, unless
-    /// [`Builder::check_on_get`](crate::Builder::check_on_get) is off. Default: `true`.
+    /// [`Builder::check_on_get`](crate::Builder::check_on_get) is off (and, for the return,
+    /// unless [`Builder::check_on_return`](crate::Builder::check_on_return) is). Default: `true`.
     fn is_open(&self, conn: &Self::Conn) -> bool {
         let _ = conn;
         true

@@ -88,6 +88,8 @@ pub(crate) struct PoolInner<D: Dialer> {
     pub(crate) store: Store<D>,
     pub(crate) time: Timebase,
     check_on_get: bool,
+    /// `check_on_get` and `check_on_return` both: whether a returned connection is checked.
+    check_on_return: bool,
     wait_timeout: Option<Duration>,
     dial_timeout: Option<Duration>,
     pub(crate) reaper: Arc<ReaperSignal>,
@@ -118,7 +120,7 @@ pub(crate) fn check_in<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos) {
         Some(Reason::Panicking)
     } else if pool.store.is_closed() {
         Some(Reason::PoolClosed)
-    } else if pool.check_on_get && !pool.dialer.is_open(&conn) {
+    } else if pool.check_on_return && !pool.dialer.is_open(&conn) {
         Some(Reason::NotOpen)
     } else {
         None
@@ -154,7 +156,7 @@ impl<D: Dialer> Pool<D> {
     }
 
     /// A [`Builder`] with the defaults: capacity 32, idle timeout 90 s, the system clock, no
-    /// background reaper, `check_on_get` on, and no limits.
+    /// background reaper, `check_on_get` and `check_on_return` on, and no limits.
     pub fn builder(dialer: D) -> Builder<D> {
         Builder {
             dialer,
@@ -169,6 +171,7 @@ impl<D: Dialer> Pool<D> {
             clock: None,
             spawner: None,
             check_on_get: true,
+            check_on_return: true,
             wait_timeout: None,
             dial_timeout: None,
         }
@@ -514,6 +517,7 @@ pub struct Builder<D: Dialer> {
     clock: Option<std::sync::Arc<dyn Clock>>,
     spawner: Option<std::sync::Arc<dyn Spawner>>,
     check_on_get: bool,
+    check_on_return: bool,
     wait_timeout: Option<Duration>,
     dial_timeout: Option<Duration>,
 }
@@ -560,6 +564,22 @@ impl<D: Dialer> Builder<D> {
     /// returned one (default `true`).
     pub fn check_on_get(mut self, yes: bool) -> Self {
         self.check_on_get = yes;
+        self
+    }
+
+    /// Whether, with [`check_on_get`](Builder::check_on_get) on, [`Dialer::is_open`] is also
+    /// asked when a connection comes back, before it is kept idle (default `true`). No effect
+    /// with `check_on_get` off, which turns both checks off.
+    ///
+    /// Off, a returned connection is kept without asking; one that died while it was held then
+    /// waits idle (counted in [`Stats`](crate::Stats)) until the next get that reaches it checks
+    /// it and closes it, or until it expires. It is never handed out: the get's check still runs.
+    /// What it saves is one check per request; with the adapters' `TcpDialer` that is a system
+    /// call. On Tokio the get's check then also takes the place of the read that would have
+    /// failed first on a connection used back to back, so a pooled request makes the system calls
+    /// of a request on a connection of its own (BENCHMARKS.md in the repository has the figures).
+    pub fn check_on_return(mut self, yes: bool) -> Self {
+        self.check_on_return = yes;
         self
     }
 
@@ -622,6 +642,7 @@ impl<D: Dialer> Builder<D> {
             store: Store::new(limits),
             time: Timebase::new(self.clock),
             check_on_get: self.check_on_get,
+            check_on_return: self.check_on_get && self.check_on_return,
             wait_timeout: self.wait_timeout,
             dial_timeout: self.dial_timeout,
             reaper: Arc::new(ReaperSignal::default()),
@@ -681,6 +702,7 @@ impl<D: Dialer> fmt::Debug for Builder<D> {
             .field("clock", &self.clock.is_some())
             .field("spawner", &self.spawner.is_some())
             .field("check_on_get", &self.check_on_get)
+            .field("check_on_return", &self.check_on_return)
             .field("wait_timeout", &self.wait_timeout)
             .field("dial_timeout", &self.dial_timeout)
             .finish_non_exhaustive()

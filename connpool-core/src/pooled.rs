@@ -14,9 +14,9 @@ use crate::Dialer;
 /// A connection handed out by a [`Pool`](crate::Pool).
 ///
 /// It dereferences to the connection. Dropping it puts the connection back into the pool if the
-/// pool is open, its destination has room, the thread is not panicking and (with `check_on_get`)
-/// [`Dialer::is_open`] agrees; otherwise the connection is closed. Dropping never blocks and needs no
-/// runtime.
+/// pool is open, its destination has room, the thread is not panicking and (with `check_on_get`
+/// and `check_on_return`, the defaults) [`Dialer::is_open`] agrees; otherwise the connection is
+/// closed. Dropping never blocks and needs no runtime.
 ///
 /// When the connection implements futures-io's `AsyncRead`/`AsyncWrite` (and is `Unpin`), so does
 /// the guard; with the `tokio` feature, tokio's too.

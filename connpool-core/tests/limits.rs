@@ -58,6 +58,34 @@ fn counts(pool: &Pool<TestDialer>, a: &str) -> (usize, usize, usize) {
         .map_or((0, 0, 0), |d| (d.total, d.idle, d.waiting))
 }
 
+/// Without the return check, a connection that died while held goes straight to the waiter
+/// that is first in line; the waiter's get checks it, closes it and dials in its slot.
+#[test]
+fn without_the_return_check_a_waiter_is_never_handed_a_dead_connection() {
+    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+    let pool = builder(&dialer, &clock)
+        .max_open_per_host(1)
+        .check_on_return(false)
+        .build()
+        .unwrap();
+    let a = addr("a:1");
+    let held = get(&pool, "a:1");
+    let mut waiter = start(&pool, &a);
+    held.kill();
+    drop(held);
+    assert_eq!(dialer.checks(), 0);
+    let got = ready(&mut waiter).unwrap();
+    assert!(
+        !got.is_reused(),
+        "the waiter was handed the dead connection"
+    );
+    assert!(got.open.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(dialer.checks(), 1);
+    assert_eq!(pool.stats().counters.closed_not_open, 1);
+    assert_eq!(counts(&pool, "a:1"), (1, 0, 0));
+    assert_eq!(dialer.live(), 1);
+}
+
 #[test]
 fn callers_beyond_the_limit_wait_and_returns_go_to_the_oldest_first() {
     let (pool, dialer, _) = limited(2);

@@ -3,7 +3,9 @@
 //!
 //! The model is deliberately naive (vectors, queues and counters; no sharding, hashing or locks),
 //! so a disagreement points at the pool. Gets that find their destination at `max_open_per_host`
-//! stay pending in the harness until an operation polls or drops them. After every step:
+//! stay pending in the harness until an operation polls or drops them. With `check_on_return`
+//! off, a connection killed while held goes back unchecked, and whoever gets it next (a get, or a
+//! waiter it was handed to) must turn it down and go around again. After every step:
 //! invariants I1-I7 of DESIGN.md hold, open(addr) <= max_open_per_host, and the pool's stats
 //! equal the model's.
 
@@ -96,6 +98,8 @@ enum Outcome {
 struct Model {
     capacity: usize,
     max_open: usize,
+    /// `check_on_return`: whether a dead connection coming back is closed, or kept unchecked.
+    check_on_return: bool,
     now: u64,
     closed: bool,
     /// Per address: idle connections as (id, since), oldest first.
@@ -225,9 +229,13 @@ impl Model {
     fn give_back(&mut self, id: usize, a: usize, dead: bool) {
         if self.closed {
             self.counters.closed_pool_closed += 1;
-        } else if dead {
+        } else if dead && self.check_on_return {
             self.counters.closed_not_open += 1;
         } else {
+            if dead {
+                // Unchecked: it goes idle or to a waiter, and the next get's check finds it.
+                self.dead.insert(id);
+            }
             self.check_in(id, a);
         }
         self.settle(a);
@@ -283,13 +291,14 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(capacity: usize, max_open: usize) -> Self {
+    fn new(capacity: usize, max_open: usize, check_on_return: bool) -> Self {
         let dialer = TestDialer::new();
         let clock = ManualClock::new();
         let pool = Pool::builder(dialer.clone())
             .capacity(capacity)
             .idle_timeout(Duration::from_millis(IDLE_TIMEOUT_MS))
             .max_open_per_host(max_open)
+            .check_on_return(check_on_return)
             .clock(clock.clone())
             .build()
             .unwrap();
@@ -302,6 +311,7 @@ impl Harness {
             model: Model {
                 capacity,
                 max_open,
+                check_on_return,
                 now: 0,
                 closed: false,
                 idle: BTreeMap::new(),
@@ -344,6 +354,17 @@ impl Harness {
             }
         });
         let poll = poll_once(&mut fut);
+        self.follow(a, fresh, fut, poll);
+    }
+
+    /// What the first poll of a get or dial, or the poll after a dead grant, must have done.
+    fn follow(
+        &mut self,
+        a: usize,
+        fresh: bool,
+        fut: Pending,
+        poll: Poll<Result<Pooled<TestDialer>, Error>>,
+    ) {
         match (self.model.checkout(a, fresh), poll) {
             (Outcome::Reuse(id), Poll::Ready(Ok(conn))) => self.hold(conn, id, a, true),
             (Outcome::Dial, Poll::Ready(Ok(conn))) => {
@@ -362,6 +383,17 @@ impl Harness {
         for (key, mut fut) in std::mem::take(&mut self.pending) {
             let poll = poll_once(&mut fut);
             let (a, _, granted) = self.model.waiters[&key];
+            if let Some(Granted::Conn(id)) = granted {
+                if self.model.dead.contains(&id) {
+                    // Handed a connection that came back unchecked: the get's check turns it
+                    // down, and the caller goes around again in the same poll.
+                    self.model.waiters.remove(&key);
+                    self.model.counters.hits -= 1;
+                    self.model.forget(a, |c| &mut c.closed_not_open);
+                    self.follow(a, false, fut, poll);
+                    continue;
+                }
+            }
             match (granted, poll) {
                 (None, Poll::Pending) => {
                     still.push((key, fut));
@@ -385,6 +417,8 @@ impl Harness {
             self.model.waiters.remove(&key);
             self.model.settle(a);
         }
+        // Callers who went around again and are back in line were pushed while this ran.
+        still.append(&mut self.pending);
         self.pending = still;
     }
 
@@ -590,9 +624,10 @@ proptest! {
     fn the_pool_agrees_with_the_model(
         capacity in 0..4usize,
         max_open in prop_oneof![Just(usize::MAX), 1..4usize],
+        check_on_return in any::<bool>(),
         ops in proptest::collection::vec(op(), 1..100),
     ) {
-        let mut harness = Harness::new(capacity, max_open);
+        let mut harness = Harness::new(capacity, max_open, check_on_return);
         for op in &ops {
             harness.apply(op);
         }

@@ -206,6 +206,76 @@ fn a_connection_found_closed_on_return_is_not_kept() {
     assert_eq!(pool.stats().counters.closed_not_open, 1);
 }
 
+/// `check_on_return(false)`: a return keeps the connection without asking `is_open`; the get
+/// still asks, so one that died while held waits idle and is closed by the next get, never handed
+/// out.
+#[test]
+fn without_the_return_check_a_connection_dead_on_return_waits_idle_and_the_get_closes_it() {
+    let dialer = TestDialer::new();
+    let pool = Pool::builder(dialer.clone())
+        .capacity(4)
+        .idle_timeout(MINUTE)
+        .clock(ManualClock::new())
+        .check_on_return(false)
+        .build()
+        .unwrap();
+    drop(get(&pool, "a:1"));
+    assert_eq!(dialer.checks(), 0, "a return does not ask");
+    let conn = get(&pool, "a:1");
+    assert!(conn.is_reused());
+    assert_eq!(dialer.checks(), 1, "a get does");
+    conn.kill();
+    drop(conn);
+    assert_eq!(dialer.checks(), 1);
+    assert_eq!(counts(&pool, "a:1"), (1, 1), "kept idle without the check");
+    assert_eq!(dialer.live(), 1);
+
+    let fresh = get(&pool, "a:1");
+    assert!(!fresh.is_reused(), "the dead connection was handed out");
+    assert!(fresh.open.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(dialer.checks(), 2);
+    let counters = pool.stats().counters;
+    assert_eq!(
+        (counters.closed_not_open, counters.hits, counters.dials),
+        (1, 1, 2)
+    );
+    assert_eq!(dialer.live(), 1);
+    drop(fresh);
+    assert_eq!(counts(&pool, "a:1"), (1, 1));
+}
+
+/// `check_on_get(false)` turns off both checks, whatever `check_on_return` says; with the
+/// defaults, both run.
+#[test]
+fn check_on_get_off_turns_the_return_check_off_too() {
+    let cycles = |builder: fn(TestDialer) -> Pool<TestDialer>| {
+        let dialer = TestDialer::new();
+        let pool = builder(dialer.clone());
+        for _ in 0..3 {
+            drop(get(&pool, "a:1"));
+        }
+        dialer.checks()
+    };
+    let unchecked = |dialer| {
+        Pool::builder(dialer)
+            .check_on_get(false)
+            .check_on_return(true)
+            .build()
+            .unwrap()
+    };
+    let defaults = |dialer| Pool::builder(dialer).build().unwrap();
+    let get_only = |dialer| {
+        Pool::builder(dialer)
+            .check_on_return(false)
+            .build()
+            .unwrap()
+    };
+    assert_eq!(cycles(unchecked), 0);
+    // Three returns and the two gets that reuse.
+    assert_eq!(cycles(defaults), 5);
+    assert_eq!(cycles(get_only), 2);
+}
+
 #[test]
 fn detach_takes_the_connection_out_of_the_accounting() {
     let (pool, dialer, _) = pool(4);

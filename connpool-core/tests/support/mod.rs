@@ -50,6 +50,8 @@ pub struct DialerState {
     pub failing: Mutex<HashMap<String, io::ErrorKind>>,
     pub gate: Mutex<Option<Arc<Gate>>>,
     pub conns: Mutex<Vec<Arc<AtomicBool>>>,
+    /// Calls to `is_open`.
+    pub checks: AtomicUsize,
 }
 
 /// Holds dials until opened.
@@ -96,6 +98,10 @@ impl TestDialer {
     /// Connections dialed and not yet closed.
     pub fn live(&self) -> usize {
         self.state.live.load(Ordering::SeqCst)
+    }
+    /// Times the pool asked `is_open` so far.
+    pub fn checks(&self) -> usize {
+        self.state.checks.load(Ordering::SeqCst)
     }
     pub fn fail(&self, addr: &str, kind: io::ErrorKind) {
         self.state
@@ -152,6 +158,7 @@ impl connpool_core::Dialer for TestDialer {
     }
 
     fn is_open(&self, conn: &Conn) -> bool {
+        self.state.checks.fetch_add(1, Ordering::SeqCst);
         conn.open.load(Ordering::SeqCst)
     }
 }
