@@ -20,7 +20,8 @@ use crate::socket::{dial_error, is_open, timed_out};
 /// An idle connection is reused only while [`is_open`](Dialer::is_open) says so: a peek that does
 /// not wait finds the connection neither closed nor reset by the peer, with no unread bytes. It is
 /// a system call at every get and every return: smol's streams expose no readiness that would let
-/// it be skipped, as connpool-tokio's `readiness_first` does.
+/// it be skipped, as connpool-tokio's `readiness_first` does. A pool built with
+/// [`check_on_return(false)`](connpool_core::Builder::check_on_return) peeks at the get only.
 #[derive(Debug, Clone)]
 pub struct TcpDialer {
     nodelay: bool,

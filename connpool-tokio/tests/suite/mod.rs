@@ -94,6 +94,7 @@ macro_rules! suite {
             concurrent_gets_dial_only_what_the_load_needs,
             idle_connections_stay_within_capacity_per_address,
             restarted_backend_dead_idle_connections_are_skipped,
+            without_the_return_check_the_get_skips_a_connection_closed_while_held,
             release_then_dial_recovers_from_a_dead_connection,
             reaper_closes_idle_connections_on_its_own,
             close_closes_every_idle_socket,
@@ -282,6 +283,43 @@ pub fn restarted_backend_dead_idle_connections_are_skipped<R: Runtime>() {
         assert_eq!(server.accepted(), 1);
         let counters = pool.stats().counters;
         assert_eq!((counters.closed_not_open, counters.hits), (3, 0));
+        assert_eq!(counts(&pool, &addr), (1, 0));
+    });
+}
+
+/// With `check_on_return(false)` a connection the backend closed while it was held goes back
+/// idle unchecked, and the next get's check (the dialer's default) closes it instead of handing
+/// it out.
+pub fn without_the_return_check_the_get_skips_a_connection_closed_while_held<R: Runtime>() {
+    R::block_on(async {
+        let mut server = EchoServer::tcp();
+        let addr = server.addr();
+        let pool = R::builder(R::tcp()).check_on_return(false).build().unwrap();
+        let mut held = pool.get(&addr).await.unwrap();
+        echo_ok(&mut *held, "before").await;
+
+        // Accepted last, the probe tells when the server's close has reached the held connection.
+        let dialer = R::tcp();
+        let mut probe = dialer.dial(&addr).await.unwrap();
+        echo_ok(&mut probe, "probe").await;
+        server.stop();
+        eventually::<R>("the probe sees the server close it", || {
+            !dialer.is_open(&probe)
+        })
+        .await;
+        drop(held);
+        assert_eq!(counts(&pool, &addr), (1, 1), "kept idle without a check");
+        let server = EchoServer::tcp_on(&addr);
+
+        let mut conn = pool
+            .get(&addr)
+            .await
+            .expect("a working connection, no error");
+        assert!(!conn.is_reused(), "the closed connection was handed out");
+        echo_ok(&mut *conn, "after").await;
+        assert_eq!(server.accepted(), 1);
+        let counters = pool.stats().counters;
+        assert_eq!((counters.closed_not_open, counters.hits), (1, 0));
         assert_eq!(counts(&pool, &addr), (1, 0));
     });
 }
