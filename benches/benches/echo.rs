@@ -5,6 +5,7 @@
 //!   `check_on_get` on, so every get and return asks the socket whether it is still open);
 //! - `pooled_readiness_first` (Tokio only): the same with `TcpDialer::readiness_first(true)`, so
 //!   the check peeks only at a socket Tokio's reactor has marked readable;
+//! - `pooled_get_check_only`: the same with `check_on_return(false)`, so only the get peeks;
 //! - `pooled_check_off`: the same with `check_on_get(false)`;
 //! - `unpooled`: a new connection per request, closed after it;
 //! - `dedicated`: each task keeps its own connection to each backend, opened before timing: the
@@ -83,6 +84,8 @@ enum Check {
     Peek,
     /// `check_on_get` on, and the peek only where Tokio's reactor saw something (Tokio only).
     ReadinessFirst,
+    /// `check_on_get` on, `check_on_return(false)`: the default peek, at the get only.
+    GetOnly,
     /// `check_on_get(false)`.
     Off,
 }
@@ -96,16 +99,18 @@ enum Mode {
 }
 
 impl Mode {
-    const ON_TOKIO: [Mode; 5] = [
+    const ON_TOKIO: [Mode; 6] = [
         Mode::Pooled(Check::Peek),
         Mode::Pooled(Check::ReadinessFirst),
+        Mode::Pooled(Check::GetOnly),
         Mode::Pooled(Check::Off),
         Mode::Unpooled,
         Mode::Dedicated,
     ];
     /// smol's streams have no readiness to ask.
-    const ON_SMOL: [Mode; 4] = [
+    const ON_SMOL: [Mode; 5] = [
         Mode::Pooled(Check::Peek),
+        Mode::Pooled(Check::GetOnly),
         Mode::Pooled(Check::Off),
         Mode::Unpooled,
         Mode::Dedicated,
@@ -115,6 +120,7 @@ impl Mode {
         match self {
             Mode::Pooled(Check::Peek) => "pooled",
             Mode::Pooled(Check::ReadinessFirst) => "pooled_readiness_first",
+            Mode::Pooled(Check::GetOnly) => "pooled_get_check_only",
             Mode::Pooled(Check::Off) => "pooled_check_off",
             Mode::Unpooled => "unpooled",
             Mode::Dedicated => "dedicated",
@@ -208,6 +214,7 @@ mod on_tokio {
                         let _context = runtime.enter();
                         connpool_tokio::builder(dialer)
                             .check_on_get(check != Check::Off)
+                            .check_on_return(check != Check::GetOnly)
                             .build()
                             .expect("valid settings")
                     };
@@ -326,6 +333,7 @@ mod on_smol {
                     assert_ne!(check, Check::ReadinessFirst, "smol has no readiness to ask");
                     let pool = connpool_smol::builder(connpool_smol::TcpDialer::new())
                         .check_on_get(check != Check::Off)
+                        .check_on_return(check != Check::GetOnly)
                         .build()
                         .expect("valid settings");
                     group.bench_function(mode.name(), |b| {
