@@ -561,7 +561,8 @@ impl<D: Dialer> Builder<D> {
     }
 
     /// Whether to ask [`Dialer::is_open`] before reusing an idle connection and before keeping a
-    /// returned one (default `true`).
+    /// returned one (default `true`; the second unless [`check_on_return`](Builder::check_on_return)
+    /// is off).
     pub fn check_on_get(mut self, yes: bool) -> Self {
         self.check_on_get = yes;
         self
@@ -572,8 +573,10 @@ impl<D: Dialer> Builder<D> {
     /// with `check_on_get` off, which turns both checks off.
     ///
     /// Off, a returned connection is kept without asking; one that died while it was held then
-    /// waits idle (counted in [`Stats`](crate::Stats)) until the next get that reaches it checks
-    /// it and closes it, or until it expires. It is never handed out: the get's check still runs.
+    /// waits idle (counted in [`Stats`](crate::Stats), and taking a place within `capacity` that a
+    /// live connection returned after it may then not find) until the next get that reaches it
+    /// checks it and closes it, or until it expires. It is never handed out: the get's check still
+    /// runs.
     /// What it saves is one check per request; with the adapters' `TcpDialer` that is a system
     /// call. On Tokio the get's check then also takes the place of the read that would have
     /// failed first on a connection used back to back, so a pooled request makes the system calls
