@@ -230,12 +230,19 @@ impl<D: Dialer> Pool<D> {
     /// `check_on_get` finds it no longer open.
     #[inline]
     fn hand_out(&self, dest: Lent<D>, conn: D::Conn, born: Nanos) -> Option<Pooled<D>> {
-        let inner = self.inner();
-        if inner.check_on_get && !inner.dialer.is_open(&conn) {
+        if !self.may_reuse(&conn) {
             dest.forget(Reason::NotOpenOnGet);
             return None;
         }
         Some(Pooled::new(dest, conn, born, true))
+    }
+
+    /// Whether a connection out of the idle store may be handed out: `check_on_get` off, or
+    /// [`Dialer::is_open`] says so.
+    #[inline]
+    fn may_reuse(&self, conn: &D::Conn) -> bool {
+        let inner = self.inner();
+        !inner.check_on_get || inner.dialer.is_open(conn)
     }
 
     /// The whole path of a get (`fresh` false) or a dial from the calling thread's `lane`: reuse
@@ -267,10 +274,19 @@ impl<D: Dialer> Pool<D> {
             let (dest, grant) = match checkout {
                 Checkout::Reuse(dest, conn, born) => (dest, Grant::Conn(conn, born)),
                 Checkout::Dial(dest) => (dest, Grant::Slot),
-                Checkout::Wait(dest, waiter) => {
-                    let grant = self.wait(&dest, &waiter).await?;
-                    (dest, grant)
-                }
+                Checkout::Wait(dest, waiter) => match self.wait(&dest, &waiter).await? {
+                    // Handed a connection in line: the check, and when it turns the connection
+                    // down, the waiter keeps its turn and dials in the slot the connection held.
+                    Grant::Conn(conn, born) => {
+                        if self.may_reuse(&conn) {
+                            return Ok(Pooled::new(Lent::new(&dest), conn, born, true));
+                        }
+                        store.dial_instead(&dest, Reason::NotOpenOnGet);
+                        drop(conn);
+                        (dest, Grant::Slot)
+                    }
+                    grant => (dest, grant),
+                },
                 Checkout::Closed => return Err(Error::Closed),
                 Checkout::Miss => unreachable!("a checkout that may dial never misses"),
             };
@@ -574,9 +590,11 @@ impl<D: Dialer> Builder<D> {
     ///
     /// Off, a returned connection is kept without asking; one that died while it was held then
     /// waits idle (counted in [`Stats`](crate::Stats), and taking a place within `capacity` that a
-    /// live connection returned after it may then not find) until the next get that reaches it
-    /// checks it and closes it, or until it expires. It is never handed out: the get's check still
-    /// runs.
+    /// live connection returned after it may then not find) until a get that reaches it checks it
+    /// and closes it, or until it expires, is evicted or purged (and is counted as closed for that
+    /// reason). It is never handed out: the get's check still runs. When callers are waiting in
+    /// line, it goes to the first of them, whose check turns it down; that caller then dials in
+    /// its place, keeping its turn.
     /// What it saves is one check per request; with the adapters' `TcpDialer` that is a system
     /// call. On Tokio the get's check then also takes the place of the read that would have
     /// failed first on a connection used back to back, so a pooled request makes the system calls

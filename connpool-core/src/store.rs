@@ -1332,6 +1332,18 @@ impl<D: Dialer> Store<D> {
         });
     }
 
+    /// [`Store::forget`] for a connection a waiter was handed and turned down (`reason`), keeping
+    /// its slot for the waiter to dial in: the waiter keeps its turn instead of going to the back
+    /// of the queue while the slot goes to the next in line. The caller closes the connection and
+    /// dials, as after a `Grant::Slot`.
+    pub(crate) fn dial_instead(&self, dest: &Arc<Destination<D>>, reason: Reason) {
+        self.with_bucket(dest, 0, |bucket, _, books, _| {
+            bucket.held -= 1;
+            bucket.dialing += 1;
+            books.counters.count(reason, 1);
+        });
+    }
+
     /// Takes `waiter` out of `dest`'s queue. What it was given meanwhile goes to the caller when
     /// its wait timed out, and back to the pool when it was cancelled.
     pub(crate) fn leave_queue(

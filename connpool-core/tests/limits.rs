@@ -86,6 +86,51 @@ fn without_the_return_check_a_waiter_is_never_handed_a_dead_connection() {
     assert_eq!(dialer.live(), 1);
 }
 
+/// A waiter handed a connection that turns out dead keeps its turn: it dials in that
+/// connection's slot, and the waiter behind it is not served first. Without the return check
+/// this is every death while held; with it, a death between the return and the waiter's poll.
+#[test]
+fn a_waiter_handed_a_dead_connection_dials_in_its_place_and_keeps_its_turn() {
+    for check_on_return in [false, true] {
+        let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+        let pool = builder(&dialer, &clock)
+            .max_open_per_host(1)
+            .check_on_return(check_on_return)
+            .build()
+            .unwrap();
+        let a = addr("a:1");
+        let held = get(&pool, "a:1");
+        let mut first = start(&pool, &a);
+        let mut second = start(&pool, &a);
+        if check_on_return {
+            drop(held);
+            dialer.kill_all();
+        } else {
+            held.kill();
+            drop(held);
+        }
+        assert!(poll_once(&mut second).is_pending());
+        let got = ready(&mut first).unwrap();
+        assert!(!got.is_reused(), "the dead connection was handed out");
+        assert_eq!(got.id, 1, "the first waiter dials");
+        assert!(
+            poll_once(&mut second).is_pending(),
+            "the second waiter was served before the first"
+        );
+        assert_eq!(counts(&pool, "a:1"), (1, 0, 1));
+        let counters = pool.stats().counters;
+        assert_eq!(
+            (counters.hits, counters.closed_not_open, counters.dials),
+            (0, 1, 2)
+        );
+
+        drop(got);
+        let next = ready(&mut second).unwrap();
+        assert!(next.is_reused() && next.id == 1);
+        assert_eq!(dialer.live(), 1);
+    }
+}
+
 #[test]
 fn callers_beyond_the_limit_wait_and_returns_go_to_the_oldest_first() {
     let (pool, dialer, _) = limited(2);

@@ -4,8 +4,9 @@
 //! The model is deliberately naive (vectors, queues and counters; no sharding, hashing or locks),
 //! so a disagreement points at the pool. Gets that find their destination at `max_open_per_host`
 //! stay pending in the harness until an operation polls or drops them. With `check_on_return`
-//! off, a connection killed while held goes back unchecked, and whoever gets it next (a get, or a
-//! waiter it was handed to) must turn it down and go around again. After every step:
+//! off, a connection killed while held goes back unchecked, and whoever gets it next must turn it
+//! down: a get goes on to the next idle connection or dials, a waiter it was handed to dials in
+//! its place without losing its turn. After every step:
 //! invariants I1-I7 of DESIGN.md hold, open(addr) <= max_open_per_host, and the pool's stats
 //! equal the model's.
 
@@ -354,17 +355,6 @@ impl Harness {
             }
         });
         let poll = poll_once(&mut fut);
-        self.follow(a, fresh, fut, poll);
-    }
-
-    /// What the first poll of a get or dial, or the poll after a dead grant, must have done.
-    fn follow(
-        &mut self,
-        a: usize,
-        fresh: bool,
-        fut: Pending,
-        poll: Poll<Result<Pooled<TestDialer>, Error>>,
-    ) {
         match (self.model.checkout(a, fresh), poll) {
             (Outcome::Reuse(id), Poll::Ready(Ok(conn))) => self.hold(conn, id, a, true),
             (Outcome::Dial, Poll::Ready(Ok(conn))) => {
@@ -383,17 +373,17 @@ impl Harness {
         for (key, mut fut) in std::mem::take(&mut self.pending) {
             let poll = poll_once(&mut fut);
             let (a, _, granted) = self.model.waiters[&key];
-            if let Some(Granted::Conn(id)) = granted {
-                if self.model.dead.contains(&id) {
+            let granted = match granted {
+                Some(Granted::Conn(id)) if self.model.dead.contains(&id) => {
                     // Handed a connection that came back unchecked: the get's check turns it
-                    // down, and the caller goes around again in the same poll.
-                    self.model.waiters.remove(&key);
+                    // down, and the caller keeps its turn, dialing in the connection's slot.
                     self.model.counters.hits -= 1;
-                    self.model.forget(a, |c| &mut c.closed_not_open);
-                    self.follow(a, false, fut, poll);
-                    continue;
+                    self.model.counters.closed_not_open += 1;
+                    self.model.waiters.get_mut(&key).unwrap().2 = Some(Granted::Slot);
+                    Some(Granted::Slot)
                 }
-            }
+                granted => granted,
+            };
             match (granted, poll) {
                 (None, Poll::Pending) => {
                     still.push((key, fut));
@@ -417,8 +407,6 @@ impl Harness {
             self.model.waiters.remove(&key);
             self.model.settle(a);
         }
-        // Callers who went around again and are back in line were pushed while this ran.
-        still.append(&mut self.pending);
         self.pending = still;
     }
 
