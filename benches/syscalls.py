@@ -8,7 +8,8 @@
 
 Requests are the 64-byte sends divided by two (the client's and the echo server's). Counted per
 request: peeks (`MSG_PEEK`), other calls that failed with `EAGAIN`, and all reads and writes of
-sockets; left out are the runtimes' 8-byte wake-up writes and writes to stdout and stderr. A call
+sockets; left out are the runtimes' wake-ups (reads and writes of 8 bytes that return 8) and
+writes to stdout and stderr. A call
 strace splits in two (`<unfinished ...>`, then `<... resumed>`) counts once.
 """
 
