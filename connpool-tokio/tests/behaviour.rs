@@ -283,21 +283,44 @@ trait Marked {
 
 impl Marked for tokio::net::TcpStream {
     fn marked_readable(&self) -> bool {
-        use futures::FutureExt;
-        self.ready(tokio::io::Interest::READABLE)
-            .now_or_never()
-            .is_some_and(|ready| ready.unwrap().is_readable())
+        readable_now(self.ready(tokio::io::Interest::READABLE))
     }
 }
 
 #[cfg(unix)]
 impl Marked for tokio::net::UnixStream {
     fn marked_readable(&self) -> bool {
-        use futures::FutureExt;
-        self.ready(tokio::io::Interest::READABLE)
-            .now_or_never()
-            .is_some_and(|ready| ready.unwrap().is_readable())
+        readable_now(self.ready(tokio::io::Interest::READABLE))
     }
+}
+
+/// Whether a stream's `ready(READABLE)` answers readable at once.
+fn readable_now(ready: impl Future<Output = io::Result<tokio::io::Ready>>) -> bool {
+    use futures::FutureExt;
+    ready
+        .now_or_never()
+        .is_some_and(|ready| ready.unwrap().is_readable())
+}
+
+/// The pool's first connection to `addr`, with the peer's end (`accept`) and the peer's "hello"
+/// read off it: a read that filled its buffer, so tokio's reactor still holds the stream readable.
+async fn greeted<D: Dialer, P: PeerEnd>(
+    pool: &connpool_core::Pool<D>,
+    addr: &D::Addr,
+    accept: impl FnOnce() -> P,
+) -> (connpool_core::Pooled<D>, P)
+where
+    D::Conn: AsyncRead + Unpin,
+{
+    let mut conn = pool.get(addr).await.unwrap();
+    let mut peer = accept();
+    peer.write_all(b"hello").unwrap();
+    let mut hello = [0; 5];
+    tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut hello))
+        .await
+        .expect("the peer's hello within 5 s")
+        .unwrap();
+    (conn, peer)
 }
 
 /// The default check peeks every time, and takes off the readable mark a read left behind, so
@@ -310,14 +333,7 @@ where
 {
     runtime(false).block_on(async {
         let pool = connpool_tokio::builder(dialer).build().unwrap();
-        let mut conn = pool.get(&addr).await.unwrap();
-        let mut peer = accept();
-        peer.write_all(b"hello").unwrap();
-        let mut hello = [0; 5];
-        tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut hello))
-            .await
-            .expect("the peer's hello within 5 s")
-            .unwrap();
+        let (conn, mut peer) = greeted(&pool, &addr, accept).await;
         // The read filled its buffer, so tokio kept the stream marked readable.
         assert!(conn.marked_readable(), "a full read keeps the mark");
         drop(conn);
@@ -348,11 +364,7 @@ fn default_check_takes_off_the_stale_mark_and_still_sees_a_close() {
 #[cfg(unix)]
 #[test]
 fn unix_default_check_takes_off_the_stale_mark_and_still_sees_a_close() {
-    let path = std::env::temp_dir().join(format!(
-        "connpool-default-check-{}.sock",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_file(&path);
+    let path = suite::socket_path();
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     default_check_case(UnixDialer::new(), path.clone(), || {
         listener.accept().unwrap().0
@@ -376,14 +388,7 @@ fn readiness_first_case<D: Dialer, P: PeerEnd>(
     let what = if close { "close" } else { "unsolicited bytes" };
     runtime(false).block_on(async {
         let pool = connpool_tokio::builder(dialer).build().unwrap();
-        let mut conn = pool.get(&addr).await.unwrap();
-        let mut peer = accept();
-        peer.write_all(b"hello").unwrap();
-        let mut hello = [0; 5];
-        tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut hello))
-            .await
-            .expect("the peer's hello within 5 s")
-            .unwrap();
+        let (conn, mut peer) = greeted(&pool, &addr, accept).await;
         drop(conn);
         assert_eq!(pool.stats().idle(), 1, "{what}");
 
@@ -425,11 +430,7 @@ fn readiness_first_sees_what_the_reactor_saw_and_only_that() {
 #[test]
 fn unix_readiness_first_sees_what_the_reactor_saw_and_only_that() {
     for close in [true, false] {
-        let path = std::env::temp_dir().join(format!(
-            "connpool-readiness-first-{}-{close}.sock",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_file(&path);
+        let path = suite::socket_path();
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let accept = || listener.accept().unwrap().0;
         readiness_first_case(

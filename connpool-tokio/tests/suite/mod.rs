@@ -24,7 +24,7 @@ mod server;
 pub use faults::*;
 pub use limits::*;
 #[cfg(unix)]
-use server::socket_path;
+pub use server::socket_path;
 pub use server::EchoServer;
 
 /// What the suite needs from an adapter and its runtime.
@@ -262,29 +262,42 @@ pub fn restarted_backend_dead_idle_connections_are_skipped<R: Runtime>() {
         drop(conns);
         assert_eq!(counts(&pool, &addr), (3, 3));
 
-        // A connection outside the pool, accepted last, tells when the server's close has reached
-        // this side of every connection.
-        let dialer = R::tcp();
-        let mut probe = dialer.dial(&addr).await.unwrap();
-        echo_ok(&mut probe, "probe").await;
-        server.stop();
-        eventually::<R>("the probe sees the server close it", || {
-            !dialer.is_open(&probe)
-        })
-        .await;
-        let server = EchoServer::tcp_on(&addr);
-
-        let mut conn = pool
-            .get(&addr)
-            .await
-            .expect("a working connection, no error");
-        assert!(!conn.is_reused());
-        echo_ok(&mut *conn, "after").await;
-        assert_eq!(server.accepted(), 1);
-        let counters = pool.stats().counters;
-        assert_eq!((counters.closed_not_open, counters.hits), (3, 0));
-        assert_eq!(counts(&pool, &addr), (1, 0));
+        stop_and_see_the_close::<R>(&mut server, &addr).await;
+        restart_and_get_afresh(&pool, &addr, 3).await;
     });
+}
+
+/// Stops `server` and waits until its close has reached this side of every connection it
+/// accepted: a connection outside the pool, accepted last, sees it last.
+async fn stop_and_see_the_close<R: Runtime>(server: &mut EchoServer, addr: &String) {
+    let dialer = R::tcp();
+    let mut probe = dialer.dial(addr).await.unwrap();
+    echo_ok(&mut probe, "probe").await;
+    server.stop();
+    eventually::<R>("the probe sees the server close it", || {
+        !dialer.is_open(&probe)
+    })
+    .await;
+}
+
+/// Restarts the stopped server on `addr`; the next get must skip the `dead` connections the pool
+/// holds idle, without an error, and dial one that works.
+async fn restart_and_get_afresh<D: Dialer<Addr = String, Conn: Stream>>(
+    pool: &Pool<D>,
+    addr: &String,
+    dead: u64,
+) {
+    let server = EchoServer::tcp_on(addr);
+    let mut conn = pool
+        .get(addr)
+        .await
+        .expect("a working connection, no error");
+    assert!(!conn.is_reused(), "a closed connection was handed out");
+    echo_ok(&mut *conn, "after").await;
+    assert_eq!(server.accepted(), 1);
+    let counters = pool.stats().counters;
+    assert_eq!((counters.closed_not_open, counters.hits), (dead, 0));
+    assert_eq!(counts(pool, addr), (1, 0));
 }
 
 /// With `check_on_return(false)` a connection the backend closed while it was held goes back
@@ -298,29 +311,10 @@ pub fn without_the_return_check_the_get_skips_a_connection_closed_while_held<R: 
         let mut held = pool.get(&addr).await.unwrap();
         echo_ok(&mut *held, "before").await;
 
-        // Accepted last, the probe tells when the server's close has reached the held connection.
-        let dialer = R::tcp();
-        let mut probe = dialer.dial(&addr).await.unwrap();
-        echo_ok(&mut probe, "probe").await;
-        server.stop();
-        eventually::<R>("the probe sees the server close it", || {
-            !dialer.is_open(&probe)
-        })
-        .await;
+        stop_and_see_the_close::<R>(&mut server, &addr).await;
         drop(held);
         assert_eq!(counts(&pool, &addr), (1, 1), "kept idle without a check");
-        let server = EchoServer::tcp_on(&addr);
-
-        let mut conn = pool
-            .get(&addr)
-            .await
-            .expect("a working connection, no error");
-        assert!(!conn.is_reused(), "the closed connection was handed out");
-        echo_ok(&mut *conn, "after").await;
-        assert_eq!(server.accepted(), 1);
-        let counters = pool.stats().counters;
-        assert_eq!((counters.closed_not_open, counters.hits), (1, 0));
-        assert_eq!(counts(&pool, &addr), (1, 0));
+        restart_and_get_afresh(&pool, &addr, 1).await;
     });
 }
 
