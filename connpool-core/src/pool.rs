@@ -275,15 +275,33 @@ impl<D: Dialer> Pool<D> {
                 Checkout::Reuse(dest, conn, born) => (dest, Grant::Conn(conn, born)),
                 Checkout::Dial(dest) => (dest, Grant::Slot),
                 Checkout::Wait(dest, waiter) => match self.wait(&dest, &waiter).await? {
-                    // Handed a connection in line: the check, and when it turns the connection
-                    // down, the waiter keeps its turn and dials in the slot the connection held.
+                    // Handed a connection in line. The pool may have closed, or the connection
+                    // grown too old or died, since it was handed over: a connection turned down
+                    // leaves its slot to the waiter, who keeps its turn and dials in it, unless
+                    // the pool is closed.
                     Grant::Conn(conn, born) => {
-                        if self.may_reuse(&conn) {
+                        let refused = if store.is_closed() {
+                            Reason::PoolClosedOnGet
+                        } else if store.too_old(born, inner.time.now()) {
+                            Reason::LifetimeOnGet
+                        } else if self.may_reuse(&conn) {
                             return Ok(Pooled::new(Lent::new(&dest), conn, born, true));
+                        } else {
+                            Reason::NotOpenOnGet
+                        };
+                        if refused == Reason::PoolClosedOnGet {
+                            store.forget(&dest, refused);
+                            drop(conn);
+                            return Err(Error::Closed);
                         }
-                        store.dial_instead(&dest, Reason::NotOpenOnGet);
+                        store.dial_instead(&dest, refused);
                         drop(conn);
                         (dest, Grant::Slot)
+                    }
+                    // A slot given before the pool closed: no dial after it.
+                    Grant::Slot if store.is_closed() => {
+                        store.finish_dial(&dest, DialOutcome::Cancelled);
+                        return Err(Error::Closed);
                     }
                     grant => (dest, grant),
                 },
@@ -323,11 +341,10 @@ impl<D: Dialer> Pool<D> {
             if let Some(timeout) = timeout.as_mut() {
                 if timeout.as_mut().poll(cx).is_ready() {
                     queued.done = true;
-                    let now = inner.time.now();
                     return Poll::Ready(
-                        match inner.store.leave_queue(dest, waiter, Leave::TimedOut, now) {
+                        match inner.store.leave_queue(dest, waiter, Leave::TimedOut) {
                             Left::Grant(grant) => Ok(grant),
-                            Left::Nothing | Left::Idled => Err(Error::Timeout),
+                            Left::Nothing => Err(Error::Timeout),
                         },
                     );
                 }
@@ -384,7 +401,8 @@ impl<D: Dialer> Pool<D> {
         self.inner().store.stats()
     }
 
-    /// Closes the idle connections whose idle time is up; returns how many.
+    /// Closes the idle connections whose idle time, or lifetime (`max_lifetime`), is up; returns
+    /// how many.
     ///
     /// With a clock and a spawner the background reaper does this by itself; without, expired
     /// connections are closed lazily when their destination is next used, or by this call.
@@ -488,7 +506,8 @@ impl<D: Dialer> Drop for DialTicket<D> {
 }
 
 /// A place in a destination's queue; dropped before its grant is collected (a cancelled `get`),
-/// it leaves the queue and hands on whatever it was given.
+/// it leaves the queue and hands on whatever it was given: a connection comes back as a dropped
+/// guard's does, checked and to the next waiter, idle or closed.
 struct Queued<'a, D: Dialer> {
     dest: &'a Arc<Destination<D>>,
     waiter: &'a Arc<Waiter<D::Conn>>,
@@ -499,13 +518,12 @@ impl<D: Dialer> Drop for Queued<'_, D> {
     fn drop(&mut self) {
         if !self.done {
             let pool = &self.dest.pool;
-            let now = pool.time.now();
-            if let Left::Idled =
+            if let Left::Grant(Grant::Conn(conn, born)) =
                 pool.store
-                    .leave_queue(self.dest, self.waiter, Leave::Cancelled, now)
+                    .leave_queue(self.dest, self.waiter, Leave::Cancelled)
             {
-                // The connection handed to this waiter went idle: a parked reaper must hear.
-                pool.reaper.idle_added();
+                // Still held, so the bucket, and the destination lent through it, stay.
+                check_in(&Lent::new(self.dest), conn, born);
             }
         }
     }

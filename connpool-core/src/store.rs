@@ -150,6 +150,12 @@ pub(crate) enum Reason {
     NotOpen,
     /// `is_open` said no just after a get took it from the idle store (and counted a hit).
     NotOpenOnGet,
+    /// A waiter found its connection past `max_lifetime` when it came to collect it (the grant
+    /// counted a hit).
+    LifetimeOnGet,
+    /// A waiter found the pool closed when it came to collect its connection (the grant counted
+    /// a hit).
+    PoolClosedOnGet,
     Released,
     PoolClosed,
     Purged,
@@ -169,6 +175,14 @@ impl Counters {
             Reason::NotOpenOnGet => {
                 self.hits -= n;
                 self.closed_not_open += n;
+            }
+            Reason::LifetimeOnGet => {
+                self.hits -= n;
+                self.closed_lifetime += n;
+            }
+            Reason::PoolClosedOnGet => {
+                self.hits -= n;
+                self.closed_pool_closed += n;
             }
             Reason::Released => self.released += n,
             Reason::PoolClosed => self.closed_pool_closed += n,
@@ -296,13 +310,12 @@ pub(crate) enum DialOutcome {
 
 /// What a waiter leaving its queue comes away with.
 pub(crate) enum Left<C> {
-    /// What it was given before its wait timed out: the caller's to use.
+    /// What it was given before it left: the caller's to use when its wait timed out. A
+    /// cancelled waiter gets only a connection, still held and no longer counted as a hit, for
+    /// the caller to return as any other.
     Grant(Grant<C>),
-    /// Nothing for the caller, and nothing went idle.
+    /// Nothing for the caller.
     Nothing,
-    /// Nothing for the caller; the connection a cancelled waiter had been given went idle (a
-    /// parked reaper must hear of it).
-    Idled,
 }
 
 /// Why a waiter leaves the queue.
@@ -792,6 +805,11 @@ impl<D: Dialer> Store<D> {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether a connection dialed at `born` is past `max_lifetime` at `now`.
+    pub(crate) fn too_old(&self, born: Nanos, now: Nanos) -> bool {
+        self.now(now).too_old(born)
     }
 
     /// An aftermath that also wakes `shutdown` callers if the pool is closed by the time the
@@ -1344,17 +1362,16 @@ impl<D: Dialer> Store<D> {
         });
     }
 
-    /// Takes `waiter` out of `dest`'s queue. What it was given meanwhile goes to the caller when
-    /// its wait timed out, and back to the pool when it was cancelled.
+    /// Takes `waiter` out of `dest`'s queue. What it was given meanwhile goes to the caller: to
+    /// use when its wait timed out; when it was cancelled, a connection to return (a slot goes
+    /// back to the pool here).
     pub(crate) fn leave_queue(
         &self,
         dest: &Arc<Destination<D>>,
         waiter: &Arc<Waiter<D::Conn>>,
         leave: Leave,
-        now: Nanos,
     ) -> Left<D::Conn> {
-        self.with_bucket_if_any(dest, now, |bucket, now, books, after| {
-            let closed = self.is_closed();
+        self.with_bucket_if_any(dest, 0, |bucket, _, books, _| {
             let Some(grant) = waiter.withdraw() else {
                 bucket.waiters.retain(|w| !Arc::ptr_eq(w, waiter));
                 if leave == Leave::TimedOut {
@@ -1365,26 +1382,10 @@ impl<D: Dialer> Store<D> {
             match (leave, grant) {
                 (Leave::TimedOut, grant) => Left::Grant(grant),
                 (Leave::Cancelled, Grant::Conn(conn, born)) => {
-                    // Counted as a hit for a get that never saw it.
+                    // Counted as a hit for a get that never saw it. Still held: the caller
+                    // returns it as any connection comes back, checked, outside the lock.
                     books.counters.hits -= 1;
-                    bucket.held -= 1;
-                    if closed {
-                        books.counters.count(Reason::PoolClosed, 1);
-                        after.close(conn);
-                        return Left::Nothing;
-                    }
-                    match bucket.check_in(conn, born, now, books, after) {
-                        Ok(true) => Left::Idled,
-                        // Handed to the next waiter.
-                        Ok(false) => Left::Nothing,
-                        Err(conn) => {
-                            // Waiters come with `max_open_per_host`, which keeps one lane: the
-                            // destination is at capacity.
-                            books.counters.count(Reason::OverCapacity, 1);
-                            after.close(conn);
-                            Left::Nothing
-                        }
-                    }
+                    Left::Grant(Grant::Conn(conn, born))
                 }
                 (Leave::Cancelled, Grant::Slot) => {
                     bucket.dialing -= 1;

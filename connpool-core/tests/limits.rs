@@ -353,6 +353,61 @@ fn close_turns_waiters_away() {
 }
 
 #[test]
+fn a_waiter_served_before_close_and_collecting_after_it_gets_closed() {
+    // Handed a connection: it is closed, not handed out of a closed pool.
+    let (pool, dialer, _) = limited(1);
+    let a = addr("a:1");
+    let held = get(&pool, "a:1");
+    let mut waiter = start(&pool, &a);
+    drop(held);
+    pool.close();
+    assert!(matches!(ready(&mut waiter), Err(Error::Closed)));
+    let counters = pool.stats().counters;
+    assert_eq!((counters.hits, counters.closed_pool_closed), (0, 1));
+    assert_eq!(dialer.live(), 0);
+    assert!(block_on(pool.shutdown(Duration::ZERO)));
+
+    // Handed a slot, or a dead connection whose slot it would dial in: no dial after close.
+    for dead in [false, true] {
+        let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+        let pool = builder(&dialer, &clock)
+            .max_open_per_host(1)
+            .check_on_return(false)
+            .build()
+            .unwrap();
+        let held = get(&pool, "a:1");
+        let mut waiter = start(&pool, &a);
+        if dead {
+            held.kill();
+            drop(held);
+        } else {
+            held.release();
+        }
+        pool.close();
+        assert!(matches!(ready(&mut waiter), Err(Error::Closed)));
+        assert_eq!(dialer.dials(), 1, "dialed after close (dead: {dead})");
+        assert_eq!(dialer.live(), 0);
+        assert!(pool.stats().destinations.is_empty());
+    }
+}
+
+#[test]
+fn a_dropped_waiters_connection_comes_back_checked() {
+    let (pool, dialer, _) = limited(1);
+    let a = addr("a:1");
+    let held = get(&pool, "a:1");
+    let granted = start(&pool, &a);
+    drop(held);
+    // It dies before the waiter collects it; the waiter goes away.
+    dialer.kill_all();
+    drop(granted);
+    assert_eq!(counts(&pool, "a:1"), (0, 0, 0), "kept idle unchecked");
+    let counters = pool.stats().counters;
+    assert_eq!((counters.hits, counters.closed_not_open), (0, 1));
+    assert_eq!(dialer.live(), 0);
+}
+
+#[test]
 fn the_global_idle_cap_closes_the_least_recently_used_anywhere() {
     let (dialer, clock) = (TestDialer::new(), ManualClock::new());
     let pool = builder(&dialer, &clock).max_idle_total(3).build().unwrap();
@@ -448,6 +503,44 @@ fn old_connections_are_closed_at_return_at_checkout_and_by_reap() {
     assert_eq!(pool.reap(), 1, "the one returned by the last get");
     assert_eq!(pool.stats().counters.closed_lifetime, 3);
     assert_eq!(dialer.live(), 0);
+}
+
+#[test]
+fn a_connection_too_old_by_the_time_a_waiter_takes_it_is_not_handed_out() {
+    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+    let pool = builder(&dialer, &clock)
+        .max_open_per_host(1)
+        .max_lifetime(10 * SECOND)
+        .build()
+        .unwrap();
+    let a = addr("a:1");
+
+    // Collected late: the waiter turns it down and dials in its slot.
+    let held = get(&pool, "a:1");
+    let mut waiter = start(&pool, &a);
+    clock.advance(9 * SECOND);
+    drop(held);
+    clock.advance(2 * SECOND);
+    let fresh = ready(&mut waiter).unwrap();
+    assert!(!fresh.is_reused(), "handed out at 11 s of 10");
+    assert_eq!(pool.stats().counters.closed_lifetime, 1);
+
+    // Passed on by a waiter that went away: closed at that return, and the next waiter dials.
+    let first = start(&pool, &a);
+    let mut second = start(&pool, &a);
+    clock.advance(5 * SECOND);
+    drop(fresh);
+    clock.advance(6 * SECOND);
+    drop(first);
+    assert!(
+        !ready(&mut second).unwrap().is_reused(),
+        "handed on at 11 s of 10"
+    );
+    let counters = pool.stats().counters;
+    assert_eq!(
+        (counters.hits, counters.closed_lifetime, counters.dials),
+        (0, 2, 3)
+    );
 }
 
 #[test]
