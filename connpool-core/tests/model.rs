@@ -6,7 +6,9 @@
 //! stay pending in the harness until an operation polls or drops them. With `check_on_return`
 //! off, a connection killed while held goes back unchecked, and whoever gets it next must turn it
 //! down: a get goes on to the next idle connection or dials, a waiter it was handed to dials in
-//! its place without losing its turn. After every step:
+//! its place without losing its turn. Some cases set `max_lifetime` (a connection too old is
+//! closed when it comes back, by a get that finds it idle, or by the reaper) or `max_idle_total`
+//! (the least recently returned idle connection anywhere makes room). After every step:
 //! invariants I1-I7 of DESIGN.md hold, open(addr) <= max_open_per_host, and the pool's stats
 //! equal the model's.
 
@@ -99,12 +101,21 @@ enum Outcome {
 struct Model {
     capacity: usize,
     max_open: usize,
+    /// `max_idle_total` (`usize::MAX`: none): past it, the least recently returned idle
+    /// connection anywhere is closed.
+    max_idle_total: usize,
+    /// `max_lifetime` in milliseconds (`u64::MAX`: none), counted from each connection's dial.
+    max_lifetime: u64,
     /// `check_on_return`: whether a dead connection coming back is closed, or kept unchecked.
     check_on_return: bool,
     now: u64,
     closed: bool,
-    /// Per address: idle connections as (id, since), oldest first.
-    idle: BTreeMap<usize, Vec<(usize, u64)>>,
+    /// Per address: idle connections as (id, since, the return's place in the order of all
+    /// returns), oldest first.
+    idle: BTreeMap<usize, Vec<(usize, u64, u64)>>,
+    returns: u64,
+    /// When each connection was dialed.
+    born: HashMap<usize, u64>,
     /// Held connections: (id, address index, dead), in the harness's order.
     held: Vec<(usize, usize, bool)>,
     /// Per address: queued callers, oldest first.
@@ -154,9 +165,53 @@ impl Model {
         }
     }
 
+    /// A connection dialed now.
     fn new_id(&mut self) -> usize {
         self.next_id += 1;
+        self.born.insert(self.next_id - 1, self.now);
         self.next_id - 1
+    }
+
+    fn too_old(&self, id: usize) -> bool {
+        self.now - self.born[&id] >= self.max_lifetime
+    }
+
+    /// Closes `a`'s idle connections whose idle time is up.
+    fn expire_idle(&mut self, a: usize) {
+        let now = self.now;
+        let idle = self.idle.entry(a).or_default();
+        let expired = idle
+            .iter()
+            .take_while(|(_, since, _)| now - since >= IDLE_TIMEOUT_MS)
+            .count();
+        idle.drain(..expired);
+        self.counters.closed_expired += expired as u64;
+    }
+
+    /// Closes `a`'s idle connections whose lifetime is up.
+    fn expire_lifetime(&mut self, a: usize) {
+        let (now, max_lifetime, born) = (self.now, self.max_lifetime, &self.born);
+        let idle = self.idle.entry(a).or_default();
+        let before = idle.len();
+        idle.retain(|(id, _, _)| now - born[id] < max_lifetime);
+        self.counters.closed_lifetime += (before - idle.len()) as u64;
+    }
+
+    /// With `max_idle_total`: closes the least recently returned idle connections until the
+    /// total fits.
+    fn evict_over_total(&mut self) {
+        while self.idle_total() > self.max_idle_total {
+            let (a, i) = self
+                .idle
+                .iter()
+                .flat_map(|(a, idle)| idle.iter().enumerate().map(move |(i, e)| (e.2, *a, i)))
+                .min()
+                .map(|(_, a, i)| (a, i))
+                .unwrap();
+            self.idle.get_mut(&a).unwrap().remove(i);
+            self.counters.closed_evicted += 1;
+            self.settle(a);
+        }
     }
 
     fn checkout(&mut self, a: usize, fresh: bool) -> Outcome {
@@ -166,12 +221,14 @@ impl Model {
         let now = self.now;
         if !fresh {
             let idle = self.idle.entry(a).or_default();
-            while let Some(&(id, since)) = idle.last() {
+            while let Some(&(id, since, _)) = idle.last() {
                 idle.pop();
                 if now - since >= IDLE_TIMEOUT_MS {
                     // The newest is stale, so all are.
                     self.counters.closed_expired += idle.len() as u64 + 1;
                     idle.clear();
+                } else if now - self.born[&id] >= self.max_lifetime {
+                    self.counters.closed_lifetime += 1;
                 } else if self.dead.contains(&id) {
                     self.counters.closed_not_open += 1;
                     self.settle(a);
@@ -211,18 +268,19 @@ impl Model {
             }
             return;
         }
-        let now = self.now;
+        self.expire_idle(a);
+        if self.idle[&a].len() >= self.capacity || self.idle_total() >= self.max_idle_total {
+            // No room: those past their lifetime make room first. (With room, the pool may or may
+            // not close them on the way; `Harness::settle_lifetimes` accepts either.)
+            self.expire_lifetime(a);
+        }
         let idle = self.idle.entry(a).or_default();
-        let expired = idle
-            .iter()
-            .take_while(|(_, since)| now - since >= IDLE_TIMEOUT_MS)
-            .count();
-        idle.drain(..expired);
-        self.counters.closed_expired += expired as u64;
         if idle.len() >= self.capacity {
             self.counters.closed_over_capacity += 1;
         } else {
-            idle.push((id, now));
+            idle.push((id, self.now, self.returns));
+            self.returns += 1;
+            self.evict_over_total();
         }
     }
 
@@ -232,6 +290,8 @@ impl Model {
             self.counters.closed_pool_closed += 1;
         } else if dead && self.check_on_return {
             self.counters.closed_not_open += 1;
+        } else if self.too_old(id) {
+            self.counters.closed_lifetime += 1;
         } else {
             if dead {
                 // Unchecked: it goes idle or to a waiter, and the next get's check finds it.
@@ -254,12 +314,10 @@ impl Model {
         match granted {
             None => self.queue.entry(a).or_default().retain(|k| *k != key),
             Some(Granted::Conn(id)) => {
+                // It comes back unused, checked as a dropped guard's connection is.
                 self.counters.hits -= 1;
-                if self.closed {
-                    self.counters.closed_pool_closed += 1;
-                } else {
-                    self.check_in(id, a);
-                }
+                let dead = self.dead.contains(&id);
+                self.give_back(id, a, dead);
             }
             Some(Granted::Slot) | Some(Granted::Closed) => {}
         }
@@ -267,18 +325,13 @@ impl Model {
     }
 
     fn reap(&mut self) -> usize {
-        let now = self.now;
-        let mut reaped = 0;
-        for idle in self.idle.values_mut() {
-            let before = idle.len();
-            idle.retain(|(_, since)| now - since < IDLE_TIMEOUT_MS);
-            reaped += before - idle.len();
-        }
-        self.counters.closed_expired += reaped as u64;
+        let before = self.idle_total();
         for a in 0..ADDRS.len() {
+            self.expire_idle(a);
+            self.expire_lifetime(a);
             self.settle(a);
         }
-        reaped
+        before - self.idle_total()
     }
 }
 
@@ -291,18 +344,40 @@ struct Harness {
     model: Model,
 }
 
+/// The pool's settings for one case (`None`: the default).
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    capacity: usize,
+    max_open: usize,
+    check_on_return: bool,
+    max_idle_total: Option<usize>,
+    max_lifetime_ms: Option<u64>,
+}
+
 impl Harness {
-    fn new(capacity: usize, max_open: usize, check_on_return: bool) -> Self {
+    fn new(settings: Settings) -> Self {
+        let Settings {
+            capacity,
+            max_open,
+            check_on_return,
+            max_idle_total,
+            max_lifetime_ms,
+        } = settings;
         let dialer = TestDialer::new();
         let clock = ManualClock::new();
-        let pool = Pool::builder(dialer.clone())
+        let mut builder = Pool::builder(dialer.clone())
             .capacity(capacity)
             .idle_timeout(Duration::from_millis(IDLE_TIMEOUT_MS))
             .max_open_per_host(max_open)
             .check_on_return(check_on_return)
-            .clock(clock.clone())
-            .build()
-            .unwrap();
+            .clock(clock.clone());
+        if let Some(n) = max_idle_total {
+            builder = builder.max_idle_total(n);
+        }
+        if let Some(ms) = max_lifetime_ms {
+            builder = builder.max_lifetime(Duration::from_millis(ms));
+        }
+        let pool = builder.build().unwrap();
         Harness {
             pool,
             dialer,
@@ -312,10 +387,14 @@ impl Harness {
             model: Model {
                 capacity,
                 max_open,
+                max_idle_total: max_idle_total.unwrap_or(usize::MAX),
+                max_lifetime: max_lifetime_ms.unwrap_or(u64::MAX),
                 check_on_return,
                 now: 0,
                 closed: false,
                 idle: BTreeMap::new(),
+                returns: 0,
+                born: HashMap::new(),
                 held: Vec::new(),
                 queue: BTreeMap::new(),
                 waiters: HashMap::new(),
@@ -373,13 +452,25 @@ impl Harness {
         for (key, mut fut) in std::mem::take(&mut self.pending) {
             let poll = poll_once(&mut fut);
             let (a, _, granted) = self.model.waiters[&key];
+            let m = &mut self.model;
             let granted = match granted {
-                Some(Granted::Conn(id)) if self.model.dead.contains(&id) => {
-                    // Handed a connection that came back unchecked: the get's check turns it
-                    // down, and the caller keeps its turn, dialing in the connection's slot.
-                    self.model.counters.hits -= 1;
-                    self.model.counters.closed_not_open += 1;
-                    self.model.waiters.get_mut(&key).unwrap().2 = Some(Granted::Slot);
+                // Handed over before the pool closed: nothing once it has.
+                Some(Granted::Conn(_)) if m.closed => {
+                    m.counters.hits -= 1;
+                    m.counters.closed_pool_closed += 1;
+                    Some(Granted::Closed)
+                }
+                Some(Granted::Slot) if m.closed => Some(Granted::Closed),
+                // Handed a connection that has since grown too old, or came back unchecked and
+                // dead: the caller turns it down and keeps its turn, dialing in its slot.
+                Some(Granted::Conn(id)) if m.too_old(id) || m.dead.contains(&id) => {
+                    m.counters.hits -= 1;
+                    if m.too_old(id) {
+                        m.counters.closed_lifetime += 1;
+                    } else {
+                        m.counters.closed_not_open += 1;
+                    }
+                    m.waiters.get_mut(&key).unwrap().2 = Some(Granted::Slot);
                     Some(Granted::Slot)
                 }
                 granted => granted,
@@ -390,16 +481,10 @@ impl Harness {
                     continue;
                 }
                 (Some(Granted::Conn(id)), Poll::Ready(Ok(conn))) => self.hold(conn, id, a, true),
-                (Some(Granted::Slot), Poll::Ready(result)) => {
+                (Some(Granted::Slot), Poll::Ready(Ok(conn))) => {
                     let id = self.model.new_id();
                     self.model.counters.dials += 1;
-                    match result {
-                        Ok(conn) => self.hold(conn, id, a, false),
-                        Err(Error::Closed) if self.model.closed => {
-                            self.model.counters.closed_pool_closed += 1;
-                        }
-                        Err(err) => panic!("waiter {key}: {err:?}"),
-                    }
+                    self.hold(conn, id, a, false);
                 }
                 (Some(Granted::Closed), Poll::Ready(Err(Error::Closed))) => {}
                 (granted, poll) => panic!("waiter {key}: given {granted:?}, got {poll:?}"),
@@ -441,7 +526,7 @@ impl Harness {
             }
             Op::KillIdle(a) => {
                 let conns = self.dialer.state.conns.lock().unwrap();
-                for &(id, _) in self.model.idle.get(&a).into_iter().flatten() {
+                for &(id, _, _) in self.model.idle.get(&a).into_iter().flatten() {
                     conns[id].store(false, std::sync::atomic::Ordering::SeqCst);
                     self.model.dead.insert(id);
                 }
@@ -524,7 +609,25 @@ impl Harness {
                 self.model.now += ms;
             }
         }
+        self.settle_lifetimes();
         self.check();
+    }
+
+    /// An idle connection past its lifetime is never handed out, but when it is closed is up to
+    /// the pool: by the get that finds it, the reaper, or any return to its destination on the
+    /// way (the return's fast path leaves it be). Whichever step closed one, the model follows.
+    fn settle_lifetimes(&mut self) {
+        let m = &mut self.model;
+        let (now, max_lifetime, born) = (m.now, m.max_lifetime, &m.born);
+        let mut closed = 0;
+        for idle in m.idle.values_mut() {
+            idle.retain(|(id, _, _)| {
+                let gone = now - born[id] >= max_lifetime && !self.dialer.is_live(*id);
+                closed += u64::from(gone);
+                !gone
+            });
+        }
+        m.counters.closed_lifetime += closed;
     }
 
     /// A get that stalls in its dial (or waits in line) and is dropped after one poll.
@@ -572,10 +675,11 @@ impl Harness {
             listed += usize::from(held + idle > 0);
             assert!(idle <= m.capacity, "I2");
             assert!(m.open(i) <= m.max_open, "open({a}) over the limit");
-            for (id, _) in m.idle.get(&i).into_iter().flatten() {
+            for (id, _, _) in m.idle.get(&i).into_iter().flatten() {
                 assert!(ids.insert(*id), "I1: {id} idle twice");
             }
         }
+        assert!(m.idle_total() <= m.max_idle_total, "over max_idle_total");
         assert_eq!(
             stats.destinations.len(),
             listed,
@@ -614,8 +718,18 @@ proptest! {
         max_open in prop_oneof![Just(usize::MAX), 1..4usize],
         check_on_return in any::<bool>(),
         ops in proptest::collection::vec(op(), 1..100),
+        // Drawn after the operations, so that the saved seeds still make the operations they
+        // were saved for.
+        max_idle_total in prop_oneof![2 => Just(None), 1 => (0..4usize).prop_map(Some)],
+        max_lifetime_ms in prop_oneof![2 => Just(None), 1 => (500..3_000u64).prop_map(Some)],
     ) {
-        let mut harness = Harness::new(capacity, max_open, check_on_return);
+        let mut harness = Harness::new(Settings {
+            capacity,
+            max_open,
+            check_on_return,
+            max_idle_total,
+            max_lifetime_ms,
+        });
         for op in &ops {
             harness.apply(op);
         }

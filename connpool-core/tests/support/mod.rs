@@ -99,6 +99,11 @@ impl TestDialer {
     pub fn live(&self) -> usize {
         self.state.live.load(Ordering::SeqCst)
     }
+    /// Whether connection `id` has not been dropped yet.
+    pub fn is_live(&self, id: usize) -> bool {
+        // The dialer keeps one reference to each connection's flag and the connection the other.
+        Arc::strong_count(&self.state.conns.lock().unwrap()[id]) > 1
+    }
     /// Times the pool asked `is_open` so far.
     pub fn checks(&self) -> usize {
         self.state.checks.load(Ordering::SeqCst)
