@@ -14,9 +14,11 @@ use crate::Dialer;
 /// A connection handed out by a [`Pool`](crate::Pool).
 ///
 /// It dereferences to the connection. Dropping it puts the connection back into the pool if the
-/// pool is open, its destination has room, the thread is not panicking and (with `check_on_get`
-/// and `check_on_return`, the defaults) [`Dialer::is_open`] agrees; otherwise the connection is
-/// closed. Dropping never blocks and needs no runtime.
+/// pool is open, its destination has room, the thread is not panicking, the connection is
+/// younger than `max_lifetime` and (with `check_on_get` and `check_on_return`, the defaults)
+/// [`Dialer::is_open`] agrees; otherwise the connection is closed. When callers are queued for
+/// the destination, it goes straight to the oldest of them instead of idle. Dropping never
+/// blocks and needs no runtime.
 ///
 /// When the connection implements futures-io's `AsyncRead`/`AsyncWrite` (and is `Unpin`), so does
 /// the guard; with the `tokio` feature, tokio's too.
@@ -74,8 +76,8 @@ impl<D: Dialer> Pooled<D> {
         &self.held().dest.addr
     }
 
-    /// `true` when the connection came from the idle store, `false` when it was dialed for this
-    /// caller.
+    /// `true` when the connection was used before (taken from the idle store, or handed over by a
+    /// return while this caller was queued), `false` when it was dialed for this caller.
     pub fn is_reused(&self) -> bool {
         self.origin.reused()
     }

@@ -37,7 +37,10 @@ pub struct DestinationStats<A> {
     pub total: usize,
     /// Idle connections to it, ready to be reused.
     pub idle: usize,
-    /// Callers queued for a free slot, the destination being at `max_open_per_host`.
+    /// Callers queued for a free slot, the destination being at `max_open_per_host`. A
+    /// destination is listed only while it has connections held or idle, so callers queued
+    /// while its only connections are still being dialed do not show here (they are in
+    /// [`Counters::waits`]).
     pub waiting: usize,
 }
 

@@ -49,7 +49,9 @@
 //!   instead of handing out a dead connection.
 //! - [`SmolClock`] and [`SmolSpawner`], to set by hand on [`connpool_core::Pool::builder`] (with an
 //!   [`Executor`](smol::Executor) of your own, say).
-//! - [`Pool`] and [`Pooled`], with the TCP dialer as their default, and the core's other types.
+//! - [`Pool`] and [`Pooled`], with the TCP dialer as their default, and the core's traits,
+//!   [`Builder`], errors and statistics types (the rest, such as `ManualClock`, is in
+//!   [`connpool_core`]).
 //!
 //! A [`Pooled`] connection implements futures-io's `AsyncRead` and `AsyncWrite`, so it works with
 //! `smol::io`'s extension traits, `BufReader` and `split` like the stream it holds.

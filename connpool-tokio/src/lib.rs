@@ -46,7 +46,9 @@
 //!   instead of handing out a dead connection.
 //! - [`TokioClock`] and [`TokioSpawner`], to set by hand on [`connpool_core::Pool::builder`] (with a
 //!   runtime [`Handle`](tokio::runtime::Handle) from elsewhere, say).
-//! - [`Pool`] and [`Pooled`], with the TCP dialer as their default, and the core's other types.
+//! - [`Pool`] and [`Pooled`], with the TCP dialer as their default, and the core's traits,
+//!   [`Builder`], errors and statistics types (the rest, such as `ManualClock`, is in
+//!   [`connpool_core`]).
 //!
 //! A [`Pooled`] connection implements tokio's `AsyncRead` and `AsyncWrite`, so it works with
 //! `AsyncReadExt`, `tokio::io::split` and `tokio_util::codec::Framed` like the stream it holds.

@@ -63,8 +63,9 @@ impl TcpDialer {
     /// The reactor marks a stream readable when bytes, the end of the stream or an error arrive,
     /// and the mark stays until a read finds nothing. With `true`, a stream the reactor has not
     /// marked counts as open without a system call, and only a marked one is peeked at. On a
-    /// connection that carries requests and answers back to back, that takes both checks' system
-    /// calls off each request: in `echo_tokio` (BENCHMARKS.md) they are the whole distance
+    /// connection that carries requests and answers back to back, that takes the get's system
+    /// call off each request; the return still peeks, as the answer left the stream marked (and
+    /// the peek clears the mark). In `echo_tokio` (BENCHMARKS.md) that is one call of the two
     /// between the pool and a dedicated connection.
     ///
     /// The price: the mark is as fresh as the reactor's last look at the sockets. A peer that

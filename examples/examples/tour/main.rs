@@ -308,7 +308,8 @@ async fn restart(
         ),
     );
     story.sum_up(format!(
-        "{REQUESTS} requests, 0 errors; {skipped} dead skipped, 1 redial"
+        "{REQUESTS} requests, {} errors; {skipped} dead skipped, {dialed} redial",
+        failures.len()
     ));
     Ok(())
 }
@@ -360,8 +361,11 @@ async fn release_and_dial(story: &mut Story, pool: &Pool, backend: &Backend) -> 
         purged == CAPACITY - 1,
         format!("pool.purge() closed the {purged} other idle connections to it, dead too"),
     );
+    let failed = usize::from(first.is_err());
+    let answered = if retry.is_ok() { "answered" } else { "failed" };
     story.sum_up(format!(
-        "1 failed request, released + dialed, retry answered; {purged} purged"
+        "{failed} failed request, released +{released}, dialed +{dialed}, retry {answered}; \
+         {purged} purged"
     ));
     Ok(())
 }
