@@ -140,6 +140,9 @@ pub(crate) fn check_in<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos) {
     let pool = &*dest.pool;
     if pool.store.check_in(&dest, conn, born, now) {
         pool.reaper.idle_added();
+        if pool.reaper.claim_early(pool.store.lifetime_end(born)) {
+            pool.reaper.notify();
+        }
     }
 }
 
@@ -676,6 +679,7 @@ impl<D: Dialer> Builder<D> {
             && limits.max_idle_total != Some(0)
             && (nanos(limits.idle_timeout) < Nanos::MAX
                 || limits.max_lifetime.is_some_and(|d| nanos(d) < Nanos::MAX));
+        let reaper = Arc::new(ReaperSignal::new(limits.idle_timeout, limits.max_lifetime));
         let inner = Arc::new(PoolInner {
             dialer: self.dialer,
             store: Store::new(limits),
@@ -684,7 +688,7 @@ impl<D: Dialer> Builder<D> {
             check_on_return: self.check_on_get && self.check_on_return,
             wait_timeout: self.wait_timeout,
             dial_timeout: self.dial_timeout,
-            reaper: Arc::new(ReaperSignal::default()),
+            reaper,
         });
         if let (Some(spawner), Some(clock), true) =
             (self.spawner, inner.time.clock(), reaper_useful)

@@ -1,8 +1,9 @@
 //! The background reaper: a thin async loop around [`Store::reap`](crate::store::Store::reap).
 //!
 //! It sleeps until the next idle deadline, parks while nothing is idle (a returned connection wakes
-//! it), and ends when the pool is closed or gone. It holds only a `Weak` to the pool, so it never
-//! keeps a pool alive.
+//! it), and ends when the pool is closed or gone. A connection that goes idle with a lifetime
+//! ending before the reaper's next look wakes it too. It holds only a `Weak` to the pool, so it
+//! never keeps a pool alive.
 
 use std::future::{poll_fn, Future};
 use std::task::Poll;
@@ -11,21 +12,42 @@ use std::time::Duration;
 use futures_core::future::BoxFuture;
 use futures_util::task::AtomicWaker;
 
-use crate::clock::{Clock, Spawner};
+use crate::clock::{nanos, Clock, Nanos, Spawner};
 use crate::pool::PoolInner;
-use crate::sync::{Arc, AtomicBool, Ordering, Weak};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, Weak};
 use crate::Dialer;
 
 /// How the pool talks to its reaper.
-#[derive(Default)]
 pub(crate) struct ReaperSignal {
     /// Set by the reaper before it parks; a connection turning idle clears it and wakes the reaper.
     parked: AtomicBool,
+    /// When (pool time) the reaper will look next; `Nanos::MAX` while it looks or parks. A
+    /// connection going idle whose lifetime ends sooner lowers it and wakes the reaper.
+    wake_at: AtomicU64,
+    /// The shortest nap: the reaper looks at most sixteen times per idle timeout (or lifetime),
+    /// and wakes early only for a lifetime that ends sooner than this before its next look.
+    granularity: Duration,
     notified: AtomicBool,
     waker: AtomicWaker,
 }
 
 impl ReaperSignal {
+    /// The signal of a pool whose connections idle for `idle_timeout` at most, and live for
+    /// `max_lifetime` when set.
+    pub(crate) fn new(idle_timeout: Duration, max_lifetime: Option<Duration>) -> Self {
+        // Waking at most sixteen times per idle timeout bounds the work of a pool whose
+        // connections come back at scattered times; none is handed out late meanwhile, since a
+        // get checks the idle time itself.
+        let shortest = max_lifetime.map_or(idle_timeout, |lifetime| lifetime.min(idle_timeout));
+        ReaperSignal {
+            parked: AtomicBool::new(false),
+            wake_at: AtomicU64::new(Nanos::MAX),
+            granularity: shortest / 16,
+            notified: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        }
+    }
+
     /// A connection became idle: wake the reaper if it parked for want of one.
     ///
     /// The reaper sets `parked` before it looks at the store, and the connection went idle under
@@ -45,6 +67,19 @@ impl ReaperSignal {
     #[inline]
     pub(crate) fn claim_parked(&self) -> bool {
         self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst)
+    }
+
+    /// A connection went idle whose lifetime ends at `deadline` (pool time): `true` when that is
+    /// more than the reaper's granularity before its next look, and the caller must
+    /// [`notify`](ReaperSignal::notify) it. Like [`ReaperSignal::claim_parked`], read after the
+    /// connection went idle under its shard lock: a reaper that has not yet looked at that shard
+    /// set `wake_at` to `Nanos::MAX` before it did, so either it sees the connection or this
+    /// sees its plan.
+    #[inline]
+    pub(crate) fn claim_early(&self, deadline: Nanos) -> bool {
+        let early = deadline.saturating_add(nanos(self.granularity));
+        early < self.wake_at.load(Ordering::SeqCst)
+            && early < self.wake_at.fetch_min(deadline, Ordering::SeqCst)
     }
 
     /// The pool closed: wake the reaper so that it ends now.
@@ -106,19 +141,18 @@ async fn run<D: Dialer>(
 /// Reaps, then says how long to sleep: `Some(Some(d))` until the next deadline, `Some(None)` parked
 /// until something goes idle, `None` to look again at once (something went idle while parking).
 fn next_nap<D: Dialer>(pool: &PoolInner<D>, signal: &ReaperSignal) -> Option<Option<Duration>> {
+    // No plan while looking: a connection going idle in a shard already looked at wakes the
+    // reaper again if its lifetime ends early ([`ReaperSignal::claim_early`]).
+    signal.wake_at.store(Nanos::MAX, Ordering::SeqCst);
     let now = pool.time.now();
     let (_, next) = pool.store.reap(now);
     if let Some(deadline) = next {
-        // Waking at most sixteen times per idle timeout bounds the work of a pool whose
-        // connections come back at scattered times; none is handed out late meanwhile, since a
-        // get checks the idle time itself.
-        let limits = pool.store.limits();
-        let shortest = limits.max_lifetime.map_or(limits.idle_timeout, |lifetime| {
-            lifetime.min(limits.idle_timeout)
-        });
-        let granularity = shortest / 16;
-        let until_deadline = Duration::from_nanos(deadline.saturating_sub(now));
-        return Some(Some(until_deadline.max(granularity)));
+        let nap = Duration::from_nanos(deadline.saturating_sub(now)).max(signal.granularity);
+        // A minimum, not a store: what went idle meanwhile has lowered it and notified.
+        signal
+            .wake_at
+            .fetch_min(now.saturating_add(nanos(nap)), Ordering::SeqCst);
+        return Some(Some(nap));
     }
     signal.parked.store(true, Ordering::SeqCst);
     if pool.store.has_idle() {

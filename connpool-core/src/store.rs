@@ -807,6 +807,11 @@ impl<D: Dialer> Store<D> {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// When a connection dialed at `born` reaches `max_lifetime` (`Nanos::MAX`: never).
+    pub(crate) fn lifetime_end(&self, born: Nanos) -> Nanos {
+        born.saturating_add(self.max_lifetime)
+    }
+
     /// Whether a connection dialed at `born` is past `max_lifetime` at `now`.
     pub(crate) fn too_old(&self, born: Nanos, now: Nanos) -> bool {
         self.now(now).too_old(born)
@@ -911,7 +916,10 @@ impl<D: Dialer> Store<D> {
             lru,
         });
         books.idle += 1;
-        let reaper = pool.reaper.claim_parked().then(|| pool.reaper.clone());
+        let wake = pool.reaper.claim_parked()
+            || (store.max_lifetime < Nanos::MAX
+                && pool.reaper.claim_early(store.lifetime_end(born)));
+        let reaper = wake.then(|| pool.reaper.clone());
         drop(guard);
         if let Some(reaper) = reaper {
             reaper.notify();

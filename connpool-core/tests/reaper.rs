@@ -196,6 +196,57 @@ fn the_reaper_wakes_a_bounded_number_of_times_per_timeout() {
 }
 
 #[test]
+fn a_connection_whose_lifetime_ends_before_the_reapers_next_look_wakes_it() {
+    let (pool, dialer, clock, spawner) = pool_with(|builder| builder.max_lifetime(TIMEOUT / 2));
+    spawner.run();
+    let old = block_on(pool.get(&addr("a:1"))).unwrap(); // lives until 5 s
+    clock.advance(Duration::from_secs(4));
+    spawner.run();
+    drop(block_on(pool.get(&addr("b:1"))).unwrap()); // lives until 9 s; idle until 14 s
+    spawner.run(); // the reaper sleeps until 9 s
+    drop(old); // at 4 s, idle with 1 s to live
+    spawner.run();
+    clock.advance(Duration::from_secs(1));
+    spawner.run();
+    assert_eq!(
+        pool.stats().destination(&addr("a:1")).map(|d| d.idle),
+        None,
+        "a:1 reaped at the end of its lifetime"
+    );
+    assert_eq!(pool.stats().counters.closed_lifetime, 1);
+    assert_eq!(dialer.live(), 1);
+    clock.advance(Duration::from_secs(4));
+    spawner.run();
+    assert_eq!(dialer.live(), 0, "b:1 at the end of its own");
+}
+
+#[test]
+fn lifetimes_do_not_wake_the_reaper_more_than_a_bounded_number_of_times() {
+    let (pool, _dialer, clock, spawner) =
+        pool_with(|builder| builder.capacity(64).max_lifetime(TIMEOUT));
+    spawner.run();
+    // Dialed 100 ms apart, they come back youngest first: each return's lifetime ends before
+    // every one already idle, the worst order for a reaper woken by earlier deadlines.
+    let mut held: Vec<_> = (0..64)
+        .map(|_| {
+            clock.advance(Duration::from_millis(100));
+            block_on(pool.dial(&addr("a:1"))).unwrap()
+        })
+        .collect();
+    let start = spawner.polls();
+    while let Some(conn) = held.pop() {
+        drop(conn);
+        spawner.run();
+        clock.advance(Duration::from_millis(1));
+    }
+    let wakeups = spawner.polls() - start;
+    assert!(
+        (2..=12).contains(&wakeups),
+        "{wakeups} wake-ups for 6.4 s of lifetimes at one per 625 ms"
+    );
+}
+
+#[test]
 fn the_reaper_ends_when_the_pool_is_closed() {
     let (pool, _dialer, _clock, spawner) = pool();
     drop(block_on(pool.get(&addr("a:1"))).unwrap());
