@@ -663,8 +663,10 @@ impl<D: Dialer> Builder<D> {
     }
 
     /// How old a connection may grow, counted from its dial (default: no limit; zero is a
-    /// [`BuildError`]). Older ones are closed when they come back, instead of being handed out,
-    /// and by the reaper.
+    /// [`BuildError`]). Older ones are closed when they come back, instead of being handed out
+    /// (a queued get that finds the one it was handed too old by the time it takes it dials
+    /// instead), and by the reaper, which wakes for them at their end (within a sixteenth of the
+    /// shorter of the lifetime and the idle timeout).
     pub fn max_lifetime(mut self, d: Duration) -> Self {
         self.limits.max_lifetime = Some(d);
         self

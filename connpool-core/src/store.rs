@@ -909,6 +909,11 @@ impl<D: Dialer> Store<D> {
         };
         bucket.held -= 1;
         reserve_first(&mut bucket.idle);
+        // `now` was read before the lock, so a return that waited for the lock can stamp an
+        // earlier time behind a later one, by at most its wait. Harmless: it went idle after the
+        // entry before it, so it has not been idle longer than that entry, and whatever reads
+        // the list's ends as its oldest and newest decides early, never late (keeping the list
+        // in order cost about 0.9 ns here, measured).
         bucket.idle.push(Idle {
             conn,
             since: now,
