@@ -108,17 +108,29 @@ impl<D: Dialer> PoolInner<D> {
     }
 }
 
-/// Where a dropped guard's connection goes: to a waiter or back into the store, or closed.
+/// Where a dropped guard's connection goes: closed if the thread is panicking (the caller may have
+/// left it half-used), else as [`give_back`] decides.
+#[inline]
+pub(crate) fn check_in<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos) {
+    if std::thread::panicking() {
+        dest.forget(Reason::Panicking);
+        drop(conn);
+        return;
+    }
+    give_back(dest, conn, born);
+}
+
+/// Where a connection coming back goes: to a waiter or back into the store, or closed. Called
+/// directly for a connection no caller has used (one handed to a waiter that went away), which a
+/// panic in flight says nothing about.
 ///
 /// A free function reaching the pool through `dest`, not a method on it: once the connection is
 /// idle another thread may take it, return it and let the pool go, and a `&self` would claim the
 /// pool for the whole call ([`Store::put_fresh`] says more).
 #[inline]
-pub(crate) fn check_in<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos) {
+pub(crate) fn give_back<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos) {
     let pool = &*dest.pool;
-    let reason = if std::thread::panicking() {
-        Some(Reason::Panicking)
-    } else if pool.store.is_closed() {
+    let reason = if pool.store.is_closed() {
         Some(Reason::PoolClosed)
     } else if pool.check_on_return && !pool.dialer.is_open(&conn) {
         Some(Reason::NotOpen)
@@ -525,8 +537,9 @@ impl<D: Dialer> Drop for Queued<'_, D> {
                 pool.store
                     .leave_queue(self.dest, self.waiter, Leave::Cancelled)
             {
-                // Still held, so the bucket, and the destination lent through it, stay.
-                check_in(&Lent::new(self.dest), conn, born);
+                // Still held, so the bucket, and the destination lent through it, stay. Unused,
+                // so a panic unwinding through this drop does not condemn it.
+                give_back(&Lent::new(self.dest), conn, born);
             }
         }
     }

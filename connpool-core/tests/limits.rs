@@ -392,6 +392,23 @@ fn a_waiter_served_before_close_and_collecting_after_it_gets_closed() {
 }
 
 #[test]
+fn a_waiter_dropped_by_a_panic_hands_on_its_unused_connection() {
+    let (pool, dialer, _) = limited(1);
+    let a = addr("a:1");
+    let held = get(&pool, "a:1");
+    let granted = start(&pool, &a);
+    drop(held);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _granted = granted;
+        std::panic::resume_unwind(Box::new("the task awaiting the get failed"));
+    }));
+    assert!(unwound.is_err());
+    assert_eq!(counts(&pool, "a:1"), (1, 1, 0), "kept idle");
+    assert_eq!(pool.stats().counters.closed_panicking, 0);
+    assert_eq!(dialer.live(), 1);
+}
+
+#[test]
 fn a_dropped_waiters_connection_comes_back_checked() {
     let (pool, dialer, _) = limited(1);
     let a = addr("a:1");
