@@ -17,12 +17,18 @@ use crate::pool::PoolInner;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, Weak};
 use crate::Dialer;
 
+/// [`ReaperSignal::wake_at`] while the reaper looks at the store. A connection going idle then
+/// lowers it without waking the reaper: the look either sees the connection, or ends with a plan
+/// no later than the end the connection left there.
+const LOOKING: Nanos = Nanos::MAX - 1;
+
 /// How the pool talks to its reaper.
 pub(crate) struct ReaperSignal {
     /// Set by the reaper before it parks; a connection turning idle clears it and wakes the reaper.
     parked: AtomicBool,
-    /// When (pool time) the reaper will look next; `Nanos::MAX` while it looks or parks. A
-    /// connection going idle whose lifetime ends sooner lowers it and wakes the reaper.
+    /// When (pool time) the reaper will look next: [`LOOKING`] while it looks, `Nanos::MAX`
+    /// while it parks. A connection going idle whose lifetime ends sooner lowers it, and wakes
+    /// the reaper unless it is looking.
     wake_at: AtomicU64,
     /// The shortest nap: the reaper looks at most sixteen times per idle timeout (or lifetime),
     /// and wakes early only for a lifetime that ends sooner than this before its next look.
@@ -70,16 +76,19 @@ impl ReaperSignal {
     }
 
     /// A connection went idle whose lifetime ends at `deadline` (pool time): `true` when that is
-    /// more than the reaper's granularity before its next look, and the caller must
+    /// more than the reaper's granularity before its planned look, and the caller must
     /// [`notify`](ReaperSignal::notify) it. Like [`ReaperSignal::claim_parked`], read after the
     /// connection went idle under its shard lock: a reaper that has not yet looked at that shard
-    /// set `wake_at` to `Nanos::MAX` before it did, so either it sees the connection or this
-    /// sees its plan.
+    /// set [`LOOKING`] before it did, so either its look sees the connection, or this lowers the
+    /// mark its plan will take into account, or this sees its plan.
     #[inline]
     pub(crate) fn claim_early(&self, deadline: Nanos) -> bool {
         let early = deadline.saturating_add(nanos(self.granularity));
-        early < self.wake_at.load(Ordering::SeqCst)
-            && early < self.wake_at.fetch_min(deadline, Ordering::SeqCst)
+        if early >= self.wake_at.load(Ordering::SeqCst) {
+            return false;
+        }
+        let planned = self.wake_at.fetch_min(deadline, Ordering::SeqCst);
+        planned != LOOKING && early < planned
     }
 
     /// The pool closed: wake the reaper so that it ends now.
@@ -141,19 +150,22 @@ async fn run<D: Dialer>(
 /// Reaps, then says how long to sleep: `Some(Some(d))` until the next deadline, `Some(None)` parked
 /// until something goes idle, `None` to look again at once (something went idle while parking).
 fn next_nap<D: Dialer>(pool: &PoolInner<D>, signal: &ReaperSignal) -> Option<Option<Duration>> {
-    // No plan while looking: a connection going idle in a shard already looked at wakes the
-    // reaper again if its lifetime ends early ([`ReaperSignal::claim_early`]).
-    signal.wake_at.store(Nanos::MAX, Ordering::SeqCst);
+    // No plan while looking: a connection going idle in a shard already looked at leaves the end
+    // of its lifetime here instead ([`ReaperSignal::claim_early`]).
+    signal.wake_at.store(LOOKING, Ordering::SeqCst);
     let now = pool.time.now();
     let (_, next) = pool.store.reap(now);
     if let Some(deadline) = next {
-        let nap = Duration::from_nanos(deadline.saturating_sub(now)).max(signal.granularity);
-        // A minimum, not a store: what went idle meanwhile has lowered it and notified.
-        signal
-            .wake_at
-            .fetch_min(now.saturating_add(nanos(nap)), Ordering::SeqCst);
-        return Some(Some(nap));
+        let plan = deadline.max(now.saturating_add(nanos(signal.granularity)));
+        // The earlier of the plan and what went idle during the look left.
+        let left = signal.wake_at.fetch_min(plan, Ordering::SeqCst);
+        let wake = plan
+            .min(left)
+            .max(now.saturating_add(nanos(signal.granularity)));
+        return Some(Some(Duration::from_nanos(wake.saturating_sub(now))));
     }
+    // What went idle during the look is seen by the check below.
+    signal.wake_at.store(Nanos::MAX, Ordering::SeqCst);
     signal.parked.store(true, Ordering::SeqCst);
     if pool.store.has_idle() {
         signal.parked.store(false, Ordering::SeqCst);

@@ -221,6 +221,116 @@ fn a_connection_whose_lifetime_ends_before_the_reapers_next_look_wakes_it() {
 }
 
 #[test]
+fn a_return_on_the_fast_path_whose_lifetime_ends_early_wakes_the_reaper() {
+    let (pool, _dialer, clock, spawner) = pool_with(|builder| builder.max_lifetime(TIMEOUT / 2));
+    spawner.run();
+    // Returned once, so that this lane has room and the next return takes the fast path.
+    drop(block_on(pool.get(&addr("a:1"))).unwrap()); // lives until 5 s
+    let old = block_on(pool.get(&addr("a:1"))).unwrap();
+    assert!(old.is_reused());
+    spawner.run();
+    clock.advance(Duration::from_secs(4));
+    drop(block_on(pool.get(&addr("b:1"))).unwrap()); // lives until 9 s
+    spawner.run();
+    drop(old); // at 4 s, 1 s to live
+    spawner.run();
+    clock.advance(Duration::from_secs(1));
+    spawner.run();
+    assert_eq!(pool.stats().destination(&addr("a:1")).map(|d| d.idle), None);
+}
+
+#[test]
+fn a_lifetime_still_wakes_the_reaper_after_it_woke_on_its_own() {
+    let (pool, _dialer, clock, spawner) = pool_with(|builder| builder.max_lifetime(TIMEOUT / 2));
+    let quarter = Duration::from_millis(250);
+    spawner.run();
+    drop(block_on(pool.get(&addr("c:1"))).unwrap()); // lives until 5 s
+    let old = block_on(pool.get(&addr("a:1"))).unwrap(); // lives until 5 s
+    spawner.run();
+    clock.advance(Duration::from_secs(1));
+    let old2 = block_on(pool.get(&addr("e:1"))).unwrap(); // lives until 6 s
+    clock.advance(Duration::from_secs(2));
+    drop(block_on(pool.get(&addr("d:1"))).unwrap()); // lives until 8 s
+    spawner.run();
+    clock.advance(Duration::from_secs(2));
+    spawner.run(); // wakes by its own plan at 5 s, closes c:1, plans for d:1 at 8 s
+    assert_eq!(pool.stats().counters.closed_lifetime, 1);
+    drop(old); // past its lifetime: closed at the return
+    drop(old2); // 1 s to live
+    let polls = spawner.polls();
+    for _ in 0..8 {
+        clock.advance(quarter);
+        spawner.run();
+    }
+    assert_eq!(pool.stats().destination(&addr("e:1")).map(|d| d.idle), None);
+    assert_eq!(pool.stats().counters.closed_lifetime, 3);
+    let woken = spawner.polls() - polls;
+    assert!(woken <= 3, "woke {woken} times between 5 s and 7 s");
+}
+
+/// A [`ManualClock`] that, once armed, plays another thread getting and returning a connection
+/// each time the reaper reads the time: the reaper reads it as it starts a look, after it has
+/// marked itself looking and before it takes any shard lock.
+#[derive(Clone)]
+struct BusyClock {
+    clock: ManualClock,
+    pool: Arc<std::sync::OnceLock<Pool<TestDialer>>>,
+    /// Returns played so far, plus one; 0: not armed.
+    armed: Arc<AtomicUsize>,
+}
+
+impl Clock for BusyClock {
+    fn now(&self) -> Instant {
+        let armed = self.armed.load(Ordering::SeqCst);
+        // The get and the drop read the time too: play a return only for the reaper's reads.
+        if (1..=100).contains(&armed) {
+            self.armed.store(0, Ordering::SeqCst);
+            if let Some(pool) = self.pool.get() {
+                drop(block_on(pool.get(&addr("a:1"))).unwrap());
+            }
+            self.armed.store(armed + 1, Ordering::SeqCst);
+        }
+        self.clock.now()
+    }
+
+    fn sleep(&self, dur: Duration) -> BoxFuture<'static, ()> {
+        self.clock.sleep(dur)
+    }
+}
+
+#[test]
+fn returns_during_a_look_do_not_keep_the_reaper_looking() {
+    let clock = BusyClock {
+        clock: ManualClock::new(),
+        pool: Arc::default(),
+        armed: Arc::default(),
+    };
+    let spawner = TestSpawner::default();
+    let pool = Pool::builder(TestDialer::new())
+        .idle_timeout(9 * TIMEOUT)
+        .max_lifetime(6 * TIMEOUT)
+        .clock(clock.clone())
+        .spawner(spawner.clone())
+        .build()
+        .unwrap();
+    let _ = clock.pool.set(pool.clone());
+    spawner.run();
+    let held = block_on(pool.get(&addr("a:1"))).unwrap(); // lives until 60 s
+    clock.clock.advance(TIMEOUT);
+    drop(block_on(pool.get(&addr("b:1"))).unwrap()); // lives until 70 s
+    spawner.run(); // the reaper sleeps until b:1's end
+    drop(held); // ends earlier: wakes the reaper, rightly
+    clock.armed.store(1, Ordering::SeqCst);
+    spawner.run();
+    let looks = clock.armed.swap(0, Ordering::SeqCst) - 1;
+    assert!(
+        looks <= 2,
+        "{looks} looks in a row at 10 s, nothing due before 60 s"
+    );
+    pool.close();
+}
+
+#[test]
 fn lifetimes_do_not_wake_the_reaper_more_than_a_bounded_number_of_times() {
     let (pool, _dialer, clock, spawner) =
         pool_with(|builder| builder.capacity(64).max_lifetime(TIMEOUT));
