@@ -117,22 +117,24 @@ pub(crate) fn check_in<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos) {
         drop(conn);
         return;
     }
-    give_back(dest, conn, born);
+    give_back(dest, conn, born, true);
 }
 
 /// Where a connection coming back goes: to a waiter or back into the store, or closed. Called
 /// directly for a connection no caller has used (one handed to a waiter that went away), which a
-/// panic in flight says nothing about.
+/// panic in flight says nothing about. `may_check`: whether [`Dialer::is_open`] may be asked
+/// (with `check_on_return`); not while a panic unwinds, where a panic of its own would abort the
+/// process, and the get that takes the connection next checks it anyway.
 ///
 /// A free function reaching the pool through `dest`, not a method on it: once the connection is
 /// idle another thread may take it, return it and let the pool go, and a `&self` would claim the
 /// pool for the whole call ([`Store::put_fresh`] says more).
 #[inline]
-pub(crate) fn give_back<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos) {
+pub(crate) fn give_back<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos, may_check: bool) {
     let pool = &*dest.pool;
     let reason = if pool.store.is_closed() {
         Some(Reason::PoolClosed)
-    } else if pool.check_on_return && !pool.dialer.is_open(&conn) {
+    } else if may_check && pool.check_on_return && !pool.dialer.is_open(&conn) {
         Some(Reason::NotOpen)
     } else {
         None
@@ -539,7 +541,7 @@ impl<D: Dialer> Drop for Queued<'_, D> {
             {
                 // Still held, so the bucket, and the destination lent through it, stay. Unused,
                 // so a panic unwinding through this drop does not condemn it.
-                give_back(&Lent::new(self.dest), conn, born);
+                give_back(&Lent::new(self.dest), conn, born, !std::thread::panicking());
             }
         }
     }

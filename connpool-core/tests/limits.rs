@@ -398,6 +398,7 @@ fn a_waiter_dropped_by_a_panic_hands_on_its_unused_connection() {
     let held = get(&pool, "a:1");
     let granted = start(&pool, &a);
     drop(held);
+    let checks = dialer.checks();
     let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let _granted = granted;
         std::panic::resume_unwind(Box::new("the task awaiting the get failed"));
@@ -406,6 +407,12 @@ fn a_waiter_dropped_by_a_panic_hands_on_its_unused_connection() {
     assert_eq!(counts(&pool, "a:1"), (1, 1, 0), "kept idle");
     assert_eq!(pool.stats().counters.closed_panicking, 0);
     assert_eq!(dialer.live(), 1);
+    // Not checked while the panic unwinds (a panicking `is_open` would abort): the next get
+    // checks it.
+    assert_eq!(dialer.checks(), checks);
+    let conn = get(&pool, "a:1");
+    assert!(conn.is_reused());
+    assert_eq!(dialer.checks(), checks + 1);
 }
 
 #[test]
