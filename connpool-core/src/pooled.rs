@@ -17,8 +17,10 @@ use crate::Dialer;
 /// pool is open, its destination has room, the thread is not panicking, the connection is
 /// younger than `max_lifetime` and (with `check_on_get` and `check_on_return`, the defaults)
 /// [`Dialer::is_open`] agrees; otherwise the connection is closed. When callers are queued for
-/// the destination, it goes straight to the oldest of them instead of idle. Dropping never
-/// blocks and needs no runtime.
+/// the destination, it goes straight to the oldest of them instead of idle. A guard whose stream
+/// was shut down through it (futures-io's `poll_close`, tokio's `poll_shutdown`) is closed on
+/// drop, as by [`Pooled::release`]: the pool cannot see its own side's shutdown, and the next
+/// caller's first write would fail. Dropping never blocks and needs no runtime.
 ///
 /// When the connection implements futures-io's `AsyncRead`/`AsyncWrite` (and is `Unpin`), so does
 /// the guard; with the `tokio` feature, tokio's too.
@@ -37,29 +39,36 @@ struct Held<D: Dialer> {
     dest: Lent<D>,
 }
 
-/// When the connection was dialed (on the pool's clock, for `max_lifetime`) and whether it came
-/// from the idle store, in one word: the top bit says reused.
+/// When the connection was dialed (on the pool's clock, for `max_lifetime`), whether it came
+/// from the idle store, and whether its stream was shut down, in one word: the top bit says
+/// reused, the next one shut down.
 #[derive(Clone, Copy)]
 struct Origin(u64);
 
 impl Origin {
     const REUSED: u64 = 1 << 63;
+    const SHUT: u64 = 1 << 62;
 
     #[inline]
     fn new(born: Nanos, reused: bool) -> Self {
-        // 2^63 nanoseconds are 292 years after the pool was built.
-        let born = born.min(Origin::REUSED - 1);
+        // 2^62 nanoseconds are 146 years after the pool was built.
+        let born = born.min(Origin::SHUT - 1);
         Origin(if reused { born | Origin::REUSED } else { born })
     }
 
     #[inline]
     fn born(self) -> Nanos {
-        self.0 & !Origin::REUSED
+        self.0 & (Origin::SHUT - 1)
     }
 
     #[inline]
     fn reused(self) -> bool {
         self.0 & Origin::REUSED != 0
+    }
+
+    #[inline]
+    fn shut(self) -> bool {
+        self.0 & Origin::SHUT != 0
     }
 }
 
@@ -122,10 +131,23 @@ impl<D: Dialer> Pooled<D> {
     }
 }
 
+impl<D: Dialer> Pooled<D> {
+    /// The stream is being shut down through the guard: it must not go back to the pool.
+    fn shutting_down(&mut self) -> &mut D::Conn {
+        self.origin.0 |= Origin::SHUT;
+        self.conn_mut()
+    }
+}
+
 impl<D: Dialer> Drop for Pooled<D> {
     #[inline]
     fn drop(&mut self) {
         if let Some(Held { conn, dest }) = self.held.take() {
+            if self.origin.shut() {
+                dest.forget(Reason::Released);
+                drop(conn);
+                return;
+            }
             check_in(&dest, conn, self.origin.born());
         }
     }
@@ -204,7 +226,7 @@ where
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self.get_mut().conn_mut()).poll_close(cx)
+        Pin::new(self.get_mut().shutting_down()).poll_close(cx)
     }
 }
 
@@ -252,6 +274,6 @@ where
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self.get_mut().conn_mut()).poll_shutdown(cx)
+        Pin::new(self.get_mut().shutting_down()).poll_shutdown(cx)
     }
 }

@@ -76,6 +76,10 @@ impl Runtime for Smol {
         conn.local_addr().unwrap()
     }
 
+    async fn shut_down(conn: &mut connpool_smol::Pooled) -> io::Result<()> {
+        conn.close().await
+    }
+
     #[cfg(unix)]
     fn unix() -> UnixDialer {
         UnixDialer::new()

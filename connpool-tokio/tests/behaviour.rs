@@ -76,6 +76,10 @@ impl Runtime for Tokio {
         conn.local_addr().unwrap()
     }
 
+    async fn shut_down(conn: &mut connpool_tokio::Pooled) -> io::Result<()> {
+        conn.shutdown().await
+    }
+
     #[cfg(unix)]
     fn unix() -> UnixDialer {
         UnixDialer::new()

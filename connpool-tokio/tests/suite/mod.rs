@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use connpool_core::{Builder, Clock, Dialer, Error, Pool};
+use connpool_core::{Builder, Clock, Dialer, Error, Pool, Pooled};
 use futures::future::join_all;
 
 mod backend;
@@ -65,6 +65,9 @@ pub trait Runtime: 'static {
     fn nodelay(conn: &<Self::Tcp as Dialer>::Conn) -> bool;
     /// The local address of `conn`, which tells it apart from the other connections to its peer.
     fn local_addr(conn: &<Self::Tcp as Dialer>::Conn) -> SocketAddr;
+    /// Shuts the guard's stream down for writing through the guard (tokio's `shutdown`,
+    /// futures-io's `close`).
+    fn shut_down(conn: &mut Pooled<Self::Tcp>) -> impl Future<Output = io::Result<()>>;
     /// `UnixDialer::new()`.
     #[cfg(unix)]
     fn unix() -> Self::Unix;
@@ -95,6 +98,7 @@ macro_rules! suite {
             idle_connections_stay_within_capacity_per_address,
             restarted_backend_dead_idle_connections_are_skipped,
             without_the_return_check_the_get_skips_a_connection_closed_while_held,
+            a_connection_shut_down_through_its_guard_is_not_reused,
             release_then_dial_recovers_from_a_dead_connection,
             reaper_closes_idle_connections_on_its_own,
             close_closes_every_idle_socket,
@@ -316,6 +320,30 @@ pub fn without_the_return_check_the_get_skips_a_connection_closed_while_held<R: 
         assert_eq!(counts(&pool, &addr), (1, 1), "kept idle without a check");
         restart_and_get_afresh(&pool, &addr, 1).await;
     });
+}
+
+/// A stream shut down for writing through its guard is closed on drop. The backend here holds
+/// its connections without reading or closing them, so no check could tell: the guard must.
+pub fn a_connection_shut_down_through_its_guard_is_not_reused<R: Runtime>() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let backend = std::thread::spawn(move || {
+        (0..2)
+            .map(|_| listener.accept().unwrap().0)
+            .collect::<Vec<_>>()
+    });
+    R::block_on(async {
+        let pool = R::builder(R::tcp()).build().unwrap();
+        let mut conn = pool.get(&addr).await.unwrap();
+        R::shut_down(&mut conn).await.unwrap();
+        drop(conn);
+        assert_eq!(counts(&pool, &addr), (0, 0), "kept idle after its shutdown");
+        assert_eq!(pool.stats().counters.released, 1);
+
+        let conn = pool.get(&addr).await.unwrap();
+        assert!(!conn.is_reused());
+    });
+    drop(backend.join().unwrap());
 }
 
 pub fn release_then_dial_recovers_from_a_dead_connection<R: Runtime>() {
