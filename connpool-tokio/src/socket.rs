@@ -4,6 +4,7 @@
 use std::fmt::Display;
 use std::io;
 use std::mem::MaybeUninit;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use socket2::SockRef;
@@ -16,6 +17,8 @@ pub(crate) trait Registered {
     /// The stream's own `try_io(Interest::READABLE, op)`: runs `op` only while the reactor holds
     /// the stream readable, and forgets that readiness when `op` answers `WouldBlock`.
     fn try_read_io(&self, op: impl FnOnce() -> io::Result<usize>) -> io::Result<usize>;
+    /// The stream's own `poll_read_ready`.
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 impl Registered for tokio::net::TcpStream {
@@ -25,6 +28,10 @@ impl Registered for tokio::net::TcpStream {
 
     fn try_read_io(&self, op: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
         self.try_io(Interest::READABLE, op)
+    }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::net::TcpStream::poll_read_ready(self, cx)
     }
 }
 
@@ -37,6 +44,19 @@ impl Registered for tokio::net::UnixStream {
     fn try_read_io(&self, op: impl FnOnce() -> io::Result<usize>) -> io::Result<usize> {
         self.try_io(Interest::READABLE, op)
     }
+
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::net::UnixStream::poll_read_ready(self, cx)
+    }
+}
+
+/// Whether the reactor `stream` is registered with has shut down (its runtime was dropped): the
+/// socket may be healthy, but no read or write on the stream can succeed any more. Asked only of
+/// a stream the peek found open; an idle stream has no reader whose waker the no-op one could
+/// displace.
+fn reactor_gone(stream: &impl Registered) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    matches!(stream.poll_read_ready(&mut cx), Poll::Ready(Err(_)))
 }
 
 /// Whether an idle stream may be handed out again, asked without waiting and without registering
@@ -53,6 +73,10 @@ impl Registered for tokio::net::UnixStream {
 /// lost. Where the reactor holds no mark, the peek is made directly, unless `readiness_first`
 /// says to believe the reactor: then an unmarked stream is open without a system call, and a close
 /// that arrived since the reactor last looked at the sockets goes unseen until it looks again.
+///
+/// A stream whose runtime has shut down is not open either, however healthy its socket: every
+/// read and write on it fails. That happens to a pool that outlives a runtime, such as one kept
+/// in a `static` and used by several `#[tokio::test]`s, each on a runtime of its own.
 pub(crate) fn is_open(stream: &impl Registered, readiness_first: bool) -> bool {
     let mut byte = [MaybeUninit::uninit()];
     loop {
@@ -70,7 +94,7 @@ pub(crate) fn is_open(stream: &impl Registered, readiness_first: bool) -> bool {
         match answer {
             Ok(_) => return false,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(err) => return err.kind() == io::ErrorKind::WouldBlock,
+            Err(err) => return err.kind() == io::ErrorKind::WouldBlock && !reactor_gone(stream),
         }
     }
 }

@@ -229,6 +229,30 @@ fn pool_built_on_a_handle_reaps_there_when_used_from_plain_threads() {
 }
 
 #[test]
+fn an_idle_connection_of_a_runtime_that_shut_down_is_not_handed_out() {
+    let server = EchoServer::tcp();
+    let addr = server.addr();
+    let pool = connpool_tokio::Pool::new(TcpDialer::new(), 4, Duration::from_secs(90)).unwrap();
+    let first = runtime(false);
+    first.block_on(async {
+        let mut conn = pool.get(&addr).await.unwrap();
+        echo(&mut *conn, b"on the first runtime").await.unwrap();
+    });
+    drop(first);
+    assert_eq!(pool.stats().idle(), 1);
+
+    runtime(false).block_on(async {
+        let mut conn = pool.get(&addr).await.unwrap();
+        assert!(
+            !conn.is_reused(),
+            "a connection of a dead runtime was handed out"
+        );
+        echo(&mut *conn, b"on the second").await.unwrap();
+    });
+    assert_eq!(pool.stats().counters.closed_not_open, 1);
+}
+
+#[test]
 fn tokio_clock_is_system_time_only_where_tokio_cannot_pause_it() {
     let clock = connpool_tokio::TokioClock;
     assert!(!clock.is_system_time(), "outside a runtime");
