@@ -57,7 +57,10 @@
 //!
 //! The pool reads tokio's clock, so under `#[tokio::test(start_paused = true)]` idle timeouts pass
 //! as fast as the test moves time. The guard may be dropped anywhere, a thread with no runtime
-//! included.
+//! included; but with a paused clock, drop it inside the runtime. On a thread with no runtime
+//! the pool reads the system's time, which a paused clock has fallen behind or run ahead of, so
+//! the connection's idle time would start off by the difference (it could expire at once, or
+//! outlast its timeout by that much).
 
 #![forbid(unsafe_code)]
 
@@ -113,6 +116,10 @@ pub type Pooled<D = TcpDialer> = connpool_core::Pooled<D>;
 ///
 /// When called outside a tokio runtime. There, set a spawner on the runtime you mean:
 /// `connpool_core::Pool::builder(dialer).clock(TokioClock).spawner(TokioSpawner::on(handle))`.
+///
+/// The runtime needs its timers (`enable_time` or `enable_all`): the reaper sleeps on them, and
+/// on a runtime without them it panics at its first sleep, leaving idle connections to expire
+/// lazily (at the next get, return or [`Pool::reap`](connpool_core::Pool::reap)).
 pub fn builder<D: Dialer>(dialer: D) -> Builder<D> {
     connpool_core::Pool::builder(dialer)
         .clock(TokioClock)
