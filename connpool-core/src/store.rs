@@ -1438,11 +1438,7 @@ impl<D: Dialer> Store<D> {
                 bucket.settle(max_open, &mut after);
                 !bucket.is_empty()
             });
-            // A burst of short-lived destinations grew the table; once they are gone, give the
-            // memory back (shrinking only when mostly empty keeps this rare).
-            if buckets.capacity() > 64 && buckets.len() < buckets.capacity() / 4 {
-                buckets.shrink_to(buckets.len() * 2, |b| b.dest.hash);
-            }
+            shrink_if_sparse(buckets);
             reaped += before - books.idle;
         }
         (reaped, next)
@@ -1513,18 +1509,29 @@ impl<D: Dialer> Store<D> {
     pub(crate) fn stats(&self) -> Stats<D::Addr> {
         let mut destinations = Vec::new();
         let mut counters = Counters::default();
-        for shard in self.shards.iter() {
-            let shard = lock(&shard.0);
-            counters.add(&shard.books.counters);
-            destinations.extend(shard.buckets.iter().filter_map(|bucket| {
-                let total = bucket.held + bucket.idle.len();
-                (total > 0).then(|| DestinationStats {
-                    addr: bucket.dest.addr.clone(),
-                    total,
-                    idle: bucket.idle.len(),
-                    waiting: bucket.waiters.len(),
-                })
-            }));
+        // A destination has a shard in each lane, at the same place in every lane, and a
+        // connection moves between lanes only there (`steal`, `check_in_with_room`). Those shards
+        // are read together, taken in lane order as those two take them, so a connection moving
+        // lanes is counted once, never twice or not at all.
+        let mut guards = Vec::with_capacity(self.lanes);
+        for in_lane in 0..=self.shard_mask {
+            guards.extend(
+                (0..self.lanes)
+                    .map(|lane| lock(&self.shards[(lane << self.lane_bits) | in_lane].0)),
+            );
+            for shard in &guards {
+                counters.add(&shard.books.counters);
+                destinations.extend(shard.buckets.iter().filter_map(|bucket| {
+                    let total = bucket.held + bucket.idle.len();
+                    (total > 0).then(|| DestinationStats {
+                        addr: bucket.dest.addr.clone(),
+                        total,
+                        idle: bucket.idle.len(),
+                        waiting: bucket.waiters.len(),
+                    })
+                }));
+            }
+            guards.clear();
         }
         if self.lanes > 1 {
             destinations = merge_lanes(destinations);
@@ -1533,6 +1540,15 @@ impl<D: Dialer> Store<D> {
             destinations,
             counters,
         }
+    }
+}
+
+/// Gives a table's memory back once it is mostly empty: a burst of destinations held at once grew
+/// it, and they are gone. Shrinking only below a quarter full, to twice what is left, keeps it
+/// rare: the table must lose three quarters again, or double, before it is resized again.
+fn shrink_if_sparse<D: Dialer>(buckets: &mut HashTable<Bucket<D>>) {
+    if buckets.capacity() > 64 && buckets.len() < buckets.capacity() / 4 {
+        buckets.shrink_to(buckets.len() * 2, |b| b.dest.hash);
     }
 }
 
@@ -1927,6 +1943,72 @@ mod tests {
                 pool.reap();
                 assert_eq!(pool.handle_inner().store.buckets(), 0);
             }
+        }
+
+        /// An address whose clone, made by `stats` under a shard lock, can be held up once.
+        #[derive(Debug, PartialEq, Eq, Hash)]
+        struct Slow(u32);
+
+        static HOLD_UP: AtomicU64 = AtomicU64::new(u64::MAX);
+        static HELD_UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        static GO_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+        impl Clone for Slow {
+            fn clone(&self) -> Self {
+                if u64::from(self.0) == HOLD_UP.load(Ordering::SeqCst)
+                    && !HELD_UP.swap(true, Ordering::SeqCst)
+                {
+                    while !GO_ON.load(Ordering::SeqCst) {
+                        std::thread::yield_now();
+                    }
+                }
+                Slow(self.0)
+            }
+        }
+
+        /// A connection that moves lanes while `stats` walks the shards is counted once.
+        #[test]
+        fn stats_counts_a_connection_moving_lanes_once() {
+            let pool = Pool::builder(dial_fn(|addr: Slow| async move {
+                Ok::<_, std::io::Error>(addr.0)
+            }))
+            .lanes(2)
+            .capacity(1)
+            .idle_timeout(Duration::from_secs(600))
+            .build()
+            .unwrap();
+            let store = &pool.handle_inner().store;
+            let place = |addr: u32| store.shard_index(0, store.hash(&Slow(addr)));
+            assert!(store.shard_mask > 0, "several shards per lane");
+            // The walk stops at a later place than the target's, past the target's lane 0 shard
+            // and before its lane 1 shard (with shards read one at a time).
+            let target = (0..).find(|&addr| place(addr) < store.shard_mask).unwrap();
+            let later = (1000..).find(|&addr| place(addr) > place(target)).unwrap();
+            pin_thread_lane(0);
+            drop(block_on(pool.get(&Slow(target))).unwrap());
+            drop(block_on(pool.get(&Slow(later))).unwrap());
+            HOLD_UP.store(u64::from(later), Ordering::SeqCst);
+            let other = pool.clone();
+            let mover = std::thread::spawn(move || {
+                while !HELD_UP.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+                // Lane 1 takes lane 0's idle connection and puts it back idle in its own lane.
+                pin_thread_lane(1);
+                let conn = block_on(other.get(&Slow(target))).unwrap();
+                assert!(conn.is_reused());
+                drop(conn);
+                GO_ON.store(true, Ordering::SeqCst);
+            });
+            let stats = pool.stats();
+            mover.join().unwrap();
+            let at = stats.destination(&Slow(target)).unwrap();
+            assert_eq!((at.total, at.idle), (1, 1), "counted once: {at:?}");
+            let counters = &stats.counters;
+            assert_eq!(
+                counters.dials,
+                stats.total() as u64 + counters.closed() + counters.detached
+            );
         }
     }
 }
