@@ -1129,6 +1129,7 @@ impl<D: Dialer> Store<D> {
         bucket.settle(self.limits.max_open_per_host, &mut after);
         if bucket.is_empty() {
             entry.remove();
+            shrink_if_sparse(buckets);
         }
         self.evict_over_total(books, buckets, &mut after);
         drop(guard);
@@ -1425,6 +1426,7 @@ impl<D: Dialer> Store<D> {
             let mut after = self.aftermath();
             let mut guard = lock(&shard.0);
             if guard.books.idle == 0 {
+                shrink_if_sparse(&mut guard.buckets);
                 continue;
             }
             let Shard { buckets, books } = &mut *guard;
@@ -1720,6 +1722,52 @@ mod tests {
             assert_eq!(pool.handle_inner().store.buckets(), 1);
         }
         assert_eq!(pool.handle_inner().store.buckets(), 0);
+    }
+
+    /// Destinations held all at once grow a shard's table; once they are gone, the table gives
+    /// its memory back, whether they went idle and expired or were released.
+    #[test]
+    fn a_burst_of_destinations_gives_its_memory_back() {
+        let clock = ManualClock::new();
+        let pool = Pool::builder(dial_fn(|_addr: u32| async { Ok::<_, std::io::Error>(()) }))
+            .capacity(2)
+            .idle_timeout(Duration::from_secs(1))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let store = &pool.handle_inner().store;
+        let size = || -> usize {
+            store
+                .shards
+                .iter()
+                .map(|shard| super::lock(&shard.0).buckets.allocation_size())
+                .sum()
+        };
+        let empty = size();
+        for ending in ["release", "expire"] {
+            let held: Vec<_> = (0..20_000u32)
+                .map(|addr| block_on(pool.get(&addr)).unwrap())
+                .collect();
+            let grown = size();
+            assert!(
+                grown > 8 * empty.max(1),
+                "{ending}: the burst grew the tables"
+            );
+            for conn in held {
+                match ending {
+                    "release" => conn.release(),
+                    _ => drop(conn),
+                }
+            }
+            clock.advance(Duration::from_secs(2));
+            pool.reap();
+            assert_eq!(store.buckets(), 0);
+            assert!(
+                size() < grown / 8,
+                "{ending}: the tables keep {} of {grown} bytes",
+                size()
+            );
+        }
     }
 
     mod lanes {
