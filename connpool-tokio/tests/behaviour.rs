@@ -252,6 +252,30 @@ fn an_idle_connection_of_a_runtime_that_shut_down_is_not_handed_out() {
     assert_eq!(pool.stats().counters.closed_not_open, 1);
 }
 
+/// `is_open` is public: a dialer of the caller's may ask it of a stream another task is reading
+/// (a multiplexed protocol reading one half in the background). That reader keeps its wake-up.
+#[test]
+fn is_open_leaves_a_pending_readers_wake_up_alone() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime(false).block_on(async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let (mut read_half, write_half) = stream.into_split();
+        let reader = tokio::spawn(async move {
+            let mut buf = [0; 16];
+            read_half.read(&mut buf).await.unwrap()
+        });
+        // One turn of the current-thread runtime: the reader runs and waits for the stream.
+        tokio::task::yield_now().await;
+        assert!(!reader.is_finished());
+        assert!(TcpDialer::new().is_open(write_half.as_ref()));
+        std::io::Write::write_all(&mut server, b"answer").unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        assert_eq!(read.expect("the reader was never woken").unwrap(), 6);
+    });
+}
+
 #[test]
 fn tokio_clock_is_system_time_only_where_tokio_cannot_pause_it() {
     let clock = connpool_tokio::TokioClock;
