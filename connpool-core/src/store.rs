@@ -1509,12 +1509,13 @@ impl<D: Dialer> Store<D> {
     }
 
     pub(crate) fn stats(&self) -> Stats<D::Addr> {
-        let mut destinations = Vec::new();
+        let mut seen = Vec::new();
         let mut counters = Counters::default();
         // A destination has a shard in each lane, at the same place in every lane, and a
         // connection moves between lanes only there (`steal`, `check_in_with_room`). Those shards
         // are read together, taken in lane order as those two take them, so a connection moving
-        // lanes is counted once, never twice or not at all.
+        // lanes is counted once, never twice or not at all. Under the locks only the
+        // destinations' records are taken: the addresses are cloned (the caller's code) after.
         let mut guards = Vec::with_capacity(self.lanes);
         for in_lane in 0..=self.shard_mask {
             guards.extend(
@@ -1523,18 +1524,25 @@ impl<D: Dialer> Store<D> {
             );
             for shard in &guards {
                 counters.add(&shard.books.counters);
-                destinations.extend(shard.buckets.iter().filter_map(|bucket| {
+                seen.extend(shard.buckets.iter().filter_map(|bucket| {
                     let total = bucket.held + bucket.idle.len();
-                    (total > 0).then(|| DestinationStats {
-                        addr: bucket.dest.addr.clone(),
-                        total,
-                        idle: bucket.idle.len(),
-                        waiting: bucket.waiters.len(),
+                    (total > 0).then(|| {
+                        let counts = (total, bucket.idle.len(), bucket.waiters.len());
+                        (bucket.dest.clone(), counts)
                     })
                 }));
             }
             guards.clear();
         }
+        let mut destinations: Vec<_> = seen
+            .into_iter()
+            .map(|(dest, (total, idle, waiting))| DestinationStats {
+                addr: dest.addr.clone(),
+                total,
+                idle,
+                waiting,
+            })
+            .collect();
         if self.lanes > 1 {
             destinations = merge_lanes(destinations);
         }
@@ -1759,6 +1767,11 @@ mod tests {
                     _ => drop(conn),
                 }
             }
+            if ending == "release" {
+                // Nothing is idle, so no reaper would come: the releases themselves shrink.
+                assert_eq!(store.buckets(), 0);
+                assert!(size() < grown / 8, "released: {} of {grown} bytes", size());
+            }
             clock.advance(Duration::from_secs(2));
             pool.reap();
             assert_eq!(store.buckets(), 0);
@@ -1768,6 +1781,21 @@ mod tests {
                 size()
             );
         }
+
+        // Purged, the idle connections leave without shrinking; the next reap shrinks the
+        // shards although none holds anything idle.
+        drop(
+            (0..20_000u32)
+                .map(|addr| block_on(pool.get(&addr)).unwrap())
+                .collect::<Vec<_>>(),
+        );
+        let grown = size();
+        for addr in 0..20_000u32 {
+            assert_eq!(pool.purge(&addr), 1);
+        }
+        assert_eq!(store.buckets(), 0);
+        pool.reap();
+        assert!(size() < grown / 8, "purged: {} of {grown} bytes", size());
     }
 
     mod lanes {
@@ -2057,6 +2085,69 @@ mod tests {
                 counters.dials,
                 stats.total() as u64 + counters.closed() + counters.detached
             );
+        }
+
+        /// An address whose clone waits for a lock of the application's, as a registry's might.
+        #[derive(Debug, PartialEq, Eq, Hash)]
+        struct Registered(u32);
+
+        static REGISTRY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        static WAITS_ON_REGISTRY: AtomicU64 = AtomicU64::new(u64::MAX);
+        static CLONING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+        impl Clone for Registered {
+            fn clone(&self) -> Self {
+                if u64::from(self.0) == WAITS_ON_REGISTRY.load(Ordering::SeqCst) {
+                    CLONING.store(true, Ordering::SeqCst);
+                    drop(REGISTRY.lock().unwrap());
+                }
+                Registered(self.0)
+            }
+        }
+
+        /// `stats` runs no code of the caller's (the address's `Clone`) under the shard locks: a
+        /// thread holding the application's lock and getting a connection from another lane of
+        /// the same place goes through while `stats` waits for that lock.
+        #[test]
+        fn stats_clones_addresses_outside_the_locks() {
+            let pool = Pool::builder(dial_fn(|addr: Registered| async move {
+                Ok::<_, std::io::Error>(addr.0)
+            }))
+            .lanes(2)
+            .capacity(1)
+            .idle_timeout(Duration::from_secs(600))
+            .build()
+            .unwrap();
+            let store = &pool.handle_inner().store;
+            let place = |addr: u32| store.shard_index(0, store.hash(&Registered(addr)));
+            let (a, b) = (0, (1..).find(|&addr| place(addr) == place(0)).unwrap());
+            pin_thread_lane(1);
+            drop(block_on(pool.get(&Registered(a))).unwrap());
+            pin_thread_lane(0);
+            drop(block_on(pool.get(&Registered(b))).unwrap());
+            WAITS_ON_REGISTRY.store(u64::from(a), Ordering::SeqCst);
+
+            let registry = REGISTRY.lock().unwrap();
+            let (listed, listing) = std::sync::mpsc::channel();
+            let other = pool.clone();
+            std::thread::spawn(move || listed.send(other.stats().destinations.len()).unwrap());
+            while !CLONING.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            let (got, getting) = std::sync::mpsc::channel();
+            let other = pool.clone();
+            std::thread::spawn(move || {
+                pin_thread_lane(0);
+                drop(block_on(other.get(&Registered(b))).unwrap());
+                got.send(()).unwrap();
+            });
+            let went_through = getting.recv_timeout(Duration::from_secs(5));
+            drop(registry);
+            assert!(
+                went_through.is_ok(),
+                "the get waited for stats, stats for the get's thread"
+            );
+            assert_eq!(listing.recv_timeout(Duration::from_secs(5)).unwrap(), 2);
         }
     }
 }
