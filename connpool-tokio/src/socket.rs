@@ -57,7 +57,8 @@ impl Registered for tokio::net::UnixStream {
 /// socket may be healthy, but no read or write on the stream can succeed any more. Asked only of
 /// a stream the peek found open. The no-op waker goes into the reactor's list of waiters and
 /// leaves it at once, so a task reading the stream meanwhile (through a dialer of the caller's
-/// that asks this one) keeps its wake-up; it costs about 13 ns.
+/// that asks this one) keeps its wake-up. It costs about 20 ns a check (`is_open` bench:
+/// 390 → 412 ns with the peek, 10 → 28 ns with `readiness_first`).
 fn reactor_gone(stream: &impl Registered) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
     matches!(stream.poll_readable(&mut cx), Poll::Ready(Err(_)))
