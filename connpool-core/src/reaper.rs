@@ -103,15 +103,27 @@ impl ReaperSignal {
     }
 
     /// Waits for `sleep` (or forever when `None`) or a notification, whichever comes first.
+    ///
+    /// A sleep that ends at its first poll, without waiting (a clock whose sleeps end at once),
+    /// still gives the executor back once before the reaper goes on: otherwise the reaper's loop
+    /// of looks and naps would never return from its poll and would hold the executor's thread.
     fn wait(&self, mut sleep: Option<BoxFuture<'static, ()>>) -> impl Future<Output = ()> + '_ {
+        let mut first = true;
+        let mut slept = false;
         poll_fn(move |cx| {
             self.waker.register(cx.waker());
-            if self.notified.swap(false, Ordering::AcqRel) {
+            if self.notified.swap(false, Ordering::AcqRel) || slept {
                 return Poll::Ready(());
             }
-            match sleep.as_mut() {
-                Some(sleep) => sleep.as_mut().poll(cx),
-                None => Poll::Pending,
+            let was_first = std::mem::replace(&mut first, false);
+            match sleep.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) if was_first => {
+                    slept = true;
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                Some(Poll::Ready(())) => Poll::Ready(()),
+                _ => Poll::Pending,
             }
         })
     }
