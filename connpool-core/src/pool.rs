@@ -113,7 +113,7 @@ impl<D: Dialer> PoolInner<D> {
 #[inline]
 pub(crate) fn check_in<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos) {
     if std::thread::panicking() {
-        dest.forget(Reason::Panicking);
+        let _ending = dest.ending(Reason::Panicking);
         drop(conn);
         return;
     }
@@ -132,17 +132,19 @@ pub(crate) fn check_in<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos) {
 #[inline]
 pub(crate) fn give_back<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos, may_check: bool) {
     let pool = &*dest.pool;
-    let reason = if pool.store.is_closed() {
-        Some(Reason::PoolClosed)
-    } else if may_check && pool.check_on_return && !pool.dialer.is_open(&conn) {
-        Some(Reason::NotOpen)
-    } else {
-        None
-    };
-    if let Some(reason) = reason {
-        dest.forget(reason);
+    if pool.store.is_closed() {
+        let _ending = dest.ending(Reason::PoolClosed);
         drop(conn);
         return;
+    }
+    if may_check && pool.check_on_return {
+        // Also ends the count if `is_open` panics.
+        let ending = dest.ending(Reason::NotOpen);
+        if !pool.dialer.is_open(&conn) {
+            drop(conn);
+            return;
+        }
+        ending.disarm();
     }
     let now = pool.time.now();
     let Err(conn) = Store::put_fresh(dest, conn, born, now) else {
@@ -247,19 +249,27 @@ impl<D: Dialer> Pool<D> {
     /// `check_on_get` finds it no longer open.
     #[inline]
     fn hand_out(&self, dest: Lent<D>, conn: D::Conn, born: Nanos) -> Option<Pooled<D>> {
-        if !self.may_reuse(&conn) {
-            dest.forget(Reason::NotOpenOnGet);
+        if !self.may_reuse(&dest, &conn) {
+            let _ending = dest.ending(Reason::NotOpenOnGet);
+            drop(conn);
             return None;
         }
         Some(Pooled::new(dest, conn, born, true))
     }
 
-    /// Whether a connection out of the idle store may be handed out: `check_on_get` off, or
-    /// [`Dialer::is_open`] says so.
+    /// Whether a connection out of the idle store, held through `dest`, may be handed out:
+    /// `check_on_get` off, or [`Dialer::is_open`] says so. Should `is_open` panic, the holder's
+    /// count ends (and the connection is dropped as the panic unwinds).
     #[inline]
-    fn may_reuse(&self, conn: &D::Conn) -> bool {
+    fn may_reuse(&self, dest: &Lent<D>, conn: &D::Conn) -> bool {
         let inner = self.inner();
-        !inner.check_on_get || inner.dialer.is_open(conn)
+        if !inner.check_on_get {
+            return true;
+        }
+        let ending = dest.ending(Reason::NotOpenOnGet);
+        let open = inner.dialer.is_open(conn);
+        ending.disarm();
+        open
     }
 
     /// The whole path of a get (`fresh` false) or a dial from the calling thread's `lane`: reuse
@@ -297,22 +307,20 @@ impl<D: Dialer> Pool<D> {
                     // leaves its slot to the waiter, who keeps its turn and dials in it, unless
                     // the pool is closed.
                     Grant::Conn(conn, born) => {
+                        let lent = Lent::new(&dest);
                         let refused = if store.is_closed() {
-                            Reason::PoolClosedOnGet
+                            let _ending = lent.ending(Reason::PoolClosedOnGet);
+                            drop(conn);
+                            return Err(Error::Closed);
                         } else if store.too_old(born, inner.time.now()) {
                             Reason::LifetimeOnGet
-                        } else if self.may_reuse(&conn) {
-                            return Ok(Pooled::new(Lent::new(&dest), conn, born, true));
+                        } else if self.may_reuse(&lent, &conn) {
+                            return Ok(Pooled::new(lent, conn, born, true));
                         } else {
                             Reason::NotOpenOnGet
                         };
-                        if refused == Reason::PoolClosedOnGet {
-                            store.forget(&dest, refused);
-                            drop(conn);
-                            return Err(Error::Closed);
-                        }
-                        store.dial_instead(&dest, refused);
                         drop(conn);
+                        store.dial_instead(&dest, refused);
                         (dest, Grant::Slot)
                     }
                     // A slot given before the pool closed: no dial after it.
@@ -389,19 +397,15 @@ impl<D: Dialer> Pool<D> {
         ticket.settled = true;
         let store = &inner.store;
         match result {
-            Some(Ok(conn)) => {
-                if store.finish_dial(&ticket.dest, DialOutcome::Connected) {
-                    Ok(Pooled::new(
-                        Lent::new(&ticket.dest),
-                        conn,
-                        inner.time.now(),
-                        false,
-                    ))
-                } else {
-                    drop(conn);
-                    Err(Error::Closed)
-                }
-            }
+            Some(Ok(conn)) => match store.finish_connected(&ticket.dest, conn) {
+                Some(conn) => Ok(Pooled::new(
+                    Lent::new(&ticket.dest),
+                    conn,
+                    inner.time.now(),
+                    false,
+                )),
+                None => Err(Error::Closed),
+            },
             Some(Err(err)) => {
                 store.finish_dial(&ticket.dest, DialOutcome::Failed);
                 Err(Error::Dial(err))

@@ -95,7 +95,7 @@ impl<D: Dialer> Pooled<D> {
     /// or left in an unknown state (a request cut off half-way).
     pub fn release(mut self) {
         if let Some(Held { conn, dest }) = self.held.take() {
-            dest.forget(Reason::Released);
+            let _ending = dest.ending(Reason::Released);
             drop(conn);
         }
     }
@@ -144,7 +144,7 @@ impl<D: Dialer> Drop for Pooled<D> {
     fn drop(&mut self) {
         if let Some(Held { conn, dest }) = self.held.take() {
             if self.origin.shut() {
-                dest.forget(Reason::Released);
+                let _ending = dest.ending(Reason::Released);
                 drop(conn);
                 return;
             }

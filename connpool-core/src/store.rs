@@ -108,6 +108,34 @@ impl<D: Dialer> Lent<D> {
         let dest = self.counted();
         dest.pool.store.forget(&dest, reason);
     }
+
+    /// [`Lent::forget`] when the returned guard drops, unless [`Ending::disarm`]ed. Made before
+    /// what may unwind (the dialer's `is_open`, a connection's own drop), so that the count ends
+    /// whatever happens; dropped after the connection, so that by the time the count ends (and
+    /// `shutdown` may hear that everything came back) the connection is closed.
+    pub(crate) fn ending(&self, reason: Reason) -> Ending<'_, D> {
+        Ending { dest: self, reason }
+    }
+}
+
+/// The end of a holder's count, when dropped: [`Lent::ending`].
+pub(crate) struct Ending<'a, D: Dialer> {
+    dest: &'a Lent<D>,
+    reason: Reason,
+}
+
+impl<D: Dialer> Ending<'_, D> {
+    /// The count goes on.
+    #[inline]
+    pub(crate) fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl<D: Dialer> Drop for Ending<'_, D> {
+    fn drop(&mut self) {
+        self.dest.forget(self.reason);
+    }
 }
 
 impl<D: Dialer> Deref for Lent<D> {
@@ -301,7 +329,6 @@ impl<C> Waiter<C> {
 /// How a dial counted by the store ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DialOutcome {
-    Connected,
     Failed,
     TimedOut,
     /// The caller went away before the dial finished.
@@ -1190,29 +1217,40 @@ impl<D: Dialer> Store<D> {
 
     /// Ends a dial counted by [`Store::checkout`]. A connection that arrives after the pool closed
     /// is counted and must be closed by the caller: `false`.
-    pub(crate) fn finish_dial(&self, dest: &Arc<Destination<D>>, outcome: DialOutcome) -> bool {
+    pub(crate) fn finish_dial(&self, dest: &Arc<Destination<D>>, outcome: DialOutcome) {
         self.with_bucket(dest, 0, |bucket, _, books, _| {
-            // Read under the shard lock: close() sets the flag before it drains each shard, so
-            // either this sees it or the drain sees the connection.
-            let closed = self.is_closed();
             bucket.dialing -= 1;
             match outcome {
                 DialOutcome::Failed => books.counters.dial_errors += 1,
                 DialOutcome::TimedOut => books.counters.dial_timeouts += 1,
                 DialOutcome::Cancelled => {}
-                DialOutcome::Connected if closed => {
-                    books.counters.dials += 1;
-                    books.counters.count(Reason::PoolClosed, 1);
-                }
-                DialOutcome::Connected => {
-                    books.counters.dials += 1;
-                    bucket.held += 1;
-                    return true;
-                }
             }
-            false
+        });
+    }
+
+    /// Ends a dial counted by [`Store::checkout`] that connected: the connection, now counted as
+    /// held, or `None` when the pool closed meanwhile. Then it is counted closed and closed here,
+    /// before `shutdown` can hear that everything came back.
+    pub(crate) fn finish_connected(
+        &self,
+        dest: &Arc<Destination<D>>,
+        conn: D::Conn,
+    ) -> Option<D::Conn> {
+        self.with_bucket(dest, 0, |bucket, _, books, after| {
+            // Read under the shard lock: close() sets the flag before it drains each shard, so
+            // either this sees it or the drain sees the connection.
+            let closed = self.is_closed();
+            bucket.dialing -= 1;
+            books.counters.dials += 1;
+            if closed {
+                books.counters.count(Reason::PoolClosed, 1);
+                after.close(conn);
+                return None;
+            }
+            bucket.held += 1;
+            Some(conn)
         })
-        .unwrap_or(false)
+        .flatten()
     }
 
     /// Takes back a held connection: to the oldest waiter, else idle if the pool is open, the

@@ -1,0 +1,254 @@
+//! User code that misbehaves, and user code that watches closely: a dialer whose `is_open`
+//! panics, a connection whose own drop asks `shutdown` whether everything came back, and a clock
+//! whose sleeps end at once. The counts stay exact, `shutdown` answers only once the last
+//! connection is closed, and the reaper never holds its executor's thread.
+mod support;
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use connpool_core::{Clock, ManualClock, Pool, Spawner};
+use futures::executor::block_on;
+use futures::future::BoxFuture;
+use support::{addr, poll_once, TestDialer};
+
+// A panicking `Dialer::is_open` ends the holder's count as the panic unwinds.
+#[derive(Clone, Default)]
+struct PanicOpen {
+    inner: TestDialer,
+    panic: Arc<AtomicBool>,
+}
+#[connpool_core::async_trait]
+impl connpool_core::Dialer for PanicOpen {
+    type Addr = String;
+    type Conn = support::Conn;
+    async fn dial(&self, a: &String) -> io::Result<support::Conn> {
+        connpool_core::Dialer::dial(&self.inner, a).await
+    }
+    fn is_open(&self, _: &support::Conn) -> bool {
+        assert!(!self.panic.load(Ordering::SeqCst), "is_open panicked");
+        true
+    }
+}
+
+#[test]
+fn a_panicking_is_open_at_a_get_leaves_the_counts_exact() {
+    let dialer = PanicOpen::default();
+    let pool = Pool::builder(dialer.clone())
+        .clock(ManualClock::new())
+        .max_open_per_host(1)
+        .build()
+        .unwrap();
+    let a = addr("a:1");
+    drop(block_on(pool.get(&a)).unwrap()); // one idle connection
+    dialer.panic.store(true, Ordering::SeqCst);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = block_on(pool.get(&a));
+    }));
+    assert!(r.is_err());
+    dialer.panic.store(false, Ordering::SeqCst);
+    assert_eq!(dialer.inner.live(), 0, "the connection itself was dropped");
+    assert_eq!(pool.stats().total(), 0, "{:?}", pool.stats());
+    let mut next = Box::pin(pool.get(&a));
+    assert!(
+        poll_once(&mut next).is_ready(),
+        "waits forever for a slot held by nobody"
+    );
+}
+
+#[test]
+fn a_panicking_is_open_at_a_return_leaves_the_counts_exact() {
+    let dialer = PanicOpen::default();
+    let pool = Pool::builder(dialer.clone())
+        .clock(ManualClock::new())
+        .max_open_per_host(1)
+        .build()
+        .unwrap();
+    let held = block_on(pool.get(&addr("a:1"))).unwrap();
+    dialer.panic.store(true, Ordering::SeqCst);
+    assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(held))).is_err());
+    dialer.panic.store(false, Ordering::SeqCst);
+    assert_eq!(dialer.inner.live(), 0);
+    let mut sd = Box::pin(pool.shutdown(Duration::ZERO));
+    assert_eq!(poll_once(&mut sd), Poll::Ready(true), "{:?}", pool.stats());
+}
+
+// `shutdown` hears that everything came back only once the last connection is closed.
+thread_local! {
+    static PROBE: RefCell<Option<Pool<Probe>>> = const { RefCell::new(None) };
+    static SEEN: Cell<Option<bool>> = const { Cell::new(None) };
+    static GATE: Cell<bool> = const { Cell::new(true) };
+}
+struct ProbeConn;
+impl Drop for ProbeConn {
+    // While this connection is being closed: would a shutdown already answer "all came back"?
+    fn drop(&mut self) {
+        PROBE.with(|p| {
+            if let Some(pool) = p.borrow().as_ref() {
+                let mut sd = Box::pin(pool.shutdown(Duration::ZERO));
+                SEEN.with(|s| s.set(Some(poll_once(&mut sd) == Poll::Ready(true))));
+            }
+        });
+    }
+}
+struct Probe;
+#[connpool_core::async_trait]
+impl connpool_core::Dialer for Probe {
+    type Addr = u8;
+    type Conn = ProbeConn;
+    async fn dial(&self, _: &u8) -> io::Result<ProbeConn> {
+        std::future::poll_fn(|_| {
+            if GATE.with(Cell::get) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        Ok(ProbeConn)
+    }
+}
+fn probe_pool() -> Pool<Probe> {
+    SEEN.with(|s| s.set(None));
+    Pool::builder(Probe)
+        .clock(ManualClock::new())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn shutdown_is_not_true_before_a_returned_connection_is_closed() {
+    let pool = probe_pool();
+    let held = block_on(pool.get(&1)).unwrap();
+    pool.close();
+    PROBE.with(|p| *p.borrow_mut() = Some(pool.clone()));
+    drop(held);
+    PROBE.with(|p| p.borrow_mut().take());
+    assert_eq!(SEEN.with(Cell::get), Some(false));
+}
+
+#[test]
+fn shutdown_is_not_true_before_a_released_connection_is_closed() {
+    let pool = probe_pool();
+    let held = block_on(pool.get(&1)).unwrap();
+    pool.close();
+    PROBE.with(|p| *p.borrow_mut() = Some(pool.clone()));
+    held.release();
+    PROBE.with(|p| p.borrow_mut().take());
+    assert_eq!(SEEN.with(Cell::get), Some(false));
+}
+
+/// A waker that notes that it was woken.
+struct Flag(AtomicBool);
+
+impl futures::task::ArcWake for Flag {
+    fn wake_by_ref(flag: &Arc<Self>) {
+        flag.0.store(true, Ordering::SeqCst);
+    }
+}
+
+thread_local! {
+    static WOKEN: RefCell<Option<Arc<Flag>>> = const { RefCell::new(None) };
+}
+
+/// A connection that notes, as it is closed, whether `shutdown` had been woken already.
+struct WatchedConn;
+impl Drop for WatchedConn {
+    fn drop(&mut self) {
+        WOKEN.with(|w| {
+            if let Some(flag) = w.borrow().as_ref() {
+                SEEN.with(|s| s.set(Some(flag.0.load(Ordering::SeqCst))));
+            }
+        });
+    }
+}
+struct Watched;
+#[connpool_core::async_trait]
+impl connpool_core::Dialer for Watched {
+    type Addr = u8;
+    type Conn = WatchedConn;
+    async fn dial(&self, _: &u8) -> io::Result<WatchedConn> {
+        std::future::poll_fn(|_| {
+            if GATE.with(Cell::get) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        Ok(WatchedConn)
+    }
+}
+
+/// A dial that ends after `close` closes its connection before it wakes `shutdown`.
+#[test]
+fn shutdown_is_woken_only_after_a_dial_finished_after_close_is_closed() {
+    SEEN.with(|s| s.set(None));
+    let pool = Pool::builder(Watched)
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    GATE.with(|g| g.set(false));
+    let mut get = Box::pin(pool.get(&1));
+    assert!(poll_once(&mut get).is_pending());
+    pool.close();
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let mut shutdown = Box::pin(pool.shutdown(Duration::from_secs(60)));
+    let waker = futures::task::waker(flag.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(
+        shutdown.as_mut().poll(&mut cx).is_pending(),
+        "a dial is in flight"
+    );
+    WOKEN.with(|w| *w.borrow_mut() = Some(flag.clone()));
+    GATE.with(|g| g.set(true));
+    assert!(matches!(
+        poll_once(&mut get),
+        Poll::Ready(Err(connpool_core::Error::Closed))
+    ));
+    WOKEN.with(|w| w.borrow_mut().take());
+    assert_eq!(SEEN.with(Cell::get), Some(false), "woken before the close");
+    assert!(flag.0.load(Ordering::SeqCst), "woken after it");
+    assert_eq!(shutdown.as_mut().poll(&mut cx), Poll::Ready(true));
+}
+
+// The reaper returns from its poll on a clock whose sleeps end at once.
+struct InstantClock(Instant);
+impl Clock for InstantClock {
+    fn now(&self) -> Instant {
+        self.0
+    }
+    fn sleep(&self, _: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+struct Keep(Arc<Mutex<Option<BoxFuture<'static, ()>>>>);
+impl Spawner for Keep {
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        *self.0.lock().unwrap() = Some(task);
+    }
+}
+
+#[test]
+fn the_reaper_returns_from_poll_on_a_clock_whose_sleeps_are_instant() {
+    let slot = Arc::new(Mutex::new(None));
+    let pool = Pool::builder(TestDialer::new())
+        .clock(InstantClock(Instant::now()))
+        .spawner(Keep(slot.clone()))
+        .build()
+        .unwrap();
+    drop(block_on(pool.get(&addr("a:1"))).unwrap()); // something idle: the reaper naps
+    let mut task = slot.lock().unwrap().take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = poll_once(&mut task);
+        let _ = tx.send(());
+    });
+    // One poll of the reaper's task returns.
+    assert!(rx.recv_timeout(Duration::from_secs(3)).is_ok());
+}
