@@ -319,7 +319,10 @@ impl<D: Dialer> Pool<D> {
                         } else {
                             Reason::NotOpenOnGet
                         };
+                        // Should the connection's own drop panic, its count ends all the same.
+                        let ending = lent.ending(refused);
                         drop(conn);
+                        ending.disarm();
                         store.dial_instead(&dest, refused);
                         (dest, Grant::Slot)
                     }

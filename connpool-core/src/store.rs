@@ -417,14 +417,32 @@ impl<C> Drop for Aftermath<'_, C> {
 impl<C> Aftermath<'_, C> {
     #[cold]
     fn act(&mut self, closed: bool) {
-        if let Some(work) = self.work.take() {
-            let Work { closing, wake } = *work;
-            drop(closing);
-            for waker in wake {
-                waker.wake();
-            }
+        let (closing, wake) = match self.work.take() {
+            Some(work) => (work.closing, work.wake),
+            None => (Vec::new(), Vec::new()),
+        };
+        // After the connections are closed, and even if closing one panics (in its own drop):
+        // a waiter or a `shutdown` never waits for a wake-up that a panic skipped.
+        let _then = Wake {
+            wake,
+            drain: self.drain.filter(|_| closed).map(|(_, drain)| drain),
+        };
+        drop(closing);
+    }
+}
+
+/// Wakes waiters, then `shutdown` callers, when dropped.
+struct Wake<'a> {
+    wake: Vec<Waker>,
+    drain: Option<&'a DrainSignal>,
+}
+
+impl Drop for Wake<'_> {
+    fn drop(&mut self) {
+        for waker in self.wake.drain(..) {
+            waker.wake();
         }
-        if let Some((_, drain)) = self.drain.filter(|_| closed) {
+        if let Some(drain) = self.drain {
             drain.notify();
         }
     }

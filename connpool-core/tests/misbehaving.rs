@@ -252,3 +252,107 @@ fn the_reaper_returns_from_poll_on_a_clock_whose_sleeps_are_instant() {
     // One poll of the reaper's task returns.
     assert!(rx.recv_timeout(Duration::from_secs(3)).is_ok());
 }
+
+// A connection whose own drop panics still ends its count, and a `shutdown` waiting for it still
+// hears of it.
+
+/// Connections that say open while `open` holds and panic in their drop while `panic` holds.
+#[derive(Clone, Default)]
+struct Fragile {
+    open: Arc<AtomicBool>,
+    panic: Arc<AtomicBool>,
+    gate: Arc<AtomicBool>,
+}
+
+struct FragileConn(Arc<AtomicBool>);
+
+impl Drop for FragileConn {
+    fn drop(&mut self) {
+        if self.0.load(Ordering::SeqCst) {
+            std::panic::resume_unwind(Box::new("a connection's drop failed"));
+        }
+    }
+}
+
+#[connpool_core::async_trait]
+impl connpool_core::Dialer for Fragile {
+    type Addr = u8;
+    type Conn = FragileConn;
+    async fn dial(&self, _: &u8) -> io::Result<FragileConn> {
+        let gate = self.gate.clone();
+        std::future::poll_fn(move |_| {
+            if gate.load(Ordering::SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        Ok(FragileConn(self.panic.clone()))
+    }
+    fn is_open(&self, _: &FragileConn) -> bool {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
+fn fragile() -> (Fragile, Pool<Fragile>) {
+    let dialer = Fragile::default();
+    dialer.open.store(true, Ordering::SeqCst);
+    dialer.gate.store(true, Ordering::SeqCst);
+    let pool = Pool::builder(dialer.clone())
+        .clock(ManualClock::new())
+        .max_open_per_host(1)
+        .build()
+        .unwrap();
+    (dialer, pool)
+}
+
+#[test]
+fn a_waiter_turning_down_a_connection_whose_drop_panics_leaves_the_counts_exact() {
+    let (dialer, pool) = fragile();
+    let held = block_on(pool.get(&1)).unwrap();
+    let mut waiter = Box::pin(pool.get(&1));
+    assert!(poll_once(&mut waiter).is_pending());
+    drop(held); // handed to the waiter
+    dialer.open.store(false, Ordering::SeqCst);
+    dialer.panic.store(true, Ordering::SeqCst);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = poll_once(&mut waiter);
+    }));
+    assert!(unwound.is_err());
+    dialer.panic.store(false, Ordering::SeqCst);
+    drop(waiter);
+    let stats = pool.stats();
+    let c = &stats.counters;
+    assert_eq!(stats.total(), 0, "{stats:?}");
+    assert_eq!(c.dials, c.closed() + c.detached, "{c:?}");
+    let mut shutdown = Box::pin(pool.shutdown(Duration::ZERO));
+    assert_eq!(poll_once(&mut shutdown), Poll::Ready(true));
+}
+
+#[test]
+fn shutdown_is_woken_although_closing_a_late_dial_panics() {
+    let (dialer, pool) = fragile();
+    dialer.gate.store(false, Ordering::SeqCst);
+    let mut get = Box::pin(pool.get(&1));
+    assert!(poll_once(&mut get).is_pending());
+    pool.close();
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let mut shutdown = Box::pin(pool.shutdown(Duration::from_secs(60)));
+    let waker = futures::task::waker(flag.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert!(
+        shutdown.as_mut().poll(&mut cx).is_pending(),
+        "a dial is in flight"
+    );
+    dialer.gate.store(true, Ordering::SeqCst);
+    dialer.panic.store(true, Ordering::SeqCst);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = poll_once(&mut get);
+    }));
+    assert!(unwound.is_err());
+    dialer.panic.store(false, Ordering::SeqCst);
+    assert!(flag.0.load(Ordering::SeqCst), "shutdown was never woken");
+    assert_eq!(shutdown.as_mut().poll(&mut cx), Poll::Ready(true));
+    drop(get);
+}
