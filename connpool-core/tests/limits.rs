@@ -26,9 +26,16 @@ fn builder(dialer: &TestDialer, clock: &ManualClock) -> Builder<TestDialer> {
 }
 
 fn limited(max_open: usize) -> (Pool<TestDialer>, TestDialer, ManualClock) {
+    limited_with(max_open, |builder| builder)
+}
+
+/// [`limited`], with more settings from `configure`.
+fn limited_with(
+    max_open: usize,
+    configure: impl FnOnce(Builder<TestDialer>) -> Builder<TestDialer>,
+) -> (Pool<TestDialer>, TestDialer, ManualClock) {
     let (dialer, clock) = (TestDialer::new(), ManualClock::new());
-    let pool = builder(&dialer, &clock)
-        .max_open_per_host(max_open)
+    let pool = configure(builder(&dialer, &clock).max_open_per_host(max_open))
         .build()
         .unwrap();
     (pool, dialer, clock)
@@ -62,12 +69,7 @@ fn counts(pool: &Pool<TestDialer>, a: &str) -> (usize, usize, usize) {
 /// that is first in line; the waiter's get checks it, closes it and dials in its slot.
 #[test]
 fn without_the_return_check_a_waiter_is_never_handed_a_dead_connection() {
-    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
-    let pool = builder(&dialer, &clock)
-        .max_open_per_host(1)
-        .check_on_return(false)
-        .build()
-        .unwrap();
+    let (pool, dialer, _) = limited_with(1, |b| b.check_on_return(false));
     let a = addr("a:1");
     let held = get(&pool, "a:1");
     let mut waiter = start(&pool, &a);
@@ -92,12 +94,7 @@ fn without_the_return_check_a_waiter_is_never_handed_a_dead_connection() {
 #[test]
 fn a_waiter_handed_a_dead_connection_dials_in_its_place_and_keeps_its_turn() {
     for check_on_return in [false, true] {
-        let (dialer, clock) = (TestDialer::new(), ManualClock::new());
-        let pool = builder(&dialer, &clock)
-            .max_open_per_host(1)
-            .check_on_return(check_on_return)
-            .build()
-            .unwrap();
+        let (pool, dialer, _) = limited_with(1, |b| b.check_on_return(check_on_return));
         let a = addr("a:1");
         let held = get(&pool, "a:1");
         let mut first = start(&pool, &a);
@@ -228,12 +225,7 @@ fn a_dropped_waiter_leaves_the_queue_at_once_and_swallows_nothing() {
 
 #[test]
 fn a_wait_times_out_on_the_pools_clock() {
-    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
-    let pool = builder(&dialer, &clock)
-        .max_open_per_host(1)
-        .wait_timeout(5 * SECOND)
-        .build()
-        .unwrap();
+    let (pool, _, clock) = limited_with(1, |b| b.wait_timeout(5 * SECOND));
     let a = addr("a:1");
     let held = get(&pool, "a:1");
     let mut waiter = start(&pool, &a);
@@ -254,12 +246,7 @@ fn a_wait_times_out_on_the_pools_clock() {
 
 #[test]
 fn a_zero_wait_timeout_fails_at_once_when_full() {
-    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
-    let pool = builder(&dialer, &clock)
-        .max_open_per_host(1)
-        .wait_timeout(Duration::ZERO)
-        .build()
-        .unwrap();
+    let (pool, _, _) = limited_with(1, |b| b.wait_timeout(Duration::ZERO));
     let _held = get(&pool, "a:1");
     assert!(matches!(
         block_on(pool.get(&addr("a:1"))),
@@ -269,12 +256,7 @@ fn a_zero_wait_timeout_fails_at_once_when_full() {
 
 #[test]
 fn a_dial_that_takes_too_long_times_out_and_frees_its_slot() {
-    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
-    let pool = builder(&dialer, &clock)
-        .max_open_per_host(1)
-        .dial_timeout(3 * SECOND)
-        .build()
-        .unwrap();
+    let (pool, dialer, clock) = limited_with(1, |b| b.dial_timeout(3 * SECOND));
     let a = addr("a:1");
     let gate = dialer.hold();
     let mut slow = start(&pool, &a);
@@ -292,12 +274,7 @@ fn a_dial_that_takes_too_long_times_out_and_frees_its_slot() {
 
 #[test]
 fn a_failing_backend_fails_every_waiter_fast_with_its_own_dial_error() {
-    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
-    let pool = builder(&dialer, &clock)
-        .max_open_per_host(1)
-        .wait_timeout(60 * SECOND)
-        .build()
-        .unwrap();
+    let (pool, dialer, _) = limited_with(1, |b| b.wait_timeout(60 * SECOND));
     let a = addr("down:1");
     let gate = dialer.hold();
     dialer.fail("down:1", io::ErrorKind::ConnectionRefused);
@@ -369,12 +346,7 @@ fn a_waiter_served_before_close_and_collecting_after_it_gets_closed() {
 
     // Handed a slot, or a dead connection whose slot it would dial in: no dial after close.
     for dead in [false, true] {
-        let (dialer, clock) = (TestDialer::new(), ManualClock::new());
-        let pool = builder(&dialer, &clock)
-            .max_open_per_host(1)
-            .check_on_return(false)
-            .build()
-            .unwrap();
+        let (pool, dialer, _) = limited_with(1, |b| b.check_on_return(false));
         let held = get(&pool, "a:1");
         let mut waiter = start(&pool, &a);
         if dead {
@@ -531,12 +503,7 @@ fn old_connections_are_closed_at_return_at_checkout_and_by_reap() {
 
 #[test]
 fn a_connection_too_old_by_the_time_a_waiter_takes_it_is_not_handed_out() {
-    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
-    let pool = builder(&dialer, &clock)
-        .max_open_per_host(1)
-        .max_lifetime(10 * SECOND)
-        .build()
-        .unwrap();
+    let (pool, _, clock) = limited_with(1, |b| b.max_lifetime(10 * SECOND));
     let a = addr("a:1");
 
     // Collected late: the waiter turns it down and dials in its slot.
