@@ -2077,6 +2077,24 @@ mod tests {
             }
         }
 
+        /// A pool of two lanes keeping one idle connection per destination; a connection is its
+        /// address's number.
+        fn two_lanes<A>(number: fn(&A) -> u32) -> Pool<impl crate::Dialer<Addr = A, Conn = u32>>
+        where
+            A: Clone + Eq + std::hash::Hash + std::fmt::Debug + Send + Sync + 'static,
+        {
+            let dial = move |addr: A| {
+                let number = number(&addr);
+                async move { Ok::<_, std::io::Error>(number) }
+            };
+            Pool::builder(dial_fn(dial))
+                .lanes(2)
+                .capacity(1)
+                .idle_timeout(Duration::from_secs(600))
+                .build()
+                .unwrap()
+        }
+
         /// An address whose clone, made by `stats` under a shard lock, can be held up once.
         #[derive(Debug, PartialEq, Eq, Hash)]
         struct Slow(u32);
@@ -2101,14 +2119,7 @@ mod tests {
         /// A connection that moves lanes while `stats` walks the shards is counted once.
         #[test]
         fn stats_counts_a_connection_moving_lanes_once() {
-            let pool = Pool::builder(dial_fn(|addr: Slow| async move {
-                Ok::<_, std::io::Error>(addr.0)
-            }))
-            .lanes(2)
-            .capacity(1)
-            .idle_timeout(Duration::from_secs(600))
-            .build()
-            .unwrap();
+            let pool = two_lanes(|addr: &Slow| addr.0);
             let store = &pool.handle_inner().store;
             let place = |addr: u32| store.shard_index(0, store.hash(&Slow(addr)));
             assert!(store.shard_mask > 0, "several shards per lane");
@@ -2166,14 +2177,7 @@ mod tests {
         /// the same place goes through while `stats` waits for that lock.
         #[test]
         fn stats_clones_addresses_outside_the_locks() {
-            let pool = Pool::builder(dial_fn(|addr: Registered| async move {
-                Ok::<_, std::io::Error>(addr.0)
-            }))
-            .lanes(2)
-            .capacity(1)
-            .idle_timeout(Duration::from_secs(600))
-            .build()
-            .unwrap();
+            let pool = two_lanes(|addr: &Registered| addr.0);
             let store = &pool.handle_inner().store;
             let place = |addr: u32| store.shard_index(0, store.hash(&Registered(addr)));
             let (a, b) = (0, (1..).find(|&addr| place(addr) == place(0)).unwrap());

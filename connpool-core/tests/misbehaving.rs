@@ -78,6 +78,18 @@ fn a_panicking_is_open_at_a_return_leaves_the_counts_exact() {
     assert_eq!(poll_once(&mut sd), Poll::Ready(true), "{:?}", pool.stats());
 }
 
+/// Waits until `open` says so, looking again whenever it is polled: a dial the test lets through.
+async fn through_gate(open: impl Fn() -> bool) {
+    std::future::poll_fn(|_| {
+        if open() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
 // `shutdown` hears that everything came back only once the last connection is closed.
 thread_local! {
     static PROBE: RefCell<Option<Pool<Probe>>> = const { RefCell::new(None) };
@@ -102,14 +114,7 @@ impl connpool_core::Dialer for Probe {
     type Addr = u8;
     type Conn = ProbeConn;
     async fn dial(&self, _: &u8) -> io::Result<ProbeConn> {
-        std::future::poll_fn(|_| {
-            if GATE.with(Cell::get) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
+        through_gate(|| GATE.with(Cell::get)).await;
         Ok(ProbeConn)
     }
 }
@@ -173,14 +178,7 @@ impl connpool_core::Dialer for Watched {
     type Addr = u8;
     type Conn = WatchedConn;
     async fn dial(&self, _: &u8) -> io::Result<WatchedConn> {
-        std::future::poll_fn(|_| {
-            if GATE.with(Cell::get) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
+        through_gate(|| GATE.with(Cell::get)).await;
         Ok(WatchedConn)
     }
 }
@@ -280,14 +278,7 @@ impl connpool_core::Dialer for Fragile {
     type Conn = FragileConn;
     async fn dial(&self, _: &u8) -> io::Result<FragileConn> {
         let gate = self.gate.clone();
-        std::future::poll_fn(move |_| {
-            if gate.load(Ordering::SeqCst) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
+        through_gate(move || gate.load(Ordering::SeqCst)).await;
         Ok(FragileConn(self.panic.clone()))
     }
     fn is_open(&self, _: &FragileConn) -> bool {
