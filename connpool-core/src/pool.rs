@@ -154,11 +154,10 @@ pub(crate) fn give_back<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos, m
     // end of the slow path.
     let dest = dest.counted();
     let pool = &*dest.pool;
-    if pool.store.check_in(&dest, conn, born, now) {
-        pool.reaper.idle_added();
-        if pool.reaper.claim_early(pool.store.lifetime_end(born)) {
-            pool.reaper.notify();
-        }
+    if pool.store.check_in(&dest, conn, born, now)
+        && pool.reaper.claim(pool.store.lifetime_end(born))
+    {
+        pool.reaper.notify();
     }
 }
 
@@ -632,7 +631,7 @@ impl<D: Dialer> Builder<D> {
     /// with `check_on_get` off, which turns both checks off.
     ///
     /// Off, a returned connection is kept without asking; one that died while it was held then
-    /// waits idle (counted in [`Stats`](crate::Stats), and taking a place within `capacity` that a
+    /// waits idle (counted in [`Stats`], and taking a place within `capacity` that a
     /// live connection returned after it may then not find) until a get that reaches it checks it
     /// and closes it, or until it expires, is evicted or purged (and is counted as closed for that
     /// reason). It is never handed out: the get's check still runs. When callers are waiting in

@@ -54,24 +54,22 @@ impl ReaperSignal {
         }
     }
 
-    /// A connection became idle: wake the reaper if it parked for want of one.
-    ///
+    /// A connection went idle that reaches its lifetime at `lifetime_end` (`Nanos::MAX`: never):
+    /// `true` when the reaper must hear of it, and the caller must
+    /// [`notify`](ReaperSignal::notify) it: when it parked for want of an idle connection
+    /// ([`ReaperSignal::claim_parked`]), or when the lifetime ends before its planned look
+    /// ([`ReaperSignal::claim_early`]). Read after the connection went idle, under its shard lock
+    /// or after it; the caller notifies once the lock is released.
+    #[inline]
+    pub(crate) fn claim(&self, lifetime_end: Nanos) -> bool {
+        self.claim_parked() || (lifetime_end < Nanos::MAX && self.claim_early(lifetime_end))
+    }
+
+    /// Whether the reaper parked for want of an idle connection, taking the wake-up on the way.
     /// The reaper sets `parked` before it looks at the store, and the connection went idle under
     /// a shard lock before this load, so either the reaper saw it or this sees `parked`.
     #[inline]
-    pub(crate) fn idle_added(&self) {
-        if self.claim_parked() {
-            self.notify();
-        }
-    }
-
-    /// [`ReaperSignal::idle_added`] in two steps, for a caller that must read the flag under the
-    /// shard lock and wake the reaper after it: `true` when the reaper parked and this caller
-    /// must [`notify`](ReaperSignal::notify) it. Reading under the lock keeps the argument above:
-    /// a reaper that parks later takes this lock to look at the store, after the connection went
-    /// idle.
-    #[inline]
-    pub(crate) fn claim_parked(&self) -> bool {
+    fn claim_parked(&self) -> bool {
         self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst)
     }
 
@@ -82,7 +80,7 @@ impl ReaperSignal {
     /// set [`LOOKING`] before it did, so either its look sees the connection, or this lowers the
     /// mark its plan will take into account, or this sees its plan.
     #[inline]
-    pub(crate) fn claim_early(&self, deadline: Nanos) -> bool {
+    fn claim_early(&self, deadline: Nanos) -> bool {
         let early = deadline.saturating_add(nanos(self.granularity));
         if early >= self.wake_at.load(Ordering::SeqCst) {
             return false;

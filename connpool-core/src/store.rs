@@ -967,10 +967,10 @@ impl<D: Dialer> Store<D> {
             lru,
         });
         books.idle += 1;
-        let wake = pool.reaper.claim_parked()
-            || (store.max_lifetime < Nanos::MAX
-                && pool.reaper.claim_early(store.lifetime_end(born)));
-        let reaper = wake.then(|| pool.reaper.clone());
+        let reaper = pool
+            .reaper
+            .claim(store.lifetime_end(born))
+            .then(|| pool.reaper.clone());
         drop(guard);
         if let Some(reaper) = reaper {
             reaper.notify();
