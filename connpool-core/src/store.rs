@@ -34,7 +34,7 @@ use crate::clock::{nanos, Nanos};
 use crate::lru::{Lru, LruKey};
 use crate::pool::PoolInner;
 use crate::stats::{Counters, DestinationStats, Stats};
-use crate::sync::{lock, Arc, AtomicBool, Mutex, Ordering};
+use crate::sync::{lock, Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
 use crate::Dialer;
 
 /// One destination: its address, the address's hash, and the pool it belongs to. Its bucket holds
@@ -358,11 +358,16 @@ pub(crate) enum Leave {
 /// `shutdown` callers to look again.
 ///
 /// The hot path has nothing to do afterwards, so the lists live in a box made only when needed.
+///
+/// An aftermath with connections to close is counted in [`DrainSignal`] from the moment its first
+/// connection leaves the books (under the lock) until the last is closed, so `shutdown` does not
+/// hear "all closed" while the store itself is still closing some.
 pub(crate) struct Aftermath<'a, C> {
     work: Option<Box<Work<C>>>,
-    /// The pool's closed flag and its `shutdown` signal, for operations that may return the last
-    /// connection of a closed pool.
-    drain: Option<(&'a AtomicBool, &'a DrainSignal)>,
+    /// The pool's closed flag, read after the lock to tell whether to wake `shutdown` callers.
+    closed: &'a AtomicBool,
+    /// The pool's `shutdown` signal and its count of aftermaths still closing.
+    drain: &'a DrainSignal,
 }
 
 struct Work<C> {
@@ -371,13 +376,6 @@ struct Work<C> {
 }
 
 impl<C> Aftermath<'_, C> {
-    fn new() -> Self {
-        Aftermath {
-            work: None,
-            drain: None,
-        }
-    }
-
     fn work(&mut self) -> &mut Work<C> {
         self.work.get_or_insert_with(|| {
             Box::new(Work {
@@ -389,7 +387,14 @@ impl<C> Aftermath<'_, C> {
 
     /// Closes `conn` once the lock is released.
     fn close(&mut self, conn: C) {
-        self.work().closing.push(conn);
+        let drain = self.drain;
+        let closing = &mut self.work().closing;
+        if closing.is_empty() {
+            // Under the lock that took `conn` off the books: whoever reads the books after this
+            // lock also sees the count.
+            drain.closing.fetch_add(1, Ordering::Relaxed);
+        }
+        closing.push(conn);
     }
 
     /// Wakes `waker`, if any, once the lock is released.
@@ -405,9 +410,7 @@ impl<C> Drop for Aftermath<'_, C> {
     fn drop(&mut self) {
         // The flag is read now, after the lock: `close()` may have run while this operation
         // waited for the lock, and the operation may have emptied the pool under it.
-        let closed = self
-            .drain
-            .is_some_and(|(closed, _)| closed.load(Ordering::Acquire));
+        let closed = self.closed.load(Ordering::Acquire);
         if self.work.is_some() || closed {
             self.act(closed);
         }
@@ -422,36 +425,55 @@ impl<C> Aftermath<'_, C> {
             None => (Vec::new(), Vec::new()),
         };
         // After the connections are closed, and even if closing one panics (in its own drop):
-        // a waiter or a `shutdown` never waits for a wake-up that a panic skipped.
+        // a waiter or a `shutdown` never waits for a wake-up that a panic skipped, nor for a
+        // count that a panic left up.
         let _then = Wake {
             wake,
-            drain: self.drain.filter(|_| closed).map(|(_, drain)| drain),
+            counted: !closing.is_empty(),
+            closed_at_unlock: closed,
+            closed: self.closed,
+            drain: self.drain,
         };
         drop(closing);
     }
 }
 
-/// Wakes waiters, then `shutdown` callers, when dropped.
+/// Ends an aftermath's count of closing (when `counted`), then wakes waiters, then `shutdown`
+/// callers if the pool is closed, when dropped.
 struct Wake<'a> {
     wake: Vec<Waker>,
-    drain: Option<&'a DrainSignal>,
+    counted: bool,
+    closed_at_unlock: bool,
+    closed: &'a AtomicBool,
+    drain: &'a DrainSignal,
 }
 
 impl Drop for Wake<'_> {
     fn drop(&mut self) {
+        let mut closed = self.closed_at_unlock;
+        if self.counted {
+            // After the closes, so that `shutdown`'s read of the count sees what they did. Then
+            // the flag again: a `shutdown` that began after the unlock may be waiting for this
+            // count alone (both sequentially consistent, against its read of the count after the
+            // flag was raised).
+            self.drain.closing.fetch_sub(1, Ordering::SeqCst);
+            closed = closed || self.closed.load(Ordering::SeqCst);
+        }
         for waker in self.wake.drain(..) {
             waker.wake();
         }
-        if let Some(drain) = self.drain {
-            drain.notify();
+        if closed {
+            self.drain.notify();
         }
     }
 }
 
-/// Wakes `shutdown` callers whenever a closed pool's last connections come back.
+/// Wakes `shutdown` callers whenever a closed pool's last connections come back, and counts the
+/// aftermaths still closing connections the books no longer show.
 #[derive(Default)]
 pub(crate) struct DrainSignal {
     wakers: std::sync::Mutex<Vec<Waker>>,
+    closing: AtomicUsize,
 }
 
 impl DrainSignal {
@@ -867,7 +889,8 @@ impl<D: Dialer> Store<D> {
     fn aftermath(&self) -> Aftermath<'_, D::Conn> {
         Aftermath {
             work: None,
-            drain: Some((&self.closed, &self.drain)),
+            closed: &self.closed,
+            drain: &self.drain,
         }
     }
 
@@ -993,7 +1016,7 @@ impl<D: Dialer> Store<D> {
     ) -> Checkout<D> {
         let (fresh, may_dial) = (want == Want::Fresh, want != Want::ReuseHere);
         let now = self.now(now);
-        let mut after = Aftermath::new();
+        let mut after = self.aftermath();
         let shard = self.shard_index(lane, hash);
         let mut guard = lock(&self.shards[shard].0);
         if self.is_closed() {
@@ -1527,7 +1550,9 @@ impl<D: Dialer> Store<D> {
     /// Marks the store closed, closes every idle connection and turns every waiter away; returns
     /// how many connections it closed. Idempotent.
     pub(crate) fn close(&self) -> usize {
-        self.closed.store(true, Ordering::Release);
+        // Sequentially consistent for the aftermaths still closing connections: one that ends
+        // its count after a `shutdown` read it sees the flag, and wakes that `shutdown`.
+        self.closed.store(true, Ordering::SeqCst);
         let mut closed = 0;
         for shard in self.shards.iter() {
             let mut after = self.aftermath();
@@ -1553,11 +1578,15 @@ impl<D: Dialer> Store<D> {
             .any(|shard| lock(&shard.0).books.idle > 0)
     }
 
-    /// Nothing held, dialing or waiting anywhere: a closed pool has nothing left to wait for.
+    /// Nothing held, dialing or waiting anywhere, and nothing the store took off its books still
+    /// being closed: a closed pool has nothing left to wait for.
     pub(crate) fn is_drained(&self) -> bool {
+        // The count after the shards: a connection that left a shard's books before this looked
+        // at the shard was counted under that shard's lock.
         self.shards
             .iter()
             .all(|shard| lock(&shard.0).buckets.is_empty())
+            && self.drain.closing.load(Ordering::SeqCst) == 0
     }
 
     pub(crate) fn drain_signal(&self) -> &DrainSignal {

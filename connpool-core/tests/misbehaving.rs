@@ -347,3 +347,116 @@ fn shutdown_is_woken_although_closing_a_late_dial_panics() {
     assert_eq!(shutdown.as_mut().poll(&mut cx), Poll::Ready(true));
     drop(get);
 }
+
+// The store's own closes (at `close`, at expiry) count until the connection is closed: `shutdown`
+// does not answer "all closed" while one is still being closed, and is woken when it is.
+thread_local! {
+    static ON_CLOSE: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+}
+/// A connection that runs the test's `ON_CLOSE`, if any, as it is closed.
+struct HookConn;
+impl Drop for HookConn {
+    fn drop(&mut self) {
+        if let Some(hook) = ON_CLOSE.with(|h| h.borrow_mut().take()) {
+            hook();
+        }
+    }
+}
+struct Hooked;
+#[connpool_core::async_trait]
+impl connpool_core::Dialer for Hooked {
+    type Addr = u8;
+    type Conn = HookConn;
+    async fn dial(&self, _: &u8) -> io::Result<HookConn> {
+        Ok(HookConn)
+    }
+}
+
+/// A pool holding one idle connection, on `clock`, with a 10 s idle timeout.
+fn one_idle(clock: &ManualClock) -> Pool<Hooked> {
+    let pool = Pool::builder(Hooked)
+        .clock(clock.clone())
+        .idle_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    drop(block_on(pool.get(&1)).unwrap());
+    pool
+}
+
+/// Notes in the returned cell, as the next connection is closed, whether a `shutdown` polled
+/// then answers that everything is closed.
+fn probe_shutdown_on_close(pool: &Pool<Hooked>) -> std::rc::Rc<Cell<Option<bool>>> {
+    let seen = std::rc::Rc::new(Cell::new(None));
+    let (pool, note) = (pool.clone(), seen.clone());
+    ON_CLOSE.with(|h| {
+        *h.borrow_mut() = Some(Box::new(move || {
+            let mut sd = Box::pin(pool.shutdown(Duration::ZERO));
+            note.set(Some(poll_once(&mut sd) == Poll::Ready(true)));
+        }));
+    });
+    seen
+}
+
+#[test]
+fn shutdown_is_not_true_while_close_is_still_closing_an_idle_connection() {
+    let clock = ManualClock::new();
+    let pool = one_idle(&clock);
+    let seen = probe_shutdown_on_close(&pool);
+    pool.close();
+    assert_eq!(seen.get(), Some(false), "answered before the close");
+    let mut sd = Box::pin(pool.shutdown(Duration::ZERO));
+    assert_eq!(poll_once(&mut sd), Poll::Ready(true));
+}
+
+#[test]
+fn shutdown_is_not_true_while_an_expired_connection_is_still_being_closed() {
+    let clock = ManualClock::new();
+    let pool = one_idle(&clock);
+    clock.advance(Duration::from_secs(11));
+    let seen = probe_shutdown_on_close(&pool);
+    assert_eq!(pool.reap(), 1);
+    assert_eq!(seen.get(), Some(false), "answered before the close");
+    let mut sd = Box::pin(pool.shutdown(Duration::ZERO));
+    assert_eq!(poll_once(&mut sd), Poll::Ready(true));
+}
+
+/// A `shutdown` that begins while an open pool's expiry is closing a connection waits for that
+/// close alone, and is woken when it ends. The expiry is a return's, which touches one shard: no
+/// later shard's work wakes the `shutdown` instead.
+#[test]
+fn a_shutdown_waiting_for_an_expiry_in_progress_is_woken_when_it_ends() {
+    let clock = ManualClock::new();
+    let pool = Pool::builder(Hooked)
+        .clock(clock.clone())
+        .idle_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let (first, second) = (
+        block_on(pool.get(&1)).unwrap(),
+        block_on(pool.get(&1)).unwrap(),
+    );
+    drop(first);
+    clock.advance(Duration::from_secs(11));
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = futures::task::waker(flag.clone());
+    type Shutdown = std::pin::Pin<Box<dyn Future<Output = bool>>>;
+    let shutdown: std::rc::Rc<RefCell<Option<Shutdown>>> = Default::default();
+    let (probe, slot, hook_waker) = (pool.clone(), shutdown.clone(), waker.clone());
+    ON_CLOSE.with(|h| {
+        *h.borrow_mut() = Some(Box::new(move || {
+            let mut sd: Shutdown =
+                Box::pin(async move { probe.shutdown(Duration::from_secs(60)).await });
+            let mut cx = std::task::Context::from_waker(&hook_waker);
+            assert!(
+                sd.as_mut().poll(&mut cx).is_pending(),
+                "a close in progress"
+            );
+            *slot.borrow_mut() = Some(sd);
+        }));
+    });
+    drop(second); // goes idle, and closes the first, expired, on the way
+    let mut sd = shutdown.borrow_mut().take().expect("the hook ran");
+    assert!(flag.0.load(Ordering::SeqCst), "shutdown was never woken");
+    let mut cx = std::task::Context::from_waker(&waker);
+    assert_eq!(sd.as_mut().poll(&mut cx), Poll::Ready(true));
+}
