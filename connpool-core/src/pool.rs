@@ -450,7 +450,9 @@ impl<D: Dialer> Pool<D> {
 
     /// Closes the pool, then waits up to `grace` for the connections held by callers to come back
     /// (they are closed as they do). Returns `true` if all did, `false` if some were still out
-    /// when the grace period ended.
+    /// when the grace period ended. `true` means closed: every connection of the pool has been
+    /// dropped by then, those the pool closes itself (idle ones, a dial that ends after the close)
+    /// included.
     ///
     /// The grace period is timed on the pool's clock; a pool without a clock that can sleep does
     /// not wait, and answers at once whether everything is already back.
