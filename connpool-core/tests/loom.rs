@@ -310,3 +310,35 @@ fn a_release_racing_with_shutdown_wakes_it() {
         assert_eq!(dialer.live.load(Ordering::SeqCst), 0);
     });
 }
+
+#[test]
+fn shutdown_is_true_only_once_a_racing_expiry_has_closed_its_connection() {
+    loom::model(|| {
+        let (pool, dialer, clock) = pool(2);
+        let first = block_on(pool.get(&1)).unwrap();
+        let second = block_on(pool.get(&1)).unwrap();
+        drop(first);
+        clock.advance(Duration::from_secs(1));
+        // The return closes the expired first connection on its way, after its unlock; or, the
+        // pool closed, closes the second.
+        let returner = thread::spawn(move || drop(second));
+        let wakes = Arc::new(CountingWaker::default());
+        let waker = Waker::from(wakes.clone());
+        let mut shutdown = Box::pin(pool.shutdown(Duration::from_secs(1)));
+        let first = shutdown.as_mut().poll(&mut Context::from_waker(&waker));
+        if first.is_ready() {
+            assert!(matches!(first, Poll::Ready(true)));
+            assert_eq!(dialer.live.load(Ordering::SeqCst), 0, "true before a close");
+        }
+        returner.join().unwrap();
+        if first.is_pending() {
+            assert!(
+                wakes.0.load(Ordering::SeqCst) > 0,
+                "shutdown was never woken"
+            );
+            let again = shutdown.as_mut().poll(&mut Context::from_waker(&waker));
+            assert!(matches!(again, Poll::Ready(true)));
+        }
+        assert_eq!(dialer.live.load(Ordering::SeqCst), 0);
+    });
+}
