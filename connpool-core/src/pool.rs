@@ -584,9 +584,10 @@ pub struct Builder<D: Dialer> {
 
 impl<D: Dialer> Builder<D> {
     /// How many lanes the pool keeps when no per-destination limit asks for one (by default one
-    /// per core), so that tests have several on any machine.
-    #[cfg(test)]
-    pub(crate) fn lanes(mut self, n: usize) -> Self {
+    /// per core; one under loom), so that tests and loom's models have several on any machine.
+    #[cfg(any(test, loom))]
+    #[doc(hidden)]
+    pub fn lanes(mut self, n: usize) -> Self {
         self.limits.lanes = Some(n);
         self
     }

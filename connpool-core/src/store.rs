@@ -1679,7 +1679,8 @@ fn reserve_first<T>(idle: &mut Vec<T>) {
     }
 }
 
-/// One lane per core (a power of two, at most 16); one under loom, whose models need no lanes.
+/// One lane per core (a power of two, at most 16); one under loom, unless a model asks for more
+/// (`Builder::lanes`), so that each model explores only the shards it is about.
 fn lane_count() -> usize {
     if cfg!(loom) {
         return 1;
@@ -1688,29 +1689,51 @@ fn lane_count() -> usize {
     cores.next_power_of_two().min(16)
 }
 
+#[cfg(not(loom))]
 thread_local! {
     /// The calling thread's lane number, `usize::MAX` until it has one.
     static THREAD_LANE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+// Loom runs a model's threads on one thread of the system: each needs a lane of its own.
+#[cfg(loom)]
+loom::thread_local! {
+    static THREAD_LANE: std::cell::Cell<usize> = std::cell::Cell::new(usize::MAX);
 }
 
 /// The calling thread's lane number, before it is reduced to the pool's lanes: threads are
 /// numbered in the order they first get a connection, so busy threads spread over the lanes.
 #[inline]
 fn thread_lane() -> usize {
-    use std::sync::atomic::AtomicUsize;
-
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
     THREAD_LANE
         .try_with(|lane| {
             let mut number = lane.get();
             if number == usize::MAX {
-                number = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                number = next_lane();
                 lane.set(number);
             }
             number
         })
         // While the thread's locals are being torn down: any lane is correct.
         .unwrap_or(0)
+}
+
+/// The next thread's lane number.
+#[cfg(not(loom))]
+#[cold]
+fn next_lane() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The next thread's lane number, counted afresh in each of loom's executions so that they all
+/// number the threads alike.
+#[cfg(loom)]
+fn next_lane() -> usize {
+    loom::lazy_static! {
+        static ref NEXT: AtomicUsize = AtomicUsize::new(0);
+    }
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Enough shards that a handful of threads seldom share one, as a power of two.

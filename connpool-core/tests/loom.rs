@@ -342,3 +342,88 @@ fn shutdown_is_true_only_once_a_racing_expiry_has_closed_its_connection() {
         assert_eq!(dialer.live.load(Ordering::SeqCst), 0);
     });
 }
+
+/// A pool of two lanes (without limits, so the lanes are kept): each of a model's threads gets
+/// from a lane of its own, in the order they first get.
+fn two_lanes(capacity: usize) -> (Pool<Dialer>, Dialer) {
+    let dialer = Dialer::default();
+    let pool = Pool::builder(dialer.clone())
+        .capacity(capacity)
+        .lanes(2)
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    (pool, dialer)
+}
+
+#[test]
+fn a_get_taking_from_another_lane_races_with_that_lanes_own_get() {
+    loom::model(|| {
+        let (pool, dialer) = two_lanes(2);
+        drop(block_on(pool.get(&1)).unwrap()); // idle in the main thread's lane
+        let other = {
+            let pool = pool.clone();
+            thread::spawn(move || block_on(pool.get(&1)).unwrap())
+        };
+        let mine = block_on(pool.get(&1)).unwrap();
+        let theirs = other.join().unwrap();
+        assert_ne!(mine.id, theirs.id, "one connection handed to two gets");
+        assert!(
+            mine.is_reused() || theirs.is_reused(),
+            "the idle one is used"
+        );
+        drop((mine, theirs));
+        assert!(pool.stats().idle() <= 2);
+        assert_accounts(&pool, &dialer);
+    });
+}
+
+#[test]
+fn returns_to_two_lanes_share_one_destinations_capacity() {
+    loom::model(|| {
+        let (pool, dialer) = two_lanes(1);
+        let held = block_on(pool.get(&1)).unwrap(); // from the main thread's lane
+        let other = {
+            let pool = pool.clone();
+            thread::spawn(move || drop(block_on(pool.get(&1)).unwrap()))
+        };
+        drop(held);
+        other.join().unwrap();
+        assert!(pool.stats().idle() <= 1, "{:?}", pool.stats());
+        assert_accounts(&pool, &dialer);
+    });
+}
+
+#[test]
+fn stats_count_a_connection_taken_from_another_lane_once() {
+    loom::model(|| {
+        let (pool, dialer) = two_lanes(1);
+        drop(block_on(pool.get(&1)).unwrap());
+        let other = {
+            let pool = pool.clone();
+            thread::spawn(move || drop(block_on(pool.get(&1)).unwrap()))
+        };
+        let stats = pool.stats();
+        assert_eq!(stats.total(), 1, "{stats:?}");
+        assert!(stats.idle() <= 1, "{stats:?}");
+        other.join().unwrap();
+        assert_accounts(&pool, &dialer);
+    });
+}
+
+#[test]
+fn a_get_taking_from_another_lane_races_with_a_return_asking_the_lanes_for_room() {
+    loom::model(|| {
+        let (pool, dialer) = two_lanes(1);
+        let kept = block_on(pool.get(&1)).unwrap();
+        drop(block_on(pool.get(&1)).unwrap()); // idle in the main thread's lane, its room taken
+        let other = {
+            let pool = pool.clone();
+            thread::spawn(move || drop(block_on(pool.get(&1)).unwrap()))
+        };
+        drop(kept); // no room left in the lane: asks every lane, as the get takes from them
+        other.join().unwrap();
+        assert!(pool.stats().idle() <= 1, "{:?}", pool.stats());
+        assert_accounts(&pool, &dialer);
+    });
+}
