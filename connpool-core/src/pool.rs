@@ -137,15 +137,20 @@ pub(crate) fn give_back<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos, m
         drop(conn);
         return;
     }
-    if may_check && pool.check_on_return {
-        // Also ends the count if `is_open` panics.
+    let conn = if may_check && pool.check_on_return {
+        // Also ends the count if `is_open` panics: after the connection, which is declared
+        // after it and so dropped first as the panic unwinds.
         let ending = dest.ending(Reason::NotOpen);
+        let conn = conn;
         if !pool.dialer.is_open(&conn) {
             drop(conn);
             return;
         }
         ending.disarm();
-    }
+        conn
+    } else {
+        conn
+    };
     let now = pool.time.now();
     let Err(conn) = Store::put_fresh(dest, conn, born, now) else {
         return;
@@ -248,27 +253,35 @@ impl<D: Dialer> Pool<D> {
     /// `check_on_get` finds it no longer open.
     #[inline]
     fn hand_out(&self, dest: Lent<D>, conn: D::Conn, born: Nanos) -> Option<Pooled<D>> {
-        if !self.may_reuse(&dest, &conn) {
-            let _ending = dest.ending(Reason::NotOpenOnGet);
-            drop(conn);
-            return None;
+        match self.may_reuse(&dest, conn) {
+            Ok(conn) => Some(Pooled::new(dest, conn, born, true)),
+            Err(conn) => {
+                let _ending = dest.ending(Reason::NotOpenOnGet);
+                drop(conn);
+                None
+            }
         }
-        Some(Pooled::new(dest, conn, born, true))
     }
 
-    /// Whether a connection out of the idle store, held through `dest`, may be handed out:
-    /// `check_on_get` off, or [`Dialer::is_open`] says so. Should `is_open` panic, the holder's
-    /// count ends (and the connection is dropped as the panic unwinds).
+    /// A connection out of the idle store, held through `dest`, back if it may be handed out
+    /// (`check_on_get` off, or [`Dialer::is_open`] says so), or back as `Err`, still counted as
+    /// held. Should `is_open` panic, the connection is dropped, then the holder's count ends.
     #[inline]
-    fn may_reuse(&self, dest: &Lent<D>, conn: &D::Conn) -> bool {
+    fn may_reuse(&self, dest: &Lent<D>, conn: D::Conn) -> Result<D::Conn, D::Conn> {
         let inner = self.inner();
         if !inner.check_on_get {
-            return true;
+            return Ok(conn);
         }
         let ending = dest.ending(Reason::NotOpenOnGet);
-        let open = inner.dialer.is_open(conn);
+        // Declared after the guard, so dropped before it as a panic unwinds.
+        let conn = conn;
+        let open = inner.dialer.is_open(&conn);
         ending.disarm();
-        open
+        if open {
+            Ok(conn)
+        } else {
+            Err(conn)
+        }
     }
 
     /// The whole path of a get (`fresh` false) or a dial from the calling thread's `lane`: reuse
@@ -307,16 +320,18 @@ impl<D: Dialer> Pool<D> {
                     // the pool is closed.
                     Grant::Conn(conn, born) => {
                         let lent = Lent::new(&dest);
-                        let refused = if store.is_closed() {
+                        if store.is_closed() {
                             let _ending = lent.ending(Reason::PoolClosedOnGet);
                             drop(conn);
                             return Err(Error::Closed);
-                        } else if store.too_old(born, inner.time.now()) {
-                            Reason::LifetimeOnGet
-                        } else if self.may_reuse(&lent, &conn) {
-                            return Ok(Pooled::new(lent, conn, born, true));
+                        }
+                        let (conn, refused) = if store.too_old(born, inner.time.now()) {
+                            (conn, Reason::LifetimeOnGet)
                         } else {
-                            Reason::NotOpenOnGet
+                            match self.may_reuse(&lent, conn) {
+                                Ok(conn) => return Ok(Pooled::new(lent, conn, born, true)),
+                                Err(conn) => (conn, Reason::NotOpenOnGet),
+                            }
                         };
                         // Should the connection's own drop panic, its count ends all the same.
                         let ending = lent.ending(refused);
@@ -452,7 +467,8 @@ impl<D: Dialer> Pool<D> {
     /// (they are closed as they do). Returns `true` if all did, `false` if some were still out
     /// when the grace period ended. `true` means closed: every connection of the pool has been
     /// dropped by then, those the pool closes itself (idle ones, a dial that ends after the close)
-    /// included.
+    /// included. So a `shutdown` called from inside a connection's own drop, while the pool is
+    /// closing that connection, cannot be `true` before that drop ends: it waits out `grace`.
     ///
     /// The grace period is timed on the pool's clock; a pool without a clock that can sleep does
     /// not wait, and answers at once whether everything is already back.

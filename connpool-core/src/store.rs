@@ -112,7 +112,9 @@ impl<D: Dialer> Lent<D> {
     /// [`Lent::forget`] when the returned guard drops, unless [`Ending::disarm`]ed. Made before
     /// what may unwind (the dialer's `is_open`, a connection's own drop), so that the count ends
     /// whatever happens; dropped after the connection, so that by the time the count ends (and
-    /// `shutdown` may hear that everything came back) the connection is closed.
+    /// `shutdown` may hear that everything came back) the connection is closed. When the
+    /// connection is a parameter or a caller's, rebind it after the guard (`let conn = conn;`):
+    /// a panic unwinds a function's locals before its parameters and its caller's locals.
     pub(crate) fn ending(&self, reason: Reason) -> Ending<'_, D> {
         Ending { dest: self, reason }
     }

@@ -385,7 +385,9 @@ fn one_idle(clock: &ManualClock) -> Pool<Hooked> {
 
 /// Notes in the returned cell, as the next connection is closed, whether a `shutdown` polled
 /// then answers that everything is closed.
-fn probe_shutdown_on_close(pool: &Pool<Hooked>) -> std::rc::Rc<Cell<Option<bool>>> {
+fn probe_shutdown_on_close<D: connpool_core::Dialer>(
+    pool: &Pool<D>,
+) -> std::rc::Rc<Cell<Option<bool>>> {
     let seen = std::rc::Rc::new(Cell::new(None));
     let (pool, note) = (pool.clone(), seen.clone());
     ON_CLOSE.with(|h| {
@@ -459,4 +461,73 @@ fn a_shutdown_waiting_for_an_expiry_in_progress_is_woken_when_it_ends() {
     assert!(flag.0.load(Ordering::SeqCst), "shutdown was never woken");
     let mut cx = std::task::Context::from_waker(&waker);
     assert_eq!(sd.as_mut().poll(&mut cx), Poll::Ready(true));
+}
+
+// A connection whose `is_open` panics is dropped before its holder's count ends, so `shutdown`
+// does not answer "all closed" while it is still open.
+#[derive(Clone, Default)]
+struct HookedPanicOpen(Arc<AtomicBool>);
+#[connpool_core::async_trait]
+impl connpool_core::Dialer for HookedPanicOpen {
+    type Addr = u8;
+    type Conn = HookConn;
+    async fn dial(&self, _: &u8) -> io::Result<HookConn> {
+        Ok(HookConn)
+    }
+    fn is_open(&self, _: &HookConn) -> bool {
+        assert!(!self.0.load(Ordering::SeqCst), "is_open panicked");
+        true
+    }
+}
+
+/// Runs `f`, which must panic in `is_open`.
+fn panics_in_is_open(dialer: &HookedPanicOpen, f: impl FnOnce()) {
+    dialer.0.store(true, Ordering::SeqCst);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    dialer.0.store(false, Ordering::SeqCst);
+    assert!(unwound.is_err(), "is_open was not asked");
+}
+
+#[test]
+fn shutdown_is_not_true_before_a_connection_whose_is_open_panicked_at_a_return_is_dropped() {
+    let dialer = HookedPanicOpen::default();
+    let pool = Pool::builder(dialer.clone())
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    let held = block_on(pool.get(&1)).unwrap();
+    let seen = probe_shutdown_on_close(&pool);
+    panics_in_is_open(&dialer, || drop(held));
+    assert_eq!(seen.get(), Some(false), "answered before the close");
+}
+
+#[test]
+fn shutdown_is_not_true_before_a_connection_whose_is_open_panicked_at_a_get_is_dropped() {
+    let dialer = HookedPanicOpen::default();
+    let pool = Pool::builder(dialer.clone())
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    drop(block_on(pool.get(&1)).unwrap());
+    let seen = probe_shutdown_on_close(&pool);
+    panics_in_is_open(&dialer, || drop(block_on(pool.get(&1))));
+    assert_eq!(seen.get(), Some(false), "answered before the close");
+}
+
+#[test]
+fn shutdown_is_not_true_before_a_connection_whose_is_open_panicked_in_line_is_dropped() {
+    let dialer = HookedPanicOpen::default();
+    let pool = Pool::builder(dialer.clone())
+        .clock(ManualClock::new())
+        .max_open_per_host(1)
+        .check_on_return(false)
+        .build()
+        .unwrap();
+    let held = block_on(pool.get(&1)).unwrap();
+    let mut waiter = Box::pin(pool.get(&1));
+    assert!(poll_once(&mut waiter).is_pending());
+    drop(held); // handed to the waiter, unchecked
+    let seen = probe_shutdown_on_close(&pool);
+    panics_in_is_open(&dialer, || drop(poll_once(&mut waiter)));
+    assert_eq!(seen.get(), Some(false), "answered before the close");
 }
