@@ -166,7 +166,11 @@ fn next_nap<D: Dialer>(pool: &PoolInner<D>, signal: &ReaperSignal) -> Option<Opt
     let now = pool.time.now();
     let (_, next) = pool.store.reap(now);
     if let Some(deadline) = next {
-        let plan = deadline.max(now.saturating_add(nanos(signal.granularity)));
+        // Below the marks: a deadline past the pool's time (a timeout of centuries) is a long
+        // sleep, as any other, that an early lifetime can still cut short.
+        let plan = deadline
+            .max(now.saturating_add(nanos(signal.granularity)))
+            .min(LOOKING - 1);
         // The earlier of the plan and what went idle during the look left.
         let left = signal.wake_at.fetch_min(plan, Ordering::SeqCst);
         let wake = plan

@@ -695,7 +695,8 @@ impl<D: Dialer> Bucket<D> {
         }
     }
 
-    /// When the next idle connection's idle time or lifetime is up; `None` when never.
+    /// When the next idle connection's idle time or lifetime is up; `None` when nothing is idle,
+    /// `Nanos::MAX` when that is past what the pool's time can count (a timeout of centuries).
     fn next_deadline(&self, now: Now) -> Option<Nanos> {
         let idle_deadline = self.idle.first().map_or(Nanos::MAX, |idle| {
             idle.since.saturating_add(now.idle_timeout)
@@ -709,8 +710,7 @@ impl<D: Dialer> Bucket<D> {
         } else {
             Nanos::MAX
         };
-        let deadline = idle_deadline.min(lifetime_deadline);
-        (deadline < Nanos::MAX).then_some(deadline)
+        (!self.idle.is_empty()).then(|| idle_deadline.min(lifetime_deadline))
     }
 
     /// Gives the room this bucket has to its oldest waiters, as slots to dial.

@@ -445,3 +445,53 @@ fn a_waiter_cancelled_empty_handed_leaves_the_reaper_parked() {
     drop(held);
     assert_eq!(spawner.run(), 1, "a connection went idle: the reaper looks");
 }
+
+/// A [`ManualClock`] that fails the test when read far more often than a few looks need: a
+/// reaper that looks again and again within one poll.
+#[derive(Clone)]
+struct BoundedClock {
+    inner: ManualClock,
+    reads: Arc<AtomicUsize>,
+}
+
+impl Clock for BoundedClock {
+    fn now(&self) -> Instant {
+        let reads = self.reads.fetch_add(1, Ordering::SeqCst);
+        assert!(reads < 10_000, "the clock was read {reads} times");
+        self.inner.now()
+    }
+
+    fn sleep(&self, dur: Duration) -> BoxFuture<'static, ()> {
+        self.inner.sleep(dur)
+    }
+}
+
+#[test]
+fn the_reaper_sleeps_when_an_idle_deadline_is_past_the_pools_time() {
+    // An idle timeout just inside what the pool's nanoseconds count, so that the reaper runs,
+    // and one far past them with a lifetime as long: either way, a connection's deadline adds up
+    // to more than the pool's time can count.
+    let centuries = Duration::from_nanos(u64::MAX - 1);
+    for (idle_timeout, max_lifetime) in [(centuries, None), (Duration::MAX, Some(centuries))] {
+        let clock = BoundedClock {
+            inner: ManualClock::new(),
+            reads: Arc::default(),
+        };
+        let spawner = TestSpawner::default();
+        let mut builder = Pool::builder(TestDialer::new())
+            .idle_timeout(idle_timeout)
+            .clock(clock.clone())
+            .spawner(spawner.clone());
+        if let Some(max_lifetime) = max_lifetime {
+            builder = builder.max_lifetime(max_lifetime);
+        }
+        let pool = builder.build().unwrap();
+        spawner.run();
+        clock.inner.advance(Duration::from_secs(1));
+        drop(block_on(pool.get(&addr("a:1"))).unwrap());
+        spawner.run();
+        clock.inner.advance(Duration::from_secs(3600));
+        spawner.run();
+        assert!(block_on(pool.get(&addr("a:1"))).unwrap().is_reused());
+    }
+}
