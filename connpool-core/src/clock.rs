@@ -255,11 +255,13 @@ impl ManualClock {
         }
     }
 
-    /// Moves the clock forward by `dur` and wakes every sleep whose time has come.
+    /// Moves the clock forward by `dur` and wakes every sleep whose time has come. A `dur` past
+    /// the latest time the system's `Instant` can hold moves the clock as near to it as it can
+    /// (within 1 ns).
     pub fn advance(&self, dur: Duration) {
         let due: Vec<Arc<Sleeper>> = {
             let mut state = lock(&self.state);
-            state.now = state.now.checked_add(dur).unwrap_or(state.now);
+            state.now = latest_within(state.now, dur);
             let now = state.now;
             let mut due = Vec::new();
             state.sleepers.retain(|weak| match weak.upgrade() {
@@ -288,6 +290,22 @@ impl ManualClock {
             .filter(|weak| weak.upgrade().is_some_and(|s| !lock(&s.woken).0))
             .count()
     }
+}
+
+/// `from + dur`, or, when that overflows, the latest instant after `from` that does not: found by
+/// halving steps, at most about a hundred of them.
+fn latest_within(from: Instant, dur: Duration) -> Instant {
+    if let Some(to) = from.checked_add(dur) {
+        return to;
+    }
+    let (mut at, mut step) = (from, dur);
+    while !step.is_zero() {
+        match at.checked_add(step) {
+            Some(next) => at = next,
+            None => step /= 2,
+        }
+    }
+    at
 }
 
 impl Default for ManualClock {

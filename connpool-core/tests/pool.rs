@@ -5,7 +5,7 @@ mod support;
 use std::io;
 use std::time::Duration;
 
-use connpool_core::{Error, ManualClock, Pool, Pooled};
+use connpool_core::{Clock, Error, ManualClock, Pool, Pooled};
 use futures::executor::block_on;
 use support::{addr, poll_once, TestDialer};
 
@@ -634,4 +634,26 @@ fn no_get_succeeds_once_the_pool_says_it_is_closed() {
     closer.join().unwrap();
     assert_eq!(handed_out, 0, "gets that did not answer Closed");
     assert!(pool.stats().destinations.is_empty());
+}
+
+#[test]
+fn a_manual_clock_moved_past_what_an_instant_holds_goes_as_far_as_it_can() {
+    let clock = ManualClock::new();
+    let pool = Pool::builder(TestDialer::new())
+        .idle_timeout(Duration::from_secs(10))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    drop(block_on(pool.get(&addr("a:1"))).unwrap());
+    let before = clock.now();
+    clock.advance(Duration::MAX);
+    let after = clock.now();
+    assert!(after > before);
+    assert!(
+        after.checked_add(Duration::from_nanos(2)).is_none(),
+        "as far as an Instant goes, within a nanosecond"
+    );
+    assert_eq!(pool.reap(), 1, "the idle connection expired");
+    clock.advance(Duration::from_secs(1)); // stays where it is
+    assert_eq!(clock.now(), after);
 }
