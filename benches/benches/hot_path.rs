@@ -199,11 +199,48 @@ fn cache_line_round_trips(rounds: u64) -> Duration {
     })
 }
 
+/// The one-destination cycle of `hot_path_1t_check_off/core/1` driven two ways: `poll_in_place`
+/// as in the groups above (the get's future built and polled in the loop, where the compiler can
+/// keep it in registers), and `async_caller` from a loop inside one `async` block, as an
+/// application awaits it (the future then lives in the block's state, in memory).
+fn callers(c: &mut Criterion) {
+    let addrs = addresses(1);
+    let addr = &addrs[0];
+    let pool = Pool::builder(NoopDialer)
+        .check_on_get(false)
+        .build()
+        .expect("valid settings");
+    warm(&pool, &addrs, 1);
+    let mut group = c.benchmark_group("hot_path_callers");
+    group.bench_function("poll_in_place", |b| {
+        b.iter_custom(|iters| cycles(&pool, &addrs, 1, iters));
+    });
+    group.bench_function("async_caller", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            ready(async {
+                for _ in 0..iters {
+                    let conn = pool.get(addr).await.expect("the no-op dialer never fails");
+                    black_box(&conn);
+                    drop(conn);
+                }
+            });
+            start.elapsed()
+        });
+    });
+    group.finish();
+    assert_eq!(
+        pool.stats().counters.dials,
+        1,
+        "a get in the timed loop dialed"
+    );
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = hot_path, oversubscribed, reference
+    targets = hot_path, callers, oversubscribed, reference
 }
 criterion_main!(benches);
