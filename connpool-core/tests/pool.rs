@@ -657,3 +657,20 @@ fn a_manual_clock_moved_past_what_an_instant_holds_goes_as_far_as_it_can() {
     clock.advance(Duration::from_secs(1)); // stays where it is
     assert_eq!(clock.now(), after);
 }
+
+#[test]
+fn a_pool_running_for_centuries_still_keeps_young_connections() {
+    let clock = ManualClock::new();
+    let pool = Pool::builder(TestDialer::new())
+        .max_lifetime(Duration::from_secs(3600))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    clock.advance(Duration::from_secs(150 * 365 * 24 * 3600));
+    drop(block_on(pool.get(&addr("a:1"))).unwrap());
+    let stats = pool.stats();
+    assert_eq!(stats.counters.closed_lifetime, 0, "{stats:?}");
+    assert_eq!(stats.idle(), 1, "{stats:?}");
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(pool.reap(), 1, "and closes them once their lifetime is up");
+}
