@@ -41,25 +41,42 @@ struct Held<D: Dialer> {
 
 /// When the connection was dialed (on the pool's clock, for `max_lifetime`), whether it came
 /// from the idle store, and whether its stream was shut down, in one word: the top bit says
-/// reused, the next one shut down, and the 62 below them hold the dial time in units of 4 ns,
-/// enough for any time the pool's nanoseconds can count.
+/// reused, the next one shut down, and the 62 below them the dial time. Up to [`Origin::SCALED`]
+/// (73 years of the pool's time) it is kept to the nanosecond; past it, in units of 8 ns flagged
+/// by that bit, enough for any time the pool's nanoseconds can count.
 #[derive(Clone, Copy)]
 struct Origin(u64);
 
 impl Origin {
     const REUSED: u64 = 1 << 63;
     const SHUT: u64 = 1 << 62;
+    const SCALED: u64 = 1 << 61;
 
     #[inline]
     fn new(born: Nanos, reused: bool) -> Self {
-        let born = born >> 2;
+        let born = if born < Origin::SCALED {
+            born
+        } else {
+            Origin::scale(born)
+        };
         Origin(if reused { born | Origin::REUSED } else { born })
     }
 
-    /// The dial time, up to 3 ns early: the connection's age is never under-counted.
+    #[cold]
+    fn scale(born: Nanos) -> u64 {
+        Origin::SCALED | born >> 3
+    }
+
+    /// The dial time; past [`Origin::SCALED`], up to 7 ns early, so the connection's age is never
+    /// under-counted.
     #[inline]
     fn born(self) -> Nanos {
-        (self.0 & (Origin::SHUT - 1)) << 2
+        let born = self.0 & (Origin::SHUT - 1);
+        if born < Origin::SCALED {
+            born
+        } else {
+            (born & (Origin::SCALED - 1)) << 3
+        }
     }
 
     #[inline]

@@ -674,3 +674,22 @@ fn a_pool_running_for_centuries_still_keeps_young_connections() {
     clock.advance(Duration::from_secs(3600));
     assert_eq!(pool.reap(), 1, "and closes them once their lifetime is up");
 }
+
+#[test]
+fn a_connection_lives_its_whole_lifetime_to_the_nanosecond() {
+    let clock = ManualClock::new();
+    let pool = Pool::builder(TestDialer::new())
+        .max_lifetime(Duration::from_secs(1))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    clock.advance(Duration::from_nanos(3));
+    let conn = block_on(pool.get(&addr("a:1"))).unwrap();
+    clock.advance(Duration::from_nanos(999_999_999));
+    drop(conn);
+    let stats = pool.stats();
+    assert_eq!(stats.counters.closed_lifetime, 0, "{stats:?}");
+    assert_eq!(stats.idle(), 1, "1 ns short of its lifetime, it goes back idle");
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(pool.reap(), 1, "and is closed when its lifetime is up");
+}
