@@ -176,7 +176,14 @@ fn next_nap<D: Dialer>(pool: &PoolInner<D>, signal: &ReaperSignal) -> Option<Opt
         let wake = plan
             .min(left)
             .max(now.saturating_add(nanos(signal.granularity)));
-        return Some(Some(Duration::from_nanos(wake.saturating_sub(now))));
+        // At least 1 ns, and the granularity: once the pool's time is all but past what it
+        // counts, the wake-up above can be no later than now, and a sleep of nothing would have
+        // the reaper look again and again.
+        let nap = wake
+            .saturating_sub(now)
+            .max(nanos(signal.granularity))
+            .max(1);
+        return Some(Some(Duration::from_nanos(nap)));
     }
     // What went idle during the look is seen by the check below.
     signal.wake_at.store(Nanos::MAX, Ordering::SeqCst);

@@ -495,3 +495,34 @@ fn the_reaper_sleeps_when_an_idle_deadline_is_past_the_pools_time() {
         assert!(block_on(pool.get(&addr("a:1"))).unwrap().is_reused());
     }
 }
+
+#[test]
+fn the_reaper_sleeps_once_the_pools_time_is_past_what_it_counts() {
+    // A pool whose nanoseconds have run out (or all but run out) can plan no wake-up after its
+    // time: the reaper must still sleep between looks, not look again at once.
+    let almost_all = Duration::from_nanos(u64::MAX - 2);
+    for (idle_timeout, advance) in [
+        (Duration::from_secs(10), Duration::MAX),
+        (Duration::from_nanos(5), almost_all),
+        (Duration::from_nanos(5), Duration::MAX),
+    ] {
+        let clock = ManualClock::new();
+        let spawner = TestSpawner::default();
+        let pool = Pool::builder(TestDialer::new())
+            .idle_timeout(idle_timeout)
+            .clock(clock.clone())
+            .spawner(spawner.clone())
+            .build()
+            .unwrap();
+        spawner.run();
+        clock.advance(advance);
+        drop(block_on(pool.get(&addr("a:1"))).unwrap());
+        let polls = spawner.run();
+        assert!(polls <= 3, "{idle_timeout:?}: the reaper looked {polls} times");
+        assert!(clock.pending_sleeps() <= 1, "{idle_timeout:?}");
+        clock.advance(Duration::from_secs(1));
+        let polls = spawner.run();
+        assert!(polls <= 3, "{idle_timeout:?}: the reaper looked {polls} times");
+        assert_eq!(pool.stats().idle(), 1, "{idle_timeout:?}: time no longer moves");
+    }
+}
