@@ -689,7 +689,11 @@ fn a_connection_lives_its_whole_lifetime_to_the_nanosecond() {
     drop(conn);
     let stats = pool.stats();
     assert_eq!(stats.counters.closed_lifetime, 0, "{stats:?}");
-    assert_eq!(stats.idle(), 1, "1 ns short of its lifetime, it goes back idle");
+    assert_eq!(
+        stats.idle(),
+        1,
+        "1 ns short of its lifetime, it goes back idle"
+    );
     clock.advance(Duration::from_nanos(1));
     assert_eq!(pool.reap(), 1, "and is closed when its lifetime is up");
 }

@@ -518,11 +518,21 @@ fn the_reaper_sleeps_once_the_pools_time_is_past_what_it_counts() {
         clock.advance(advance);
         drop(block_on(pool.get(&addr("a:1"))).unwrap());
         let polls = spawner.run();
-        assert!(polls <= 3, "{idle_timeout:?}: the reaper looked {polls} times");
+        assert!(
+            polls <= 3,
+            "{idle_timeout:?}: the reaper looked {polls} times"
+        );
         assert!(clock.pending_sleeps() <= 1, "{idle_timeout:?}");
         clock.advance(Duration::from_secs(1));
         let polls = spawner.run();
-        assert!(polls <= 3, "{idle_timeout:?}: the reaper looked {polls} times");
-        assert_eq!(pool.stats().idle(), 1, "{idle_timeout:?}: time no longer moves");
+        assert!(
+            polls <= 3,
+            "{idle_timeout:?}: the reaper looked {polls} times"
+        );
+        assert_eq!(
+            pool.stats().idle(),
+            1,
+            "{idle_timeout:?}: time no longer moves"
+        );
     }
 }
