@@ -1,22 +1,31 @@
 //! Unix domain sockets on smol: [`UnixDialer`].
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use connpool_core::Dialer;
 use smol::net::unix::UnixStream;
+use smol::Timer;
 use socket2::SockRef;
 
-use crate::socket::{dial_error, is_open};
+use crate::socket::{dial_error, is_open, timed_out};
 
 /// Dials Unix domain socket connections on smol; addresses are socket paths.
 ///
 /// A failed dial's [`io::Error`] keeps its kind and names the path. Idle connections are checked
 /// as [`TcpDialer`](crate::TcpDialer)'s are: closed, reset or with unread bytes, they are not
 /// reused.
+///
+/// On Linux, a backend whose listen backlog is full (a burst of connections it has not accepted
+/// yet) is waited for, as a blocking connect waits: the system turns a connect that must not wait
+/// away at once, so the dialer connects again after a pause (1 ms, doubling up to 64 ms) until the
+/// backlog has room, the [`connect_timeout`](Self::connect_timeout) passes, or the dial is dropped
+/// (the pool's `dial_timeout` drops it). Elsewhere the system refuses such a connect, and the dial
+/// fails as a blocking connect would.
 #[derive(Debug, Clone, Default)]
 pub struct UnixDialer {
-    _settings: (),
+    connect_timeout: Option<Duration>,
 }
 
 impl UnixDialer {
@@ -24,6 +33,68 @@ impl UnixDialer {
     pub fn new() -> Self {
         UnixDialer::default()
     }
+
+    /// How long one dial, the waits for room in a full backlog included, may take before it
+    /// fails with [`io::ErrorKind::TimedOut`] (default: until the backend has room).
+    pub fn connect_timeout(mut self, limit: Duration) -> Self {
+        self.connect_timeout = Some(limit);
+        self
+    }
+
+    async fn connect(&self, path: &Path) -> io::Result<UnixStream> {
+        match self.connect_timeout {
+            Some(limit) => {
+                let give_up = async {
+                    Timer::after(limit).await;
+                    Err(timed_out(limit))
+                };
+                smol::future::or(connect_when_room(path), give_up).await
+            }
+            None => connect_when_room(path).await,
+        }
+    }
+}
+
+/// Connects to `path`, again after a pause each time the backend's backlog is full.
+///
+/// smol's own connect cannot be used for that: handed the system's "try again" (`EAGAIN`), it waits
+/// for the socket to turn writable and then fails with `NotConnected`. Linux connects a Unix
+/// socket at once or not at all (it never answers "in progress"), so one connect that does not
+/// wait says which.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+async fn connect_when_room(path: &Path) -> io::Result<UnixStream> {
+    use std::os::fd::OwnedFd;
+
+    use socket2::{Domain, SockAddr, Socket, Type};
+
+    /// The first pause; each further one doubles, up to the longest.
+    const FIRST_PAUSE: Duration = Duration::from_millis(1);
+    const LONGEST_PAUSE: Duration = Duration::from_millis(64);
+
+    let address = SockAddr::unix(path)?;
+    let mut pause = FIRST_PAUSE;
+    loop {
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        match socket.connect(&address) {
+            Ok(()) => {
+                let stream = std::os::unix::net::UnixStream::from(OwnedFd::from(socket));
+                return UnixStream::try_from(stream);
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                drop(socket);
+                Timer::after(pause).await;
+                pause = (pause * 2).min(LONGEST_PAUSE);
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Connects to `path`: where a full backlog refuses the connect, smol's connect is exact.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+async fn connect_when_room(path: &Path) -> io::Result<UnixStream> {
+    UnixStream::connect(path).await
 }
 
 #[connpool_core::async_trait]
@@ -32,7 +103,7 @@ impl Dialer for UnixDialer {
     type Conn = UnixStream;
 
     async fn dial(&self, path: &PathBuf) -> io::Result<UnixStream> {
-        UnixStream::connect(path)
+        self.connect(path)
             .await
             .map_err(|err| dial_error(path.display(), err))
     }

@@ -84,6 +84,11 @@ impl Runtime for Tokio {
     fn unix() -> UnixDialer {
         UnixDialer::new()
     }
+
+    #[cfg(unix)]
+    fn unix_connect_timeout(limit: Duration) -> UnixDialer {
+        UnixDialer::new().connect_timeout(limit)
+    }
 }
 
 fn runtime(paused: bool) -> tokio::runtime::Runtime {

@@ -442,3 +442,49 @@ impl SilentListener {
         self.addr.to_string()
     }
 }
+
+/// A Unix listener with a backlog of zero that one connection nobody accepted fills: Linux
+/// answers every further connect that must not wait with `EAGAIN` until [`accept_all`] makes
+/// room.
+///
+/// [`accept_all`]: FullUnixBacklog::accept_all
+#[cfg(target_os = "linux")]
+pub struct FullUnixBacklog {
+    socket: Socket,
+    _queued: std::os::unix::net::UnixStream,
+    path: std::path::PathBuf,
+}
+
+#[cfg(target_os = "linux")]
+impl FullUnixBacklog {
+    pub fn new() -> std::io::Result<Self> {
+        let path = super::socket_path();
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        socket.bind(&socket2::SockAddr::unix(&path)?)?;
+        socket.listen(0)?;
+        let queued = std::os::unix::net::UnixStream::connect(&path)?;
+        Ok(FullUnixBacklog {
+            socket,
+            _queued: queued,
+            path,
+        })
+    }
+
+    pub fn path(&self) -> std::path::PathBuf {
+        self.path.clone()
+    }
+
+    /// Accepts `n` connections on a plain thread (the queued one first), and keeps them open
+    /// until the thread is joined.
+    pub fn accept_all(&self, n: usize) -> JoinHandle<Vec<Socket>> {
+        let socket = self.socket.try_clone().unwrap();
+        std::thread::spawn(move || (0..n).map(|_| socket.accept().unwrap().0).collect())
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for FullUnixBacklog {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

@@ -71,6 +71,9 @@ pub trait Runtime: 'static {
     /// `UnixDialer::new()`.
     #[cfg(unix)]
     fn unix() -> Self::Unix;
+    /// `UnixDialer::new().connect_timeout(limit)`.
+    #[cfg(unix)]
+    fn unix_connect_timeout(limit: Duration) -> Self::Unix;
 }
 
 /// A connection of an adapter, as the suite talks over it.
@@ -129,6 +132,8 @@ macro_rules! suite {
             connect_timeout_gives_up_on_a_silent_listener,
             faults_close_after_n_requests,
             limit_dial_timeout_against_a_silent_listener,
+            unix_dial_waits_for_room_in_a_full_backlog,
+            unix_connect_timeout_gives_up_on_a_full_backlog,
         );
         #[cfg(unix)]
         $crate::suite!(@tests $rt;
@@ -595,6 +600,76 @@ pub fn unix_missing_socket_is_a_dial_error<R: Runtime>() {
         let err = dial_error(&pool, &path).await;
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
         assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+    });
+}
+
+/// Polls `fut` once, as the runtime's task, without waiting.
+async fn poll_once<F: Future + Unpin>(fut: &mut F) -> std::task::Poll<F::Output> {
+    std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
+}
+
+#[cfg(target_os = "linux")]
+pub fn unix_dial_waits_for_room_in_a_full_backlog<R: Runtime>() {
+    use futures::future::{select, Either};
+    use std::pin::pin;
+
+    let backlog = backend::FullUnixBacklog::new().unwrap();
+    let path = backlog.path();
+    R::block_on(async {
+        let pool = unix_pool::<R>();
+        let mut get = Box::pin(pool.get(&path));
+        // The system turns each connect away while the backlog is full (on smol, the connect then
+        // ended in `NotConnected`; on tokio, in `WouldBlock` at once): the dial waits instead.
+        for _ in 0..3 {
+            if let std::task::Poll::Ready(outcome) = poll_once(&mut get).await {
+                let outcome = outcome.map(|conn| conn.is_reused());
+                panic!("the dial ended while the backlog was full: {outcome:?}");
+            }
+            R::pause_real(Duration::from_millis(10)).await;
+        }
+        let accepted = backlog.accept_all(2);
+        // Bounded even if the dial never connected: it fails the test, not CI.
+        let conn = match select(get, pin!(R::sleep(Duration::from_secs(5)))).await {
+            Either::Left((outcome, _)) => outcome.expect("room in the backlog: the dial connects"),
+            Either::Right(_) => panic!("the dial did not connect once the backlog had room"),
+        };
+        assert!(!conn.is_reused());
+        assert_eq!(accepted.join().unwrap().len(), 2);
+        assert_eq!(pool.stats().counters.dial_errors, 0);
+    });
+}
+
+#[cfg(target_os = "linux")]
+pub fn unix_connect_timeout_gives_up_on_a_full_backlog<R: Runtime>() {
+    use futures::future::{select, Either};
+    use std::pin::pin;
+
+    let backlog = backend::FullUnixBacklog::new().unwrap();
+    let path = backlog.path();
+    R::block_on(async {
+        let limit = Duration::from_millis(100);
+        let pool = R::builder(R::unix_connect_timeout(limit)).build().unwrap();
+        let started = Instant::now();
+        let outcome = match select(
+            pin!(pool.get(&path)),
+            pin!(R::sleep(Duration::from_secs(5))),
+        )
+        .await
+        {
+            Either::Left((outcome, _)) => outcome,
+            Either::Right(_) => panic!("connect_timeout({limit:?}) did not end the dial"),
+        };
+        match outcome {
+            Err(Error::Dial(err)) => {
+                assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+                assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+                assert!(started.elapsed() >= limit);
+            }
+            other => panic!(
+                "expected a timed-out dial, got {:?}",
+                other.map(|c| c.is_reused())
+            ),
+        }
     });
 }
 
