@@ -22,7 +22,7 @@ use crate::socket::{dial_error, is_open, timed_out};
 /// away at once, so the dialer connects again after a pause (1 ms, doubling up to 64 ms) until the
 /// backlog has room, the [`connect_timeout`](Self::connect_timeout) passes, or the dial is dropped
 /// (the pool's `dial_timeout` drops it). Elsewhere the system refuses such a connect, and the dial
-/// fails as a blocking connect would.
+/// fails as a blocking connect would. Paths are taken as smol's connect takes them.
 #[derive(Debug, Clone, Default)]
 pub struct UnixDialer {
     connect_timeout: Option<Duration>,
@@ -57,44 +57,27 @@ impl UnixDialer {
 
 /// Connects to `path`, again after a pause each time the backend's backlog is full.
 ///
-/// smol's own connect cannot be used for that: handed the system's "try again" (`EAGAIN`), it waits
-/// for the socket to turn writable and then fails with `NotConnected`. Linux connects a Unix
-/// socket at once or not at all (it never answers "in progress"), so one connect that does not
-/// wait says which.
-#[cfg(any(target_os = "linux", target_os = "android"))]
+/// Linux answers a connect that must not wait, on a Unix socket, at once: connected, refused for
+/// good, or turned away for a full backlog (`EAGAIN`). smol's connect, handed the last, waits for
+/// the socket to turn writable (at once) and then fails with `NotConnected`, as nothing else ends
+/// it there. Elsewhere a full backlog refuses the connect, and `NotConnected` may end a connect
+/// that failed for good, so only Linux tries again.
 async fn connect_when_room(path: &Path) -> io::Result<UnixStream> {
-    use std::os::fd::OwnedFd;
-
-    use socket2::{Domain, SockAddr, Socket, Type};
-
     /// The first pause; each further one doubles, up to the longest.
     const FIRST_PAUSE: Duration = Duration::from_millis(1);
     const LONGEST_PAUSE: Duration = Duration::from_millis(64);
+    const TURNED_AWAY_MEANS_FULL: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
-    let address = SockAddr::unix(path)?;
     let mut pause = FIRST_PAUSE;
     loop {
-        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-        socket.set_nonblocking(true)?;
-        match socket.connect(&address) {
-            Ok(()) => {
-                let stream = std::os::unix::net::UnixStream::from(OwnedFd::from(socket));
-                return UnixStream::try_from(stream);
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                drop(socket);
+        match UnixStream::connect(path).await {
+            Err(err) if TURNED_AWAY_MEANS_FULL && err.kind() == io::ErrorKind::NotConnected => {
                 Timer::after(pause).await;
                 pause = (pause * 2).min(LONGEST_PAUSE);
             }
-            Err(err) => return Err(err),
+            outcome => return outcome,
         }
     }
-}
-
-/// Connects to `path`: where a full backlog refuses the connect, smol's connect is exact.
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-async fn connect_when_room(path: &Path) -> io::Result<UnixStream> {
-    UnixStream::connect(path).await
 }
 
 #[connpool_core::async_trait]

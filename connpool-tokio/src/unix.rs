@@ -24,7 +24,9 @@ const LONGEST_PAUSE: Duration = Duration::from_millis(64);
 /// waited for, as a blocking connect waits: the system turns a connect that must not wait away
 /// at once, so the dialer connects again after a pause (1 ms, doubling up to 64 ms) until the
 /// backlog has room, the [`connect_timeout`](Self::connect_timeout) passes, or the dial is
-/// dropped (the pool's `dial_timeout` drops it). The pauses sleep on tokio's timer.
+/// dropped (the pool's `dial_timeout` drops it). The pauses sleep on tokio's timer: on a runtime
+/// without time enabled, a dial that meets a full backlog panics, as
+/// [`builder`](crate::builder)'s reaper does there.
 #[derive(Debug, Clone, Default)]
 pub struct UnixDialer {
     readiness_first: bool,

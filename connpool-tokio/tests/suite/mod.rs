@@ -134,6 +134,7 @@ macro_rules! suite {
             limit_dial_timeout_against_a_silent_listener,
             unix_dial_waits_for_room_in_a_full_backlog,
             unix_connect_timeout_gives_up_on_a_full_backlog,
+            unix_path_with_an_inner_nul_is_a_dial_error,
         );
         #[cfg(unix)]
         $crate::suite!(@tests $rt;
@@ -671,6 +672,22 @@ pub fn unix_connect_timeout_gives_up_on_a_full_backlog<R: Runtime>() {
             ),
         }
     });
+}
+
+/// A path with a NUL byte inside: the system would read it only up to that byte, and connect to
+/// another socket than the one named.
+#[cfg(target_os = "linux")]
+pub fn unix_path_with_an_inner_nul_is_a_dial_error<R: Runtime>() {
+    let server = EchoServer::unix();
+    let mut bogus = server.path().into_os_string();
+    bogus.push("\0junk");
+    let bogus = PathBuf::from(bogus);
+    R::block_on(async {
+        let pool = unix_pool::<R>();
+        let err = dial_error(&pool, &bogus).await;
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    });
+    assert_eq!(server.accepted(), 0, "the prefix of the path was dialed");
 }
 
 /// A loopback address nothing listens on: a port the system handed out, then let go.
