@@ -443,7 +443,8 @@ impl<D: Dialer> Pool<D> {
     /// how many.
     ///
     /// With a clock and a spawner the background reaper does this by itself; without, expired
-    /// connections are closed lazily when their destination is next used, or by this call.
+    /// connections are closed lazily as their destination is used
+    /// ([`Builder::spawner`] says when), or by this call.
     pub fn reap(&self) -> usize {
         let inner = self.inner();
         inner.store.reap(inner.time.now()).0
@@ -631,7 +632,9 @@ impl<D: Dialer> Builder<D> {
 
     /// Where to run the background reaper, which closes idle connections soon after their time is
     /// up. Needs a [`clock`](Builder::clock) to sleep on. Without a spawner, expired connections
-    /// are closed lazily (on get, return and [`Pool::reap`]).
+    /// are closed lazily: those whose idle time is up at the next get or return for their
+    /// destination, those past `max_lifetime` once a get or a return reaches them, and all of them
+    /// at [`Pool::reap`]. None is handed out either way.
     pub fn spawner(mut self, s: impl Spawner) -> Self {
         self.spawner = Some(std::sync::Arc::new(s));
         self

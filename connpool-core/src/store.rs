@@ -660,6 +660,24 @@ impl<D: Dialer> Bucket<D> {
         books.counters.count(reason, n);
     }
 
+    /// Closes the idle connections whose idle time is up: the oldest, up to the first that is
+    /// still fresh.
+    fn close_idle_expired(
+        &mut self,
+        now: Now,
+        books: &mut Books,
+        after: &mut Aftermath<'_, D::Conn>,
+    ) {
+        if self.idle.first().is_some_and(|idle| now.idle_expired(idle)) {
+            let expired = self
+                .idle
+                .iter()
+                .take_while(|idle| now.idle_expired(idle))
+                .count();
+            self.close_oldest(expired, Reason::Expired, books, after);
+        }
+    }
+
     /// Closes the idle connections whose idle time or lifetime is up.
     #[inline]
     fn expire(&mut self, now: Now, books: &mut Books, after: &mut Aftermath<'_, D::Conn>) {
@@ -672,14 +690,7 @@ impl<D: Dialer> Bucket<D> {
 
     #[cold]
     fn expire_some(&mut self, now: Now, books: &mut Books, after: &mut Aftermath<'_, D::Conn>) {
-        if self.idle.first().is_some_and(|idle| now.idle_expired(idle)) {
-            let expired = self
-                .idle
-                .iter()
-                .take_while(|idle| now.idle_expired(idle))
-                .count();
-            self.close_oldest(expired, Reason::Expired, books, after);
-        }
+        self.close_idle_expired(now, books, after);
         if now.max_lifetime < Nanos::MAX {
             let mut index = 0;
             while index < self.idle.len() {
@@ -911,10 +922,12 @@ impl<D: Dialer> Store<D> {
         let mut entry = buckets.find_entry(hash, |b| b.dest.addr == *addr).ok()?;
         let slot = entry.bucket_index();
         let bucket = entry.get_mut();
-        let newest = bucket.idle.last()?;
-        // The closed flag too: `close` raises it before it empties the shards one by one, and a
-        // get must not take what a shard it has not reached yet still holds.
-        let fine = now.saturating_sub(newest.since) < self.idle_timeout
+        let (oldest, newest) = (bucket.idle.first()?, bucket.idle.last()?);
+        // The oldest too, so that a get closes the idle connections whose time is up (on the
+        // slow path) rather than leaving them to the next return. The closed flag too: `close`
+        // raises it before it empties the shards one by one, and a get must not take what a
+        // shard it has not reached yet still holds.
+        let fine = now.saturating_sub(oldest.since.min(newest.since)) < self.idle_timeout
             && now.saturating_sub(newest.born) < self.max_lifetime
             && !self.is_closed();
         if !fine {
@@ -1037,6 +1050,8 @@ impl<D: Dialer> Store<D> {
         };
         let bucket = entry.get_mut();
         if !fresh {
+            // Those whose idle time is up go first, whichever is handed out.
+            bucket.close_idle_expired(now, books, &mut after);
             while let Some(newest) = bucket.idle.last() {
                 if now.idle_expired(newest) {
                     // The newest has expired, so have all the others.

@@ -697,3 +697,31 @@ fn a_connection_lives_its_whole_lifetime_to_the_nanosecond() {
     clock.advance(Duration::from_nanos(1));
     assert_eq!(pool.reap(), 1, "and is closed when its lifetime is up");
 }
+
+#[test]
+fn a_get_closes_the_idle_connections_whose_time_is_up_behind_the_one_it_takes() {
+    let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+    let pool = Pool::builder(dialer.clone())
+        .capacity(4)
+        .idle_timeout(Duration::from_secs(60))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let a = addr("a:1");
+    let old = block_on(pool.get(&a)).unwrap();
+    let young = block_on(pool.get(&a)).unwrap();
+    drop(old);
+    clock.advance(Duration::from_secs(30));
+    drop(young);
+    // The first idle for 70 s of 60, the second for 40.
+    clock.advance(Duration::from_secs(40));
+    let conn = block_on(pool.get(&a)).unwrap();
+    assert_eq!(conn.id, 1, "the newest is handed out");
+    let stats = pool.stats();
+    assert_eq!(stats.counters.closed_expired, 1, "{stats:?}");
+    assert_eq!(
+        stats.destination(&a).map(|d| (d.total, d.idle)),
+        Some((1, 0))
+    );
+    assert_eq!(dialer.live(), 1, "only the connection in hand is open");
+}
