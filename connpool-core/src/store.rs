@@ -104,9 +104,20 @@ impl<D: Dialer> Lent<D> {
 
     /// Ends the holder's count for `reason` ([`Store::forget`]), through a counted copy: the
     /// bucket may leave its table under the lock, and the aftermath still reads the pool.
+    ///
+    /// A connection that ends as it comes back (turned down by `is_open`, released, detached) is
+    /// a return for its destination all the same, and closes the idle connections there whose
+    /// time is up, as a return that keeps its connection does. Not while a panic unwinds, when
+    /// the clock (a user's, perhaps) is better left alone.
     pub(crate) fn forget(&self, reason: Reason) {
         let dest = self.counted();
-        dest.pool.store.forget(&dest, reason);
+        let pool = &dest.pool;
+        let now = (matches!(
+            reason,
+            Reason::NotOpen | Reason::Released | Reason::Detached
+        ) && !std::thread::panicking())
+        .then(|| pool.time.now());
+        pool.store.forget(&dest, reason, now);
     }
 
     /// [`Lent::forget`] when the returned guard drops, unless [`Ending::disarm`]ed. Made before
@@ -1363,6 +1374,8 @@ impl<D: Dialer> Store<D> {
             return Ok(false);
         }
         if now.too_old(born) {
+            // The idle connections whose time is up go too, as at any return.
+            bucket.expire(now, books, after);
             books.counters.count(Reason::Lifetime, 1);
             after.close(conn);
             return Ok(false);
@@ -1454,10 +1467,14 @@ impl<D: Dialer> Store<D> {
     }
 
     /// Takes a held connection out of the accounting, for `reason`; the caller closes or keeps it.
-    pub(crate) fn forget(&self, dest: &Arc<Destination<D>>, reason: Reason) {
-        self.with_bucket(dest, 0, |bucket, _, books, _| {
+    /// With `now`, also closes the destination's idle connections whose time is up there.
+    pub(crate) fn forget(&self, dest: &Arc<Destination<D>>, reason: Reason, now: Option<Nanos>) {
+        self.with_bucket(dest, now.unwrap_or(0), |bucket, at, books, after| {
             bucket.held -= 1;
             books.counters.count(reason, 1);
+            if now.is_some() {
+                bucket.expire(at, books, after);
+            }
         });
     }
 

@@ -296,9 +296,12 @@ impl Model {
         if self.closed {
             self.counters.closed_pool_closed += 1;
         } else if dead && self.check_on_return {
+            // Closed, and a return all the same: those whose idle time is up go too.
             self.counters.closed_not_open += 1;
+            self.expire_idle(a);
         } else if self.too_old(id) {
             self.counters.closed_lifetime += 1;
+            self.expire_idle(a);
         } else {
             if dead {
                 // Unchecked: it goes idle or to a waiter, and the next get's check finds it.
@@ -309,9 +312,13 @@ impl Model {
         self.settle(a);
     }
 
-    /// A held connection leaves the books for good.
-    fn forget(&mut self, a: usize, counter: fn(&mut Counters) -> &mut u64) {
+    /// A held connection leaves the books for good. Released or detached, it is a return all the
+    /// same (`expire`): those whose idle time is up go too; not when its thread is panicking.
+    fn forget(&mut self, a: usize, counter: fn(&mut Counters) -> &mut u64, expire: bool) {
         *counter(&mut self.counters) += 1;
+        if expire {
+            self.expire_idle(a);
+        }
         self.settle(a);
     }
 
@@ -515,13 +522,13 @@ impl Harness {
             Op::Release(n) => {
                 if let Some((conn, (_, a, _))) = self.take(n) {
                     conn.release();
-                    self.model.forget(a, |c| &mut c.released);
+                    self.model.forget(a, |c| &mut c.released, true);
                 }
             }
             Op::Detach(n) => {
                 if let Some((conn, (_, a, _))) = self.take(n) {
                     drop(conn.detach());
-                    self.model.forget(a, |c| &mut c.detached);
+                    self.model.forget(a, |c| &mut c.detached, true);
                 }
             }
             Op::Kill(n) => {
@@ -545,7 +552,7 @@ impl Harness {
                         std::panic::resume_unwind(Box::new("a handler failed"));
                     }));
                     assert!(result.is_err());
-                    self.model.forget(a, |c| &mut c.closed_panicking);
+                    self.model.forget(a, |c| &mut c.closed_panicking, false);
                 }
             }
             Op::CancelledGet(a) => {

@@ -725,3 +725,52 @@ fn a_get_closes_the_idle_connections_whose_time_is_up_behind_the_one_it_takes() 
     );
     assert_eq!(dialer.live(), 1, "only the connection in hand is open");
 }
+
+/// A return closes the idle connections whose time is up at its destination whatever becomes of
+/// the connection it brings: kept, turned down by `is_open`, past its lifetime, released or
+/// detached (DESIGN.md's semantic 2: at the next drop for that destination).
+#[test]
+fn every_kind_of_return_closes_the_idle_connections_whose_time_is_up() {
+    type End = fn(Pooled<TestDialer>);
+    let ends: [(&str, End); 5] = [
+        ("kept", drop),
+        ("turned down by is_open", |conn| {
+            conn.kill();
+            drop(conn);
+        }),
+        ("past its lifetime", |conn| drop(conn)),
+        ("released", Pooled::release),
+        ("detached", |conn| drop(conn.detach())),
+    ];
+    for (how, end) in ends {
+        let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+        let lifetime = if how == "past its lifetime" {
+            Duration::from_secs(65)
+        } else {
+            Duration::from_secs(3600)
+        };
+        let pool = Pool::builder(dialer.clone())
+            .capacity(4)
+            .idle_timeout(Duration::from_secs(60))
+            .max_lifetime(lifetime)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let a = addr("a:1");
+        let idle = block_on(pool.get(&a)).unwrap();
+        let held = block_on(pool.get(&a)).unwrap();
+        drop(idle);
+        // Idle for 70 s of 60; the held one 70 s old.
+        clock.advance(Duration::from_secs(70));
+        end(held);
+        let stats = pool.stats();
+        assert_eq!(stats.counters.closed_expired, 1, "{how}: {stats:?}");
+        let kept = usize::from(how == "kept");
+        assert_eq!(
+            stats.destination(&a).map_or((0, 0), |d| (d.total, d.idle)),
+            (kept, kept),
+            "{how}"
+        );
+        assert_eq!(dialer.live(), kept, "{how}: only what is kept is open");
+    }
+}
