@@ -632,9 +632,16 @@ impl<D: Dialer> Builder<D> {
 
     /// Where to run the background reaper, which closes idle connections soon after their time is
     /// up. Needs a [`clock`](Builder::clock) to sleep on. Without a spawner, expired connections
-    /// are closed lazily: those whose idle time is up at the next get or return for their
-    /// destination, those past `max_lifetime` once a get or a return reaches them, and all of them
-    /// at [`Pool::reap`]. None is handed out either way.
+    /// are closed lazily, and none is handed out either way:
+    /// - those whose idle time is up, at the next get or return for their destination in their
+    ///   lane (whether the connection returned goes idle or is closed, unless its thread is
+    ///   panicking), or when a get that finds nothing usable in its own lane, or a return that
+    ///   finds no room there, looks in theirs. A pool with one lane (see "Threads" in the crate
+    ///   overview) has them closed at the next get or return for their destination; with several,
+    ///   a lane whose threads no longer use a destination keeps its expired connections to it
+    ///   until then (they count against its capacity, so they are never more than that);
+    /// - those past `max_lifetime`, once a get or a return reaches them;
+    /// - all of them at [`Pool::reap`].
     pub fn spawner(mut self, s: impl Spawner) -> Self {
         self.spawner = Some(std::sync::Arc::new(s));
         self
