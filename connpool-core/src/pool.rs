@@ -731,21 +731,28 @@ impl<D: Dialer> Builder<D> {
             && limits.max_idle_total != Some(0)
             && (nanos(limits.idle_timeout) < Nanos::MAX
                 || limits.max_lifetime.is_some_and(|d| nanos(d) < Nanos::MAX));
-        let reaper = Arc::new(ReaperSignal::new(limits.idle_timeout, limits.max_lifetime));
+        let time = Timebase::new(self.clock);
+        let reaper_clock = match (&self.spawner, time.clock(), reaper_useful) {
+            (Some(_), Some(clock), true) => Some(clock.clone()),
+            _ => None,
+        };
+        let reaper = Arc::new(ReaperSignal::new(
+            limits.idle_timeout,
+            limits.max_lifetime,
+            reaper_clock.is_some(),
+        ));
         let inner = Arc::new(PoolInner {
             dialer: self.dialer,
             store: Store::new(limits),
-            time: Timebase::new(self.clock),
+            time,
             check_on_get: self.check_on_get,
             check_on_return: self.check_on_get && self.check_on_return,
             wait_timeout: self.wait_timeout,
             dial_timeout: self.dial_timeout,
             reaper,
         });
-        if let (Some(spawner), Some(clock), true) =
-            (self.spawner, inner.time.clock(), reaper_useful)
-        {
-            reaper::spawn(&inner, clock.clone(), spawner.as_ref());
+        if let (Some(spawner), Some(clock)) = (self.spawner, reaper_clock) {
+            reaper::spawn(&inner, clock, spawner.as_ref());
         }
         Ok(Pool {
             handle: Arc::new(Handle { inner }),

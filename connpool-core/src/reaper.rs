@@ -30,17 +30,24 @@ pub(crate) struct ReaperSignal {
     /// while it parks. A connection going idle whose lifetime ends sooner lowers it, and wakes
     /// the reaper unless it is looking.
     wake_at: AtomicU64,
-    /// The shortest nap: the reaper looks at most sixteen times per idle timeout (or lifetime),
-    /// and wakes early only for a lifetime that ends sooner than this before its next look.
-    granularity: Duration,
+    /// The shortest nap (pool time): the reaper looks at most sixteen times per idle timeout (or
+    /// lifetime), and wakes early only for a lifetime that ends sooner than this before its next
+    /// look.
+    granularity: Nanos,
+    /// Whether a reaper listens: without one, a connection going idle has no one to tell.
+    listening: bool,
     notified: AtomicBool,
     waker: AtomicWaker,
 }
 
 impl ReaperSignal {
     /// The signal of a pool whose connections idle for `idle_timeout` at most, and live for
-    /// `max_lifetime` when set.
-    pub(crate) fn new(idle_timeout: Duration, max_lifetime: Option<Duration>) -> Self {
+    /// `max_lifetime` when set; `listening` when a reaper is started for it.
+    pub(crate) fn new(
+        idle_timeout: Duration,
+        max_lifetime: Option<Duration>,
+        listening: bool,
+    ) -> Self {
         // Waking at most sixteen times per idle timeout bounds the work of a pool whose
         // connections come back at scattered times; none is handed out late meanwhile, since a
         // get checks the idle time itself.
@@ -48,7 +55,8 @@ impl ReaperSignal {
         ReaperSignal {
             parked: AtomicBool::new(false),
             wake_at: AtomicU64::new(Nanos::MAX),
-            granularity: shortest / 16,
+            granularity: nanos(shortest / 16),
+            listening,
             notified: AtomicBool::new(false),
             waker: AtomicWaker::new(),
         }
@@ -62,7 +70,9 @@ impl ReaperSignal {
     /// or after it; the caller notifies once the lock is released.
     #[inline]
     pub(crate) fn claim(&self, lifetime_end: Nanos) -> bool {
-        self.claim_parked() || (lifetime_end < Nanos::MAX && self.claim_early(lifetime_end))
+        self.listening
+            && (self.claim_parked()
+                || (lifetime_end < Nanos::MAX && self.claim_early(lifetime_end)))
     }
 
     /// Whether the reaper parked for want of an idle connection, taking the wake-up on the way.
@@ -81,7 +91,7 @@ impl ReaperSignal {
     /// mark its plan will take into account, or this sees its plan.
     #[inline]
     fn claim_early(&self, deadline: Nanos) -> bool {
-        let early = deadline.saturating_add(nanos(self.granularity));
+        let early = deadline.saturating_add(self.granularity);
         if early >= self.wake_at.load(Ordering::SeqCst) {
             return false;
         }
@@ -169,20 +179,15 @@ fn next_nap<D: Dialer>(pool: &PoolInner<D>, signal: &ReaperSignal) -> Option<Opt
         // Below the marks: a deadline past the pool's time (a timeout of centuries) is a long
         // sleep, as any other, that an early lifetime can still cut short.
         let plan = deadline
-            .max(now.saturating_add(nanos(signal.granularity)))
+            .max(now.saturating_add(signal.granularity))
             .min(LOOKING - 1);
         // The earlier of the plan and what went idle during the look left.
         let left = signal.wake_at.fetch_min(plan, Ordering::SeqCst);
-        let wake = plan
-            .min(left)
-            .max(now.saturating_add(nanos(signal.granularity)));
+        let wake = plan.min(left).max(now.saturating_add(signal.granularity));
         // At least 1 ns, and the granularity: once the pool's time is all but past what it
         // counts, the wake-up above can be no later than now, and a sleep of nothing would have
         // the reaper look again and again.
-        let nap = wake
-            .saturating_sub(now)
-            .max(nanos(signal.granularity))
-            .max(1);
+        let nap = wake.saturating_sub(now).max(signal.granularity).max(1);
         return Some(Some(Duration::from_nanos(nap)));
     }
     // What went idle during the look is seen by the check below.
