@@ -136,6 +136,16 @@ impl Timebase {
         }
     }
 
+    /// [`Timebase::now`] when it reads the system's clock, which cannot panic; `None` on a clock
+    /// the builder was given, which may.
+    #[inline]
+    pub(crate) fn system_now(&self) -> Option<Nanos> {
+        match &self.source {
+            Source::System(system, _) => Some(system.now()),
+            Source::Custom(..) => None,
+        }
+    }
+
     /// The clock the builder was given, which the reaper sleeps on.
     pub(crate) fn clock(&self) -> Option<&Arc<dyn Clock>> {
         match &self.source {

@@ -151,7 +151,10 @@ pub(crate) fn give_back<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos, m
     } else {
         conn
     };
-    let now = pool.time.now();
+    let (conn, now) = match pool.time.system_now() {
+        Some(now) => (conn, now),
+        None => user_time(dest, conn),
+    };
     let Err(conn) = Store::put_fresh(dest, conn, born, now) else {
         return;
     };
@@ -164,6 +167,18 @@ pub(crate) fn give_back<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos, m
     {
         pool.reaper.notify();
     }
+}
+
+/// The pool's time on the clock the builder was given, for a connection coming back through
+/// `dest`: should the clock panic, the connection is dropped, then its count ends. The system's
+/// clock, which cannot panic, is read without this.
+#[inline]
+fn user_time<D: Dialer>(dest: &Lent<D>, conn: D::Conn) -> (D::Conn, Nanos) {
+    let ending = dest.ending(Reason::Panicking);
+    let conn = conn;
+    let now = dest.pool.time.now();
+    ending.disarm();
+    (conn, now)
 }
 
 impl<D: Dialer> Pool<D> {
@@ -325,7 +340,13 @@ impl<D: Dialer> Pool<D> {
                             drop(conn);
                             return Err(Error::Closed);
                         }
-                        let (conn, refused) = if store.too_old(born, inner.time.now()) {
+                        // Should the clock panic, the connection is dropped, then its count
+                        // ends.
+                        let ending = lent.ending(Reason::Panicking);
+                        let conn = conn;
+                        let too_old = store.too_old(born, inner.time.now());
+                        ending.disarm();
+                        let (conn, refused) = if too_old {
                             (conn, Reason::LifetimeOnGet)
                         } else {
                             match self.may_reuse(&lent, conn) {
@@ -411,16 +432,13 @@ impl<D: Dialer> Pool<D> {
         })
         .await;
         drop(dial);
+        // The dial time, read while the ticket still ends the dial should the clock panic.
+        let born = inner.time.now();
         ticket.settled = true;
         let store = &inner.store;
         match result {
             Some(Ok(conn)) => match store.finish_connected(&ticket.dest, conn) {
-                Some(conn) => Ok(Pooled::new(
-                    Lent::new(&ticket.dest),
-                    conn,
-                    inner.time.now(),
-                    false,
-                )),
+                Some(conn) => Ok(Pooled::new(Lent::new(&ticket.dest), conn, born, false)),
                 None => Err(Error::Closed),
             },
             Some(Err(err)) => {

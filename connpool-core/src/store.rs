@@ -108,15 +108,21 @@ impl<D: Dialer> Lent<D> {
     /// A connection that ends as it comes back (turned down by `is_open`, released, detached) is
     /// a return for its destination all the same, and closes the idle connections there whose
     /// time is up, as a return that keeps its connection does. Not while a panic unwinds, when
-    /// the clock (a user's, perhaps) is better left alone.
+    /// the clock (a user's, perhaps) is better left alone; and should the clock itself panic,
+    /// the count ends all the same, through this call again as the panic unwinds.
     pub(crate) fn forget(&self, reason: Reason) {
         let dest = self.counted();
         let pool = &dest.pool;
-        let now = (matches!(
+        let returns = matches!(
             reason,
             Reason::NotOpen | Reason::Released | Reason::Detached
-        ) && !std::thread::panicking())
-        .then(|| pool.time.now());
+        );
+        let now = (returns && !std::thread::panicking()).then(|| {
+            let ending = self.ending(reason);
+            let now = pool.time.now();
+            ending.disarm();
+            now
+        });
         pool.store.forget(&dest, reason, now);
     }
 

@@ -1,7 +1,7 @@
 //! User code that misbehaves, and user code that watches closely: a dialer whose `is_open`
-//! panics, a connection whose own drop asks `shutdown` whether everything came back, and a clock
-//! whose sleeps end at once. The counts stay exact, `shutdown` answers only once the last
-//! connection is closed, and the reaper never holds its executor's thread.
+//! panics, a connection whose own drop asks `shutdown` whether everything came back, a clock
+//! whose sleeps end at once, and a clock that panics. The counts stay exact, `shutdown` answers
+//! only once the last connection is closed, and the reaper never holds its executor's thread.
 mod support;
 
 use std::cell::{Cell, RefCell};
@@ -530,4 +530,115 @@ fn shutdown_is_not_true_before_a_connection_whose_is_open_panicked_in_line_is_dr
     let seen = probe_shutdown_on_close(&pool);
     panics_in_is_open(&dialer, || drop(poll_once(&mut waiter)));
     assert_eq!(seen.get(), Some(false), "answered before the close");
+}
+
+// A clock that panics once, at the first read after it is tripped: a connection held at that
+// moment is closed and leaves the books as the panic unwinds, so the counts stay exact and
+// `shutdown` hears that everything came back.
+#[derive(Clone, Default)]
+struct TrippingClock {
+    time: ManualClock,
+    tripped: Arc<AtomicBool>,
+}
+impl Clock for TrippingClock {
+    fn now(&self) -> Instant {
+        assert!(
+            !self.tripped.swap(false, Ordering::SeqCst),
+            "the clock failed"
+        );
+        self.time.now()
+    }
+    fn sleep(&self, d: Duration) -> BoxFuture<'static, ()> {
+        self.time.sleep(d)
+    }
+}
+
+/// Trips the clock, then runs `f`, which must meet it.
+fn meets_the_failing_clock(clock: &TrippingClock, f: impl FnOnce()) {
+    clock.tripped.store(true, Ordering::SeqCst);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    assert!(unwound.is_err(), "the clock was not read");
+    assert!(!clock.tripped.load(Ordering::SeqCst));
+}
+
+fn all_back(pool: &Pool<TestDialer>, dialer: &TestDialer) {
+    let stats = pool.stats();
+    assert!(stats.destinations.is_empty(), "{stats:?}");
+    assert_eq!(dialer.live(), 0, "every connection closed");
+    assert!(
+        block_on(pool.shutdown(Duration::ZERO)),
+        "shutdown hears all came back"
+    );
+}
+
+#[test]
+fn a_clock_that_panics_at_a_return_release_or_detach_leaves_the_counts_exact() {
+    type End = fn(connpool_core::Pooled<TestDialer>);
+    let ends: [(&str, End); 4] = [
+        ("kept", drop),
+        ("turned down by is_open", |conn| {
+            conn.kill();
+            drop(conn);
+        }),
+        ("released", connpool_core::Pooled::release),
+        ("detached", |conn| drop(conn.detach())),
+    ];
+    for (how, end) in ends {
+        let (dialer, clock) = (TestDialer::new(), TrippingClock::default());
+        let pool = Pool::builder(dialer.clone())
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let conn = block_on(pool.get(&addr("a:1"))).unwrap();
+        meets_the_failing_clock(&clock, || end(conn));
+        all_back(&pool, &dialer);
+        let counters = pool.stats().counters;
+        let ended = counters.closed_panicking
+            + counters.closed_not_open
+            + counters.released
+            + counters.detached;
+        assert_eq!(ended, 1, "{how}: {counters:?}");
+    }
+}
+
+#[test]
+fn a_clock_that_panics_as_a_waiter_collects_its_connection_leaves_the_counts_exact() {
+    let (dialer, clock) = (TestDialer::new(), TrippingClock::default());
+    let pool = Pool::builder(dialer.clone())
+        .clock(clock.clone())
+        .max_open_per_host(1)
+        .build()
+        .unwrap();
+    let a = addr("a:1");
+    let held = block_on(pool.get(&a)).unwrap();
+    let mut waiter = Box::pin(pool.get(&a));
+    assert!(poll_once(&mut waiter).is_pending());
+    drop(held); // handed to the waiter, which reads the clock as it collects it
+    meets_the_failing_clock(&clock, || drop(poll_once(&mut waiter)));
+    drop(waiter);
+    all_back(&pool, &dialer);
+    assert_eq!(pool.stats().counters.closed_panicking, 1);
+}
+
+#[test]
+fn a_clock_that_panics_as_a_dial_ends_leaves_the_counts_exact() {
+    let (dialer, clock) = (TestDialer::new(), TrippingClock::default());
+    let pool = Pool::builder(dialer.clone())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let gate = dialer.hold();
+    let a = addr("a:1");
+    let mut get = Box::pin(pool.get(&a));
+    assert!(poll_once(&mut get).is_pending(), "dialing");
+    gate.open();
+    // The dial is done; the next read of the clock stamps the new connection's dial time.
+    meets_the_failing_clock(&clock, || drop(poll_once(&mut get)));
+    drop(get);
+    all_back(&pool, &dialer);
+    assert_eq!(
+        pool.stats().counters.dials,
+        0,
+        "the dial ended as cancelled"
+    );
 }
