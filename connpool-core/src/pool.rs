@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::future::poll_fn;
+use std::panic::AssertUnwindSafe;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -153,7 +154,10 @@ pub(crate) fn give_back<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos, m
     };
     let (conn, now) = match pool.time.system_now() {
         Some(now) => (conn, now),
-        None => user_time(dest, conn),
+        None => match user_time(dest, conn) {
+            Some(read) => read,
+            None => return,
+        },
     };
     let Err(conn) = Store::put_fresh(dest, conn, born, now) else {
         return;
@@ -172,13 +176,22 @@ pub(crate) fn give_back<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos, m
 /// The pool's time on the clock the builder was given, for a connection coming back through
 /// `dest`: should the clock panic, the connection is dropped, then its count ends. The system's
 /// clock, which cannot panic, is read without this.
+///
+/// While a panic unwinds already (a cancelled waiter handing back its connection), a second one
+/// from the clock would abort the process: it is caught, the connection closed, and `None`
+/// returned.
 #[inline]
-fn user_time<D: Dialer>(dest: &Lent<D>, conn: D::Conn) -> (D::Conn, Nanos) {
+fn user_time<D: Dialer>(dest: &Lent<D>, conn: D::Conn) -> Option<(D::Conn, Nanos)> {
     let ending = dest.ending(Reason::Panicking);
     let conn = conn;
-    let now = dest.pool.time.now();
+    let now = if std::thread::panicking() {
+        let read = std::panic::catch_unwind(AssertUnwindSafe(|| dest.pool.time.now()));
+        read.ok()?
+    } else {
+        dest.pool.time.now()
+    };
     ending.disarm();
-    (conn, now)
+    Some((conn, now))
 }
 
 impl<D: Dialer> Pool<D> {
@@ -342,7 +355,7 @@ impl<D: Dialer> Pool<D> {
                         }
                         // Should the clock panic, the connection is dropped, then its count
                         // ends.
-                        let ending = lent.ending(Reason::Panicking);
+                        let ending = lent.ending(Reason::PanickingOnGet);
                         let conn = conn;
                         let too_old = store.too_old(born, inner.time.now());
                         ending.disarm();

@@ -200,6 +200,8 @@ pub(crate) enum Reason {
     /// A waiter found its connection past `max_lifetime` when it came to collect it (the grant
     /// counted a hit).
     LifetimeOnGet,
+    /// The clock panicked as a waiter came to collect its connection (the grant counted a hit).
+    PanickingOnGet,
     /// A waiter found the pool closed when it came to collect its connection (the grant counted
     /// a hit).
     PoolClosedOnGet,
@@ -226,6 +228,10 @@ impl Counters {
             Reason::LifetimeOnGet => {
                 self.hits -= n;
                 self.closed_lifetime += n;
+            }
+            Reason::PanickingOnGet => {
+                self.hits -= n;
+                self.closed_panicking += n;
             }
             Reason::PoolClosedOnGet => {
                 self.hits -= n;

@@ -617,7 +617,71 @@ fn a_clock_that_panics_as_a_waiter_collects_its_connection_leaves_the_counts_exa
     meets_the_failing_clock(&clock, || drop(poll_once(&mut waiter)));
     drop(waiter);
     all_back(&pool, &dialer);
+    let counters = pool.stats().counters;
+    assert_eq!(counters.closed_panicking, 1);
+    assert_eq!(counters.hits, 0, "the get never had it");
+}
+
+#[test]
+fn a_clock_that_panics_while_a_panic_unwinds_through_a_waiter_closes_its_connection() {
+    let (dialer, clock) = (TestDialer::new(), TrippingClock::default());
+    let pool = Pool::builder(dialer.clone())
+        .clock(clock.clone())
+        .max_open_per_host(1)
+        .build()
+        .unwrap();
+    let a = addr("a:1");
+    let held = block_on(pool.get(&a)).unwrap();
+    let mut waiter = Box::pin(pool.get(&a));
+    assert!(poll_once(&mut waiter).is_pending());
+    drop(held); // handed to the waiter, which never collects it
+    let tripped = clock.tripped.clone();
+    // The waiter is dropped by another panic, and hands its connection back, reading the clock:
+    // a second panic there would abort the process.
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _waiter = waiter;
+        tripped.store(true, Ordering::SeqCst);
+        panic!("a handler failed");
+    }));
+    assert!(unwound.is_err());
+    assert!(
+        !clock.tripped.load(Ordering::SeqCst),
+        "the clock was not read"
+    );
+    all_back(&pool, &dialer);
     assert_eq!(pool.stats().counters.closed_panicking, 1);
+}
+
+/// A pool of [`Hooked`] connections on `clock`, at most one open.
+fn hooked(clock: &TrippingClock) -> Pool<Hooked> {
+    Pool::builder(Hooked)
+        .clock(clock.clone())
+        .max_open_per_host(1)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_clock_that_panics_at_a_return_closes_the_connection_before_its_count_ends() {
+    let clock = TrippingClock::default();
+    let pool = hooked(&clock);
+    let held = block_on(pool.get(&1)).unwrap();
+    let seen = probe_shutdown_on_close(&pool);
+    meets_the_failing_clock(&clock, || drop(held));
+    assert_eq!(seen.get(), Some(false), "answered before the close");
+}
+
+#[test]
+fn a_clock_that_panics_as_a_waiter_collects_closes_the_connection_before_its_count_ends() {
+    let clock = TrippingClock::default();
+    let pool = hooked(&clock);
+    let held = block_on(pool.get(&1)).unwrap();
+    let mut waiter = Box::pin(pool.get(&1));
+    assert!(poll_once(&mut waiter).is_pending());
+    drop(held);
+    let seen = probe_shutdown_on_close(&pool);
+    meets_the_failing_clock(&clock, || drop(poll_once(&mut waiter)));
+    assert_eq!(seen.get(), Some(false), "answered before the close");
 }
 
 #[test]
