@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use connpool_core::{Clock, ManualClock, Pool, Spawner};
+use connpool_core::{Clock, Error, ManualClock, Pool, Pooled, Spawner};
 use futures::executor::block_on;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, FutureExt, LocalBoxFuture};
 use support::{addr, poll_once, TestDialer};
 
 // A panicking `Dialer::is_open` ends the holder's count as the panic unwinds.
@@ -573,14 +573,14 @@ fn all_back(pool: &Pool<TestDialer>, dialer: &TestDialer) {
 
 #[test]
 fn a_clock_that_panics_at_a_return_release_or_detach_leaves_the_counts_exact() {
-    type End = fn(connpool_core::Pooled<TestDialer>);
+    type End = fn(Pooled<TestDialer>);
     let ends: [(&str, End); 4] = [
         ("kept", drop),
         ("turned down by is_open", |conn| {
             conn.kill();
             drop(conn);
         }),
-        ("released", connpool_core::Pooled::release),
+        ("released", Pooled::release),
         ("detached", |conn| drop(conn.detach())),
     ];
     for (how, end) in ends {
@@ -601,19 +601,35 @@ fn a_clock_that_panics_at_a_return_release_or_detach_leaves_the_counts_exact() {
     }
 }
 
-#[test]
-fn a_clock_that_panics_as_a_waiter_collects_its_connection_leaves_the_counts_exact() {
-    let (dialer, clock) = (TestDialer::new(), TrippingClock::default());
-    let pool = Pool::builder(dialer.clone())
+/// A pool of `dialer`'s connections on `clock`, at most one open per destination.
+fn one_open<D: connpool_core::Dialer>(dialer: D, clock: &TrippingClock) -> Pool<D> {
+    Pool::builder(dialer)
         .clock(clock.clone())
         .max_open_per_host(1)
         .build()
-        .unwrap();
-    let a = addr("a:1");
-    let held = block_on(pool.get(&a)).unwrap();
-    let mut waiter = Box::pin(pool.get(&a));
+        .unwrap()
+}
+
+/// A get in line at `a` for `pool`'s one connection, which has just been handed to it: the get
+/// has not collected it yet.
+fn handed_to_a_waiter<'p, D: connpool_core::Dialer>(
+    pool: &'p Pool<D>,
+    a: &'p D::Addr,
+) -> LocalBoxFuture<'p, Result<Pooled<D>, Error>> {
+    let held = block_on(pool.get(a)).unwrap();
+    let mut waiter = pool.get(a).boxed_local();
     assert!(poll_once(&mut waiter).is_pending());
-    drop(held); // handed to the waiter, which reads the clock as it collects it
+    drop(held);
+    waiter
+}
+
+#[test]
+fn a_clock_that_panics_as_a_waiter_collects_its_connection_leaves_the_counts_exact() {
+    let (dialer, clock) = (TestDialer::new(), TrippingClock::default());
+    let pool = one_open(dialer.clone(), &clock);
+    let a = addr("a:1");
+    // It reads the clock as it collects the connection.
+    let mut waiter = handed_to_a_waiter(&pool, &a);
     meets_the_failing_clock(&clock, || drop(poll_once(&mut waiter)));
     drop(waiter);
     all_back(&pool, &dialer);
@@ -625,16 +641,10 @@ fn a_clock_that_panics_as_a_waiter_collects_its_connection_leaves_the_counts_exa
 #[test]
 fn a_clock_that_panics_while_a_panic_unwinds_through_a_waiter_closes_its_connection() {
     let (dialer, clock) = (TestDialer::new(), TrippingClock::default());
-    let pool = Pool::builder(dialer.clone())
-        .clock(clock.clone())
-        .max_open_per_host(1)
-        .build()
-        .unwrap();
+    let pool = one_open(dialer.clone(), &clock);
     let a = addr("a:1");
-    let held = block_on(pool.get(&a)).unwrap();
-    let mut waiter = Box::pin(pool.get(&a));
-    assert!(poll_once(&mut waiter).is_pending());
-    drop(held); // handed to the waiter, which never collects it
+    // It never collects the connection.
+    let waiter = handed_to_a_waiter(&pool, &a);
     let tripped = clock.tripped.clone();
     // The waiter is dropped by another panic, and hands its connection back, reading the clock:
     // a second panic there would abort the process.
@@ -652,19 +662,10 @@ fn a_clock_that_panics_while_a_panic_unwinds_through_a_waiter_closes_its_connect
     assert_eq!(pool.stats().counters.closed_panicking, 1);
 }
 
-/// A pool of [`Hooked`] connections on `clock`, at most one open.
-fn hooked(clock: &TrippingClock) -> Pool<Hooked> {
-    Pool::builder(Hooked)
-        .clock(clock.clone())
-        .max_open_per_host(1)
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn a_clock_that_panics_at_a_return_closes_the_connection_before_its_count_ends() {
     let clock = TrippingClock::default();
-    let pool = hooked(&clock);
+    let pool = one_open(Hooked, &clock);
     let held = block_on(pool.get(&1)).unwrap();
     let seen = probe_shutdown_on_close(&pool);
     meets_the_failing_clock(&clock, || drop(held));
@@ -674,11 +675,8 @@ fn a_clock_that_panics_at_a_return_closes_the_connection_before_its_count_ends()
 #[test]
 fn a_clock_that_panics_as_a_waiter_collects_closes_the_connection_before_its_count_ends() {
     let clock = TrippingClock::default();
-    let pool = hooked(&clock);
-    let held = block_on(pool.get(&1)).unwrap();
-    let mut waiter = Box::pin(pool.get(&1));
-    assert!(poll_once(&mut waiter).is_pending());
-    drop(held);
+    let pool = one_open(Hooked, &clock);
+    let mut waiter = handed_to_a_waiter(&pool, &1);
     let seen = probe_shutdown_on_close(&pool);
     meets_the_failing_clock(&clock, || drop(poll_once(&mut waiter)));
     assert_eq!(seen.get(), Some(false), "answered before the close");

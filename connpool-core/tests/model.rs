@@ -220,14 +220,9 @@ impl Model {
         }
         let now = self.now;
         if !fresh {
-            let idle = self.idle.entry(a).or_default();
             // Those whose idle time is up are closed first, whichever is handed out.
-            let stale = idle
-                .iter()
-                .take_while(|(_, since, _)| now - since >= IDLE_TIMEOUT_MS)
-                .count();
-            idle.drain(..stale);
-            self.counters.closed_expired += stale as u64;
+            self.expire_idle(a);
+            let idle = self.idle.entry(a).or_default();
             while let Some(&(id, since, _)) = idle.last() {
                 idle.pop();
                 if now - since >= IDLE_TIMEOUT_MS {
