@@ -330,59 +330,53 @@ impl<D: Dialer> Pool<D> {
             (false, false) => Want::Reuse,
         };
         loop {
-            let now = inner.time.now();
-            let checkout = match store.checkout(inner, lane, addr, hash, now, want) {
-                Checkout::Miss => match store.steal(inner, lane, addr, hash, now) {
-                    Some(checkout) => checkout,
-                    None => store.checkout(inner, lane, addr, hash, now, Want::Reuse),
-                },
-                checkout => checkout,
-            };
-            let (dest, grant) = match checkout {
-                Checkout::Reuse(dest, conn, born) => (dest, Grant::Conn(conn, born)),
-                Checkout::Dial(dest) => (dest, Grant::Slot),
-                Checkout::Wait(dest, waiter) => match self.wait(&dest, &waiter).await? {
-                    // Handed a connection in line. The pool may have closed, or the connection
-                    // grown too old or died, since it was handed over: a connection turned down
-                    // leaves its slot to the waiter, who keeps its turn and dials in it, unless
-                    // the pool is closed.
-                    Grant::Conn(conn, born) => {
-                        let lent = Lent::new(&dest);
-                        if store.is_closed() {
-                            let _ending = lent.ending(Reason::PoolClosedOnGet);
+            let begun = self.begin(lane, addr, hash, want)?;
+            let (dest, grant) = match begun {
+                Begin::Reuse(dest, conn, born) => (dest, Grant::Conn(conn, born)),
+                Begin::Dial(ticket) => return self.connect(ticket).await,
+                Begin::Wait(queued) => {
+                    let dest = queued.dest.clone();
+                    match self.wait(queued).await? {
+                        // Handed a connection in line. The pool may have closed, or the connection
+                        // grown too old or died, since it was handed over: a connection turned down
+                        // leaves its slot to the waiter, who keeps its turn and dials in it, unless
+                        // the pool is closed.
+                        Grant::Conn(conn, born) => {
+                            let lent = Lent::new(&dest);
+                            if store.is_closed() {
+                                let _ending = lent.ending(Reason::PoolClosedOnGet);
+                                drop(conn);
+                                return Err(Error::Closed);
+                            }
+                            // Should the clock panic, the connection is dropped, then its count
+                            // ends.
+                            let ending = lent.ending(Reason::PanickingOnGet);
+                            let conn = conn;
+                            let too_old = store.too_old(born, inner.time.now());
+                            ending.disarm();
+                            let (conn, refused) = if too_old {
+                                (conn, Reason::LifetimeOnGet)
+                            } else {
+                                match self.may_reuse(&lent, conn) {
+                                    Ok(conn) => return Ok(Pooled::new(lent, conn, born, true)),
+                                    Err(conn) => (conn, Reason::NotOpenOnGet),
+                                }
+                            };
+                            // Should the connection's own drop panic, its count ends all the same.
+                            let ending = lent.ending(refused);
                             drop(conn);
+                            ending.disarm();
+                            store.dial_instead(&dest, refused);
+                            (dest, Grant::Slot)
+                        }
+                        // A slot given before the pool closed: no dial after it.
+                        Grant::Slot if store.is_closed() => {
+                            store.finish_dial(&dest, DialOutcome::Cancelled);
                             return Err(Error::Closed);
                         }
-                        // Should the clock panic, the connection is dropped, then its count
-                        // ends.
-                        let ending = lent.ending(Reason::PanickingOnGet);
-                        let conn = conn;
-                        let too_old = store.too_old(born, inner.time.now());
-                        ending.disarm();
-                        let (conn, refused) = if too_old {
-                            (conn, Reason::LifetimeOnGet)
-                        } else {
-                            match self.may_reuse(&lent, conn) {
-                                Ok(conn) => return Ok(Pooled::new(lent, conn, born, true)),
-                                Err(conn) => (conn, Reason::NotOpenOnGet),
-                            }
-                        };
-                        // Should the connection's own drop panic, its count ends all the same.
-                        let ending = lent.ending(refused);
-                        drop(conn);
-                        ending.disarm();
-                        store.dial_instead(&dest, refused);
-                        (dest, Grant::Slot)
+                        grant => (dest, grant),
                     }
-                    // A slot given before the pool closed: no dial after it.
-                    Grant::Slot if store.is_closed() => {
-                        store.finish_dial(&dest, DialOutcome::Cancelled);
-                        return Err(Error::Closed);
-                    }
-                    grant => (dest, grant),
-                },
-                Checkout::Closed => return Err(Error::Closed),
-                Checkout::Miss => unreachable!("a checkout that may dial never misses"),
+                }
             };
             match grant {
                 Grant::Conn(conn, born) => {
@@ -396,21 +390,54 @@ impl<D: Dialer> Pool<D> {
         }
     }
 
-    /// Waits in `dest`'s queue for a connection or a slot, up to the wait timeout.
-    async fn wait(
-        &self,
-        dest: &Arc<Destination<D>>,
-        waiter: &Arc<Waiter<D::Conn>>,
-    ) -> Result<Grant<D::Conn>, Error> {
+    /// One look at the store for [`Pool::checkout`], from the calling thread's `lane`: what it
+    /// counted for this call (a connection handed out, a slot to dial, a place in line), each in
+    /// its guard before what the look closed on the way is closed, since a connection's own drop
+    /// may panic: the guard then gives back what it holds.
+    fn begin(&self, lane: usize, addr: &D::Addr, hash: u64, want: Want) -> Result<Begin<D>, Error> {
         let inner = self.inner();
-        let mut queued = Queued {
-            dest,
-            waiter,
-            done: false,
+        let store = &inner.store;
+        let now = inner.time.now();
+        let mut after = store.aftermath();
+        let checkout = match store.checkout(inner, lane, addr, hash, now, want, &mut after) {
+            Checkout::Miss => match store.steal(inner, lane, addr, hash, now, &mut after) {
+                Some(checkout) => checkout,
+                None => store.checkout(inner, lane, addr, hash, now, Want::Reuse, &mut after),
+            },
+            checkout => checkout,
         };
+        let begun = match checkout {
+            Checkout::Reuse(dest, conn, born) => {
+                // Should a close panic, this connection is closed, then its count ends.
+                let lent = Lent::new(&dest);
+                let ending = lent.ending(Reason::PanickingOnGet);
+                let conn = conn;
+                drop(after);
+                ending.disarm();
+                return Ok(Begin::Reuse(dest, conn, born));
+            }
+            Checkout::Dial(dest) => Begin::Dial(DialTicket::new(dest)),
+            Checkout::Wait(dest, waiter) => Begin::Wait(Queued {
+                dest,
+                waiter,
+                done: false,
+            }),
+            Checkout::Closed => return Err(Error::Closed),
+            Checkout::Miss => unreachable!("a checkout that may dial never misses"),
+        };
+        // Here, while `begun` is a local, not as the function returns: a value on its way out is
+        // not dropped should a local's drop panic.
+        drop(after);
+        Ok(begun)
+    }
+
+    /// Waits in line, where `queued` holds a place, for a connection or a slot, up to the wait
+    /// timeout.
+    async fn wait(&self, mut queued: Queued<D>) -> Result<Grant<D::Conn>, Error> {
+        let inner = self.inner();
         let mut timeout = inner.sleep(inner.wait_timeout);
         poll_fn(|cx| {
-            if let Poll::Ready(grant) = waiter.poll_grant(cx) {
+            if let Poll::Ready(grant) = queued.waiter.poll_grant(cx) {
                 queued.done = true;
                 return Poll::Ready(Ok(grant));
             }
@@ -418,7 +445,10 @@ impl<D: Dialer> Pool<D> {
                 if timeout.as_mut().poll(cx).is_ready() {
                     queued.done = true;
                     return Poll::Ready(
-                        match inner.store.leave_queue(dest, waiter, Leave::TimedOut) {
+                        match inner
+                            .store
+                            .leave_queue(&queued.dest, &queued.waiter, Leave::TimedOut)
+                        {
                             Left::Grant(grant) => Ok(grant),
                             Left::Nothing => Err(Error::Timeout),
                         },
@@ -578,26 +608,41 @@ impl<D: Dialer> Drop for DialTicket<D> {
     }
 }
 
+/// What one look at the store began for a [`Pool::checkout`], each in its guard.
+enum Begin<D: Dialer> {
+    /// An idle connection, counted as held (and as a hit).
+    Reuse(Arc<Destination<D>>, D::Conn, Nanos),
+    /// A slot to dial in.
+    Dial(DialTicket<D>),
+    /// A place in line.
+    Wait(Queued<D>),
+}
+
 /// A place in a destination's queue; dropped before its grant is collected (a cancelled `get`),
 /// it leaves the queue and hands on whatever it was given: a connection comes back as a dropped
 /// guard's does, checked and to the next waiter, idle or closed.
-struct Queued<'a, D: Dialer> {
-    dest: &'a Arc<Destination<D>>,
-    waiter: &'a Arc<Waiter<D::Conn>>,
+struct Queued<D: Dialer> {
+    dest: Arc<Destination<D>>,
+    waiter: Arc<Waiter<D::Conn>>,
     done: bool,
 }
 
-impl<D: Dialer> Drop for Queued<'_, D> {
+impl<D: Dialer> Drop for Queued<D> {
     fn drop(&mut self) {
         if !self.done {
             let pool = &self.dest.pool;
             if let Left::Grant(Grant::Conn(conn, born)) =
                 pool.store
-                    .leave_queue(self.dest, self.waiter, Leave::Cancelled)
+                    .leave_queue(&self.dest, &self.waiter, Leave::Cancelled)
             {
                 // Still held, so the bucket, and the destination lent through it, stay. Unused,
                 // so a panic unwinding through this drop does not condemn it.
-                give_back(&Lent::new(self.dest), conn, born, !std::thread::panicking());
+                give_back(
+                    &Lent::new(&self.dest),
+                    conn,
+                    born,
+                    !std::thread::panicking(),
+                );
             }
         }
     }

@@ -200,7 +200,8 @@ pub(crate) enum Reason {
     /// A waiter found its connection past `max_lifetime` when it came to collect it (the grant
     /// counted a hit).
     LifetimeOnGet,
-    /// The clock panicked as a waiter came to collect its connection (the grant counted a hit).
+    /// A panic ended a hand-out the store had counted as a hit: the clock's as a waiter came to
+    /// collect its connection, or a connection's own drop as the get closed others on the way.
     PanickingOnGet,
     /// A waiter found the pool closed when it came to collect its connection (the grant counted
     /// a hit).
@@ -922,7 +923,7 @@ impl<D: Dialer> Store<D> {
 
     /// An aftermath that also wakes `shutdown` callers if the pool is closed by the time the
     /// operation's lock is released.
-    fn aftermath(&self) -> Aftermath<'_, D::Conn> {
+    pub(crate) fn aftermath(&self) -> Aftermath<'_, D::Conn> {
         Aftermath {
             work: None,
             closed: &self.closed,
@@ -1042,7 +1043,12 @@ impl<D: Dialer> Store<D> {
     /// For a get (`fresh` false): the newest usable idle connection to `addr`. For a dial
     /// (`fresh` true): room to dial, made by closing the oldest idle connection if need be.
     /// Otherwise room to dial, or a place in the queue when the destination is full.
+    ///
+    /// What it closes on the way goes to `after`, which the caller drops only once it holds what
+    /// the checkout counted for it in a guard: closing runs connections' own drops, and should
+    /// one panic, the guard gives the count back.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn checkout(
         &self,
         pool: &Arc<PoolInner<D>>,
@@ -1051,10 +1057,10 @@ impl<D: Dialer> Store<D> {
         hash: u64,
         now: Nanos,
         want: Want,
+        after: &mut Aftermath<'_, D::Conn>,
     ) -> Checkout<D> {
         let (fresh, may_dial) = (want == Want::Fresh, want != Want::ReuseHere);
         let now = self.now(now);
-        let mut after = self.aftermath();
         let shard = self.shard_index(lane, hash);
         let mut guard = lock(&self.shards[shard].0);
         if self.is_closed() {
@@ -1074,12 +1080,12 @@ impl<D: Dialer> Store<D> {
         let bucket = entry.get_mut();
         if !fresh {
             // Those whose idle time is up go first, whichever is handed out.
-            bucket.close_idle_expired(now, books, &mut after);
+            bucket.close_idle_expired(now, books, after);
             while let Some(newest) = bucket.idle.last() {
                 if now.idle_expired(newest) {
                     // The newest has expired, so have all the others.
                     let all = bucket.idle.len();
-                    bucket.close_oldest(all, Reason::Expired, books, &mut after);
+                    bucket.close_oldest(all, Reason::Expired, books, after);
                     break;
                 }
                 let too_old = now.too_old(newest.born);
@@ -1098,10 +1104,10 @@ impl<D: Dialer> Store<D> {
         }
         let max_open = self.limits.max_open_per_host;
         if fresh && bucket.open() >= max_open && !bucket.idle.is_empty() {
-            bucket.close_oldest(1, Reason::Evicted, books, &mut after);
+            bucket.close_oldest(1, Reason::Evicted, books, after);
             // Room goes to whoever was in line first (returns go to waiters before they go idle,
             // so normally no one is).
-            bucket.settle(max_open, &mut after);
+            bucket.settle(max_open, after);
         }
         if bucket.open() < max_open && bucket.waiters.is_empty() {
             if !may_dial {
@@ -1146,7 +1152,8 @@ impl<D: Dialer> Store<D> {
     /// With several lanes, for a get that found nothing usable in its own lane: the newest usable
     /// idle connection to `addr` in another lane, moved into `lane`'s books as held (a hit) in
     /// one step, with both shards locked, so that no snapshot and no `shutdown` can find it in
-    /// neither lane. `None` when no other lane has one.
+    /// neither lane. `None` when no other lane has one. What it closes on the way goes to
+    /// `after`, as in [`Store::checkout`].
     pub(crate) fn steal(
         &self,
         pool: &Arc<PoolInner<D>>,
@@ -1154,13 +1161,13 @@ impl<D: Dialer> Store<D> {
         addr: &D::Addr,
         hash: u64,
         now: Nanos,
+        after: &mut Aftermath<'_, D::Conn>,
     ) -> Option<Checkout<D>> {
         let now = self.now(now);
         let own_shard = self.shard_index(lane, hash);
         for step in 1..self.lanes {
             let other = (lane + step) & (self.lanes - 1);
             let other_shard = self.shard_index(other, hash);
-            let mut after = self.aftermath();
             // Two shards of one destination at once: in lane order, as check_in_with_room
             // takes them.
             let (mut own, mut theirs) = if lane < other {
@@ -1178,7 +1185,7 @@ impl<D: Dialer> Store<D> {
                 continue;
             };
             let bucket = entry.get_mut();
-            bucket.expire(now, books, &mut after);
+            bucket.expire(now, books, after);
             let taken = bucket.pop_newest(books);
             if bucket.is_empty() {
                 entry.remove();
@@ -2080,6 +2087,54 @@ mod tests {
             assert_eq!(conn.1, young_id);
             assert!(conn.1 != old_id && conn.1 != other_id);
             assert_eq!(pool.stats().counters.closed_lifetime, 1);
+        }
+
+        /// A numbered connection; the first one's drop panics when `.1` is set.
+        struct Brittle(u64, Arc<std::sync::atomic::AtomicBool>);
+
+        impl Drop for Brittle {
+            fn drop(&mut self) {
+                if self.0 == 0 && self.1.load(Ordering::SeqCst) {
+                    std::panic::resume_unwind(Box::new("a connection's drop failed"));
+                }
+            }
+        }
+
+        #[test]
+        fn a_get_from_another_lane_whose_close_panics_leaves_the_counts_exact() {
+            let clock = ManualClock::new();
+            let next = Arc::new(AtomicU64::new(0));
+            let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = armed.clone();
+            let pool = Pool::builder(dial_fn(move |_: u8| {
+                let conn = Brittle(next.fetch_add(1, Ordering::Relaxed), flag.clone());
+                futures::future::ready(Ok::<_, std::io::Error>(conn))
+            }))
+            .lanes(2)
+            .idle_timeout(Duration::from_secs(10))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+            pin_thread_lane(0);
+            let (first, second) = (block_on(pool.get(&7)), block_on(pool.get(&7)));
+            drop(first);
+            clock.advance(Duration::from_secs(6));
+            drop(second);
+            clock.advance(Duration::from_secs(5));
+            // Lane 1 has nothing: its get takes the second from lane 0, closing the first,
+            // expired, on the way, and that close panics.
+            armed.store(true, Ordering::SeqCst);
+            pin_thread_lane(1);
+            let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                drop(block_on(pool.get(&7)));
+            }));
+            armed.store(false, Ordering::SeqCst);
+            assert!(got.is_err(), "the close panicked");
+            let stats = pool.stats();
+            let c = &stats.counters;
+            assert!(stats.destinations.is_empty(), "{stats:?}");
+            assert_eq!((c.dials, c.closed(), c.hits), (2, 2, 0), "{c:?}");
+            assert!(block_on(pool.shutdown(Duration::ZERO)));
         }
 
         #[test]

@@ -704,3 +704,113 @@ fn a_clock_that_panics_as_a_dial_ends_leaves_the_counts_exact() {
         "the dial ended as cancelled"
     );
 }
+
+// A connection whose own drop panics as the pool closes it on the way (expired, evicted, the pool
+// closing, the reaper) leaves no count behind, neither for the caller the pool was serving nor for
+// anything else the pool was about to close or tell.
+
+/// Numbered connections, each with its own switch: connection `n`'s drop panics once `arm(n)`.
+#[derive(Clone, Default)]
+struct Brittle {
+    armed: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+    live: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct BrittleConn {
+    armed: Arc<AtomicBool>,
+    live: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for BrittleConn {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        if self.armed.load(Ordering::SeqCst) {
+            std::panic::resume_unwind(Box::new("a connection's drop failed"));
+        }
+    }
+}
+
+#[connpool_core::async_trait]
+impl connpool_core::Dialer for Brittle {
+    type Addr = u8;
+    type Conn = BrittleConn;
+    async fn dial(&self, _: &u8) -> io::Result<BrittleConn> {
+        let armed = Arc::new(AtomicBool::new(false));
+        self.armed.lock().unwrap().push(armed.clone());
+        self.live.fetch_add(1, Ordering::SeqCst);
+        Ok(BrittleConn {
+            armed,
+            live: self.live.clone(),
+        })
+    }
+}
+
+impl Brittle {
+    fn arm(&self, n: usize) {
+        self.armed.lock().unwrap()[n].store(true, Ordering::SeqCst);
+    }
+
+    fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+}
+
+/// A pool of two connections to 1, idle since 0 s (connection 0, whose idle time is up) and 6 s
+/// (connection 1), at 11 s, with a 10 s idle timeout; connection 0's drop panics.
+fn one_expired_one_not(max_open: usize) -> (Brittle, Pool<Brittle>) {
+    let (dialer, clock) = (Brittle::default(), ManualClock::new());
+    let pool = Pool::builder(dialer.clone())
+        .idle_timeout(Duration::from_secs(10))
+        .max_open_per_host(max_open)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let (first, second) = (block_on(pool.get(&1)), block_on(pool.get(&1)));
+    drop(first);
+    clock.advance(Duration::from_secs(6));
+    drop(second);
+    clock.advance(Duration::from_secs(5));
+    dialer.arm(0);
+    (dialer, pool)
+}
+
+/// Runs `f`, which must panic.
+fn panics(f: impl FnOnce()) {
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    assert!(unwound.is_err(), "a connection's drop panicked");
+}
+
+#[test]
+fn a_get_whose_close_of_an_expired_connection_panics_leaves_the_counts_exact() {
+    let (dialer, pool) = one_expired_one_not(usize::MAX);
+    // Closes connection 0 on the way to handing out connection 1.
+    panics(|| drop(block_on(pool.get(&1))));
+    let stats = pool.stats();
+    let c = &stats.counters;
+    assert!(stats.destinations.is_empty(), "{stats:?}");
+    assert_eq!(
+        dialer.live(),
+        0,
+        "connection 1 is closed too, handed to no one"
+    );
+    assert_eq!(c.dials, c.closed() + c.detached, "{c:?}");
+    assert_eq!(c.hits, 0, "no hit: nothing was handed out");
+    assert!(block_on(pool.shutdown(Duration::ZERO)));
+}
+
+#[test]
+fn a_dial_whose_eviction_panics_gives_its_slot_back() {
+    let (dialer, pool) = one_expired_one_not(2);
+    // At the limit: closes connection 0 (the oldest) to make room, then would dial.
+    panics(|| drop(block_on(pool.dial(&1))));
+    let stats = pool.stats();
+    assert_eq!((stats.total(), stats.idle()), (1, 1), "{stats:?}");
+    // Connection 1 held and one dial beside it: the limit's two.
+    let held = block_on(pool.get(&1)).unwrap();
+    let mut dial = Box::pin(pool.dial(&1));
+    assert!(poll_once(&mut dial).is_ready(), "{:?}", pool.stats());
+    drop((held, dial));
+    assert_eq!(dialer.live(), 2);
+    assert!(block_on(pool.shutdown(Duration::ZERO)));
+    assert_eq!(dialer.live(), 0);
+}
