@@ -98,9 +98,16 @@ pub(crate) struct PoolInner<D: Dialer> {
 
 impl<D: Dialer> PoolInner<D> {
     fn close(&self) -> usize {
-        let closed = self.store.close();
-        self.reaper.stop();
-        closed
+        /// Stops the reaper when dropped: after the store closes, even should closing a
+        /// connection panic.
+        struct StopReaper<'a>(&'a ReaperSignal);
+        impl Drop for StopReaper<'_> {
+            fn drop(&mut self) {
+                self.0.stop();
+            }
+        }
+        let _stop = StopReaper(&self.reaper);
+        self.store.close()
     }
 
     /// A sleep on the pool's clock, when it has one that can sleep.

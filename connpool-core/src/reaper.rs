@@ -3,9 +3,11 @@
 //! It sleeps until the next idle deadline, parks while nothing is idle (a returned connection wakes
 //! it), and ends when the pool is closed or gone. A connection that goes idle with a lifetime
 //! ending before the reaper's next look wakes it too. It holds only a `Weak` to the pool, so it
-//! never keeps a pool alive.
+//! never keeps a pool alive. A connection whose own drop panics as the reaper closes it does not
+//! end the reaper.
 
 use std::future::{poll_fn, Future};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -174,7 +176,12 @@ fn next_nap<D: Dialer>(pool: &PoolInner<D>, signal: &ReaperSignal) -> Option<Opt
     // of its lifetime here instead ([`ReaperSignal::claim_early`]).
     signal.wake_at.store(LOOKING, Ordering::SeqCst);
     let now = pool.time.now();
-    let (_, next) = pool.store.reap(now);
+    // A connection whose own drop panicked: the look and the other closes went on regardless, the
+    // panic hook has told of it, and the reaper looks again rather than end for good. (A clock
+    // that panics still ends it: looking again would only panic again.)
+    let Ok((_, next)) = catch_unwind(AssertUnwindSafe(|| pool.store.reap(now))) else {
+        return None;
+    };
     if let Some(deadline) = next {
         // Below the marks: a deadline past the pool's time (a timeout of centuries) is a long
         // sleep, as any other, that an early lifetime can still cut short.

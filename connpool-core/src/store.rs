@@ -1550,12 +1550,16 @@ impl<D: Dialer> Store<D> {
 
     /// Closes the idle connections whose time is up. Returns how many, and when the next one's
     /// time will be up (`None` when nothing is idle).
+    ///
+    /// Every shard is looked at before any connection is closed, so a connection whose own drop
+    /// panics stops neither the look nor the other closes (a panic unwinds through the rest of a
+    /// list's drops); the panic goes on to the caller after them.
     pub(crate) fn reap(&self, now: Nanos) -> (usize, Option<Nanos>) {
         let now = self.now(now);
         let mut reaped = 0;
         let mut next: Option<Nanos> = None;
+        let mut after = self.aftermath();
         for shard in self.shards.iter() {
-            let mut after = self.aftermath();
             let mut guard = lock(&shard.0);
             if guard.books.idle == 0 {
                 shrink_if_sparse(&mut guard.buckets);
@@ -1578,11 +1582,12 @@ impl<D: Dialer> Store<D> {
         (reaped, next)
     }
 
-    /// Closes every idle connection to `addr`, in every lane; returns how many.
+    /// Closes every idle connection to `addr`, in every lane; returns how many. Every lane is
+    /// emptied before any connection is closed, as in [`Store::reap`].
     pub(crate) fn purge(&self, addr: &D::Addr, hash: u64) -> usize {
+        let mut after = self.aftermath();
         (0..self.lanes)
             .map(|lane| {
-                let mut after = self.aftermath();
                 let mut guard = lock(self.shard(lane, hash));
                 let Shard { buckets, books } = &mut *guard;
                 let Ok(mut entry) = buckets.find_entry(hash, |b| b.dest.addr == *addr) else {
@@ -1602,13 +1607,16 @@ impl<D: Dialer> Store<D> {
 
     /// Marks the store closed, closes every idle connection and turns every waiter away; returns
     /// how many connections it closed. Idempotent.
+    ///
+    /// Every shard is emptied, and every waiter told, before any connection is closed, as in
+    /// [`Store::reap`]: a connection whose own drop panics leaves nothing behind.
     pub(crate) fn close(&self) -> usize {
         // Sequentially consistent for the aftermaths still closing connections: one that ends
         // its count after a `shutdown` read it sees the flag, and wakes that `shutdown`.
         self.closed.store(true, Ordering::SeqCst);
         let mut closed = 0;
+        let mut after = self.aftermath();
         for shard in self.shards.iter() {
-            let mut after = self.aftermath();
             let mut guard = lock(&shard.0);
             let Shard { buckets, books } = &mut *guard;
             let before = books.idle;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use connpool_core::{Clock, Error, ManualClock, Pool, Pooled, Spawner};
 use futures::executor::block_on;
 use futures::future::{BoxFuture, FutureExt, LocalBoxFuture};
-use support::{addr, poll_once, TestDialer};
+use support::{addr, poll_once, TestDialer, TestSpawner};
 
 // A panicking `Dialer::is_open` ends the holder's count as the panic unwinds.
 #[derive(Clone, Default)]
@@ -813,4 +813,67 @@ fn a_dial_whose_eviction_panics_gives_its_slot_back() {
     assert_eq!(dialer.live(), 2);
     assert!(block_on(pool.shutdown(Duration::ZERO)));
     assert_eq!(dialer.live(), 0);
+}
+
+#[test]
+fn a_close_whose_first_close_panics_empties_the_whole_pool() {
+    let dialer = Brittle::default();
+    // One lane, many shards: the connection whose drop panics sits in one of them.
+    let pool = Pool::builder(dialer.clone())
+        .clock(ManualClock::new())
+        .max_open_per_host(1)
+        .build()
+        .unwrap();
+    drop(block_on(pool.get(&0)));
+    dialer.arm(0);
+    let busy: Vec<u8> = (1..=64).collect();
+    let mut held = Vec::new();
+    let mut waiting = Vec::new();
+    for a in &busy {
+        held.push(block_on(pool.get(a)).unwrap());
+        let mut waiter = Box::pin(pool.get(a));
+        assert!(poll_once(&mut waiter).is_pending());
+        waiting.push(waiter);
+    }
+    for a in 65..=128 {
+        drop(block_on(pool.get(&a)));
+    }
+    panics(|| pool.close());
+    assert_eq!(pool.stats().idle(), 0, "every idle connection closed");
+    assert_eq!(dialer.live(), 64, "only the held ones are left");
+    for waiter in &mut waiting {
+        assert!(
+            matches!(poll_once(waiter), Poll::Ready(Err(Error::Closed))),
+            "every waiter told"
+        );
+    }
+    drop(held);
+    assert_eq!(dialer.live(), 0);
+    assert!(block_on(pool.shutdown(Duration::ZERO)));
+}
+
+#[test]
+fn the_reaper_outlives_a_connection_whose_drop_panics() {
+    let (dialer, clock, spawner) = (
+        Brittle::default(),
+        ManualClock::new(),
+        TestSpawner::default(),
+    );
+    let pool = Pool::builder(dialer.clone())
+        .idle_timeout(Duration::from_secs(10))
+        .clock(clock.clone())
+        .spawner(spawner.clone())
+        .build()
+        .unwrap();
+    let (first, second) = (block_on(pool.get(&1)), block_on(pool.get(&2)));
+    drop((first, second));
+    dialer.arm(0);
+    clock.advance(Duration::from_secs(10));
+    spawner.run();
+    assert_eq!(dialer.live(), 0, "both closed, the panic notwithstanding");
+    assert_eq!(spawner.pending(), 1, "the reaper goes on");
+    drop(block_on(pool.get(&3)));
+    clock.advance(Duration::from_secs(10));
+    spawner.run();
+    assert_eq!(dialer.live(), 0, "and closes what expires next");
 }
