@@ -58,10 +58,12 @@ pub trait Clock: Send + Sync + 'static {
     /// Whether [`now`](Clock::now) reads the system's monotonic clock (what `Instant::now()`
     /// reads), and will for as long as the pool lives. Asked once, when the pool is built.
     ///
-    /// A pool on such a clock reads the time itself, as a pool with no clock does: the system's
-    /// monotonic clock at its coarse resolution where the system offers one (Linux: a few
-    /// milliseconds, a few nanoseconds per reading instead of over twenty), and sleeps on this
-    /// clock. Idle timeouts then have that resolution. Default `false`: the pool asks
+    /// A pool on such a clock reads the time itself, as a pool with no clock does, and sleeps on
+    /// this clock. It reads the system's monotonic clock at its coarse resolution where the
+    /// system offers one and the pool's timeouts are a second or more (Linux: ticks of a few
+    /// milliseconds, a few nanoseconds per reading instead of over twenty), and closes idle
+    /// connections up to two ticks early then, never late; at full resolution otherwise.
+    /// Default `false`: the pool asks
     /// [`now`](Clock::now) at every get and every return, as a clock that can be paused or moved
     /// by hand needs.
     fn is_system_time(&self) -> bool {
@@ -117,15 +119,28 @@ enum Source {
 }
 
 impl Timebase {
-    pub(crate) fn new(clock: Option<Arc<dyn Clock>>) -> Self {
+    /// The time of a pool given `clock`, if any, whose shortest timeout (idle or lifetime) is
+    /// `shortest`.
+    pub(crate) fn new(clock: Option<Arc<dyn Clock>>, shortest: Duration) -> Self {
         let source = match clock {
             Some(clock) if !clock.is_system_time() => {
                 let epoch = clock.now();
                 Source::Custom(clock, epoch)
             }
-            clock => Source::System(SystemClock::new(), clock),
+            clock => Source::System(SystemClock::new(nanos(shortest)), clock),
         };
         Timebase { source }
+    }
+
+    /// How far behind the time a reading may lag: the tick of a coarse clock, 0 for the others.
+    /// An interval between two readings may come out up to this much shorter than it was, so the
+    /// pool takes it off its timeouts: an idle connection is closed up to two ticks early, never
+    /// late.
+    pub(crate) fn lag(&self) -> Nanos {
+        match &self.source {
+            Source::System(system, _) => system.lag(),
+            Source::Custom(..) => 0,
+        }
     }
 
     #[inline]
@@ -156,39 +171,69 @@ impl Timebase {
 }
 
 /// The clock a pool uses when none is set: the system's monotonic clock, read at its coarse
-/// resolution where the system offers one (Linux: `CLOCK_MONOTONIC_COARSE`, a few milliseconds).
+/// resolution where the system offers one (Linux: `CLOCK_MONOTONIC_COARSE`, a few milliseconds)
+/// and the pool's timeouts are long enough for it (a second or more at a 4 ms tick: 256 ticks),
+/// else at its full resolution.
 ///
 /// A coarse reading costs a few nanoseconds where a precise one costs over twenty, and the pool
-/// reads the clock on every get and every return. Idle timeouts are seconds long, so milliseconds
-/// of resolution change nothing; a pool that needs finer timing sets its own [`Clock`] (one that
-/// does not say [`Clock::is_system_time`]). It cannot sleep, so a pool on it alone expires idle
-/// connections lazily (on get, return and [`Pool::reap`](crate::Pool::reap)); a pool given a clock
-/// that reads the system's time sleeps on that clock.
+/// reads the clock on every get and every return. It lags the time by up to a tick, so the pool
+/// takes a tick off its timeouts ([`Timebase::lag`]): a connection goes up to two ticks early
+/// (under 1% of a second), and never late. A pool that needs finer timing sets its own [`Clock`]
+/// (one that does not say [`Clock::is_system_time`]). It cannot sleep, so a pool on it alone
+/// expires idle connections lazily (on get, return and [`Pool::reap`](crate::Pool::reap)); a
+/// pool given a clock that reads the system's time sleeps on that clock.
 struct SystemClock {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     epoch: Nanos,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    id: rustix::time::ClockId,
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    lag: Nanos,
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     epoch: Instant,
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 impl SystemClock {
-    fn new() -> Self {
+    /// How many of its ticks the shortest timeout must span for the pool to read the coarse
+    /// clock: at most two ticks early in 256 is under 1%.
+    const TICKS: Nanos = 256;
+
+    /// The clock for a pool whose shortest timeout is `shortest`.
+    fn new(shortest: Nanos) -> Self {
+        use rustix::time::{clock_getres, ClockId};
+        let tick = nanos_of(clock_getres(ClockId::MonotonicCoarse));
+        let (id, lag) = if tick > 0 && shortest / Self::TICKS >= tick {
+            (ClockId::MonotonicCoarse, tick)
+        } else {
+            (ClockId::Monotonic, 0)
+        };
         SystemClock {
-            epoch: coarse_monotonic(),
+            epoch: monotonic(id),
+            id,
+            lag,
         }
     }
 
     #[inline]
     fn now(&self) -> Nanos {
-        coarse_monotonic().saturating_sub(self.epoch)
+        monotonic(self.id).saturating_sub(self.epoch)
+    }
+
+    fn lag(&self) -> Nanos {
+        self.lag
     }
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[inline]
-fn coarse_monotonic() -> Nanos {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+fn monotonic(id: rustix::time::ClockId) -> Nanos {
+    nanos_of(rustix::time::clock_gettime(id))
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline]
+fn nanos_of(ts: rustix::time::Timespec) -> Nanos {
     // The monotonic clock counts from boot, so neither field is negative, and it reaches 2^64
     // nanoseconds after 584 years of uptime.
     (ts.tv_sec as u64)
@@ -198,7 +243,7 @@ fn coarse_monotonic() -> Nanos {
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 impl SystemClock {
-    fn new() -> Self {
+    fn new(_shortest: Nanos) -> Self {
         SystemClock {
             epoch: Instant::now(),
         }
@@ -206,6 +251,10 @@ impl SystemClock {
 
     fn now(&self) -> Nanos {
         nanos(self.epoch.elapsed())
+    }
+
+    fn lag(&self) -> Nanos {
+        0
     }
 }
 
@@ -371,5 +420,26 @@ impl Future for ManualSleep {
             _ => state.1 = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+}
+
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_clock_is_coarse_only_for_timeouts_of_many_of_its_ticks() {
+        let tick = nanos_of(rustix::time::clock_getres(
+            rustix::time::ClockId::MonotonicCoarse,
+        ));
+        assert!(tick > 0);
+        let long = SystemClock::new(SystemClock::TICKS * tick);
+        assert_eq!(long.lag(), tick, "coarse, lagging by up to a tick");
+        let short = SystemClock::new(SystemClock::TICKS * tick - 1);
+        assert_eq!(short.lag(), 0, "precise");
+        for clock in [long, short] {
+            let (a, b) = (clock.now(), clock.now());
+            assert!(a <= b);
+        }
     }
 }

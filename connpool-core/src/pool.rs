@@ -705,8 +705,9 @@ impl<D: Dialer> Builder<D> {
         self
     }
 
-    /// The clock idle times and timeouts are measured on (default: the system's monotonic clock at
-    /// its coarse resolution, a few milliseconds, which cannot sleep). A clock that says
+    /// The clock idle times and timeouts are measured on (default: the system's monotonic clock,
+    /// which cannot sleep, read at its coarse resolution of a few milliseconds when the timeouts
+    /// are a second or more: [`Clock::is_system_time`] says more). A clock that says
     /// [`Clock::is_system_time`] is slept on, and the pool reads the time as with the default.
     pub fn clock(mut self, c: impl Clock) -> Self {
         self.clock = Some(std::sync::Arc::new(c));
@@ -814,7 +815,10 @@ impl<D: Dialer> Builder<D> {
             && limits.max_idle_total != Some(0)
             && (nanos(limits.idle_timeout) < Nanos::MAX
                 || limits.max_lifetime.is_some_and(|d| nanos(d) < Nanos::MAX));
-        let time = Timebase::new(self.clock);
+        let shortest = limits.max_lifetime.map_or(limits.idle_timeout, |lifetime| {
+            lifetime.min(limits.idle_timeout)
+        });
+        let time = Timebase::new(self.clock, shortest);
         let reaper_clock = match (&self.spawner, time.clock(), reaper_useful) {
             (Some(_), Some(clock), true) => Some(clock.clone()),
             _ => None,
@@ -826,7 +830,7 @@ impl<D: Dialer> Builder<D> {
         ));
         let inner = Arc::new(PoolInner {
             dialer: self.dialer,
-            store: Store::new(limits),
+            store: Store::new(limits, time.lag()),
             time,
             check_on_get: self.check_on_get,
             check_on_return: self.check_on_get && self.check_on_return,

@@ -813,7 +813,8 @@ impl<D: Dialer> Bucket<D> {
 }
 
 impl<D: Dialer> Store<D> {
-    pub(crate) fn new(limits: Limits) -> Self {
+    /// The store of a pool whose clock may lag the time by `lag` ([`Timebase::lag`](crate::clock::Timebase::lag)).
+    pub(crate) fn new(limits: Limits, lag: Nanos) -> Self {
         // An exact least-recently-used order across destinations needs them under one lock, and a
         // per-destination limit needs each destination's counts in one bucket.
         let (lanes, shards_per_lane) = if limits.max_idle_total.is_some() {
@@ -845,8 +846,10 @@ impl<D: Dialer> Store<D> {
             shard_mask: shards_per_lane - 1,
             hasher: DefaultHashBuilder::default(),
             closed: AtomicBool::new(false),
-            idle_timeout: nanos(limits.idle_timeout),
-            max_lifetime: limits.max_lifetime.map_or(Nanos::MAX, nanos),
+            idle_timeout: early(nanos(limits.idle_timeout), lag),
+            max_lifetime: limits
+                .max_lifetime
+                .map_or(Nanos::MAX, |lifetime| early(nanos(lifetime), lag)),
             limits,
             drain: DrainSignal::default(),
         }
@@ -1702,6 +1705,17 @@ impl<D: Dialer> Store<D> {
 /// Gives a table's memory back once it is mostly empty: a burst of destinations held at once grew
 /// it, and they are gone. Shrinking only below a quarter full, to twice what is left, keeps it
 /// rare: the table must lose three quarters again, or double, before it is resized again.
+/// A `timeout` as the store counts it on a clock that may lag the time by `lag`: that much
+/// shorter, so that no connection outlives it (an interval between two such readings may come out
+/// `lag` shorter than it was). "Never" stays never.
+fn early(timeout: Nanos, lag: Nanos) -> Nanos {
+    if timeout == Nanos::MAX {
+        timeout
+    } else {
+        timeout.saturating_sub(lag)
+    }
+}
+
 fn shrink_if_sparse<D: Dialer>(buckets: &mut HashTable<Bucket<D>>) {
     if buckets.capacity() > 64 && buckets.len() < buckets.capacity() / 4 {
         buckets.shrink_to(buckets.len() * 2, |b| b.dest.hash);
@@ -1832,6 +1846,15 @@ mod tests {
     use crate::{dial_fn, ManualClock, Pool};
 
     /// Short-lived destinations: every way a connection can end leaves no bucket behind.
+    #[test]
+    fn a_lagging_clock_shortens_timeouts_but_never_stays_never() {
+        use super::{early, Nanos};
+        let lag = 4_000_000;
+        assert_eq!(early(90_000_000_000, lag), 90_000_000_000 - lag);
+        assert_eq!(early(Nanos::MAX, lag), Nanos::MAX);
+        assert_eq!(early(90_000_000_000, 0), 90_000_000_000);
+    }
+
     #[test]
     fn empty_destinations_leave_the_map() {
         let clock = ManualClock::new();

@@ -11,8 +11,9 @@ use smol::Timer;
 ///
 /// Its sleeps need no executor of their own: async-io drives its timers from whichever thread
 /// waits for them, or from its background thread. As its time is the system's
-/// ([`is_system_time`](Clock::is_system_time)), a pool on it reads the system's clock itself, at the
-/// coarse resolution a pool with no clock uses (a few nanoseconds a reading instead of over twenty).
+/// ([`is_system_time`](Clock::is_system_time)), a pool on it reads the system's clock itself, as a
+/// pool with no clock does: at its coarse resolution when the timeouts are a second or more (a few
+/// nanoseconds a reading instead of over twenty).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SmolClock;
 
