@@ -1189,21 +1189,35 @@ impl<D: Dialer> Store<D> {
             };
             let bucket = entry.get_mut();
             bucket.expire(now, books, after);
-            let taken = bucket.pop_newest(books);
-            if bucket.is_empty() {
-                entry.remove();
-            }
-            let Some(idle) = taken else {
+            if bucket.idle.is_empty() {
+                if bucket.is_empty() {
+                    entry.remove();
+                }
                 continue;
-            };
-            let Shard { buckets, books } = &mut *own;
-            let bucket = buckets
+            }
+            // This lane's bucket before the connection moves: finding or making it runs the
+            // address's `Eq` and `Clone`, the caller's code, which may panic.
+            let Shard {
+                buckets: own_buckets,
+                books: own_books,
+            } = &mut *own;
+            let own_bucket = own_buckets
                 .entry(hash, |b| b.dest.addr == *addr, |b| b.dest.hash)
                 .or_insert_with(|| self.new_bucket(pool, own_shard, addr, hash))
                 .into_mut();
-            books.counters.hits += 1;
-            bucket.held += 1;
-            return Some(Checkout::Reuse(bucket.dest.clone(), idle.conn, idle.born));
+            let Some(idle) = bucket.pop_newest(books) else {
+                continue;
+            };
+            if bucket.is_empty() {
+                entry.remove();
+            }
+            own_books.counters.hits += 1;
+            own_bucket.held += 1;
+            return Some(Checkout::Reuse(
+                own_bucket.dest.clone(),
+                idle.conn,
+                idle.born,
+            ));
         }
         None
     }
@@ -1420,6 +1434,11 @@ impl<D: Dialer> Store<D> {
     ) -> bool {
         let now = self.now(now);
         let mut after = self.aftermath();
+        // The other lanes' buckets are found by the address's `Eq`, the caller's code: should it
+        // panic, the locks go, then the connection, then its count.
+        let lent = Lent::new(dest);
+        let ending = lent.ending(Reason::Panicking);
+        let conn = conn;
         let in_lane = dest.shard & self.shard_mask;
         let own = dest.shard >> self.lane_bits;
         // The only other place that holds two shard locks is `steal`, and both take a
@@ -1465,9 +1484,11 @@ impl<D: Dialer> Store<D> {
         }
         let Shard { buckets, books } = &mut *guards[own];
         let Ok(mut entry) = buckets.find_entry(dest.hash, |b| Arc::ptr_eq(&b.dest, dest)) else {
+            ending.disarm();
             debug_assert!(false, "a destination in use has no bucket");
             return false;
         };
+        ending.disarm();
         let bucket = entry.get_mut();
         bucket.held -= 1;
         if granted {
@@ -2166,6 +2187,120 @@ mod tests {
             assert!(stats.destinations.is_empty(), "{stats:?}");
             assert_eq!((c.dials, c.closed(), c.hits), (2, 2, 0), "{c:?}");
             assert!(block_on(pool.shutdown(Duration::ZERO)));
+        }
+
+        /// An address whose `==` panics at the `n`th comparison after [`Touchy::arm`]`(n)`, on this
+        /// thread.
+        #[derive(Clone, Debug)]
+        struct Touchy(u8);
+
+        impl std::hash::Hash for Touchy {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.0.hash(state);
+            }
+        }
+
+        thread_local! {
+            static COMPARISONS_LEFT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        }
+
+        impl Touchy {
+            fn arm(n: usize) {
+                COMPARISONS_LEFT.with(|left| left.set(n));
+            }
+
+            /// Whether the armed comparison has not come yet; disarms.
+            fn disarm() -> bool {
+                COMPARISONS_LEFT.with(|left| left.replace(0)) > 0
+            }
+        }
+
+        impl PartialEq for Touchy {
+            fn eq(&self, other: &Touchy) -> bool {
+                COMPARISONS_LEFT.with(|left| match left.get() {
+                    0 => {}
+                    1 => {
+                        left.set(0);
+                        std::panic::resume_unwind(Box::new("an address's == failed"));
+                    }
+                    n => left.set(n - 1),
+                });
+                self.0 == other.0
+            }
+        }
+
+        impl Eq for Touchy {}
+
+        /// With an address whose `==` panics at each of its comparisons in turn, in the return
+        /// that finds no room in its lane and asks the others (`returning`), or in a get that
+        /// takes another lane's connection: every connection is counted where it is, or closed
+        /// and counted as closed.
+        #[test]
+        fn an_address_whose_eq_panics_leaves_the_counts_exact() {
+            for returning in [true, false] {
+                for n in 1.. {
+                    let live = Arc::new(AtomicU64::new(0));
+                    let counter = live.clone();
+                    let pool = Pool::builder(dial_fn(move |_: Touchy| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        futures::future::ready(Ok::<_, std::io::Error>(Live(counter.clone())))
+                    }))
+                    .lanes(2)
+                    .clock(ManualClock::new())
+                    .build()
+                    .unwrap();
+                    let addr = Touchy(7);
+                    // Lane 0 holds one connection, lane 1 another.
+                    pin_thread_lane(0);
+                    let first = block_on(pool.get(&addr)).unwrap();
+                    pin_thread_lane(1);
+                    let second = block_on(pool.get(&addr)).unwrap();
+                    let mut held = vec![second];
+                    pin_thread_lane(0);
+                    if returning {
+                        Touchy::arm(n);
+                        let unwound =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                drop(first);
+                            }));
+                        if Touchy::disarm() {
+                            assert!(unwound.is_ok());
+                            break;
+                        }
+                        assert!(unwound.is_err(), "comparison {n} panicked");
+                    } else {
+                        drop(first); // idle in lane 0
+                        pin_thread_lane(1);
+                        Touchy::arm(n);
+                        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            block_on(pool.get(&addr)).unwrap()
+                        }));
+                        if Touchy::disarm() {
+                            held.push(got.unwrap());
+                            break;
+                        }
+                        assert!(got.is_err(), "comparison {n} panicked");
+                    }
+                    let stats = pool.stats();
+                    let c = &stats.counters;
+                    let open = live.load(Ordering::SeqCst);
+                    assert_eq!(open, stats.total() as u64, "{returning} {n}: {stats:?}");
+                    assert_eq!(c.dials, c.closed() + open, "{returning} {n}: {c:?}");
+                    assert_eq!(stats.total() - stats.idle(), held.len(), "{returning} {n}");
+                    drop(held);
+                    assert!(block_on(pool.shutdown(Duration::ZERO)), "{returning} {n}");
+                    assert_eq!(live.load(Ordering::SeqCst), 0);
+                }
+            }
+        }
+
+        /// A connection that counts itself in `.0` while it lives.
+        struct Live(Arc<AtomicU64>);
+
+        impl Drop for Live {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
         }
 
         #[test]
