@@ -1106,6 +1106,10 @@ impl<D: Dialer> Store<D> {
             }
         }
         let max_open = self.limits.max_open_per_host;
+        if fresh {
+            // Those whose time is up go first, as at a get, and make room as they go.
+            bucket.expire(now, books, after);
+        }
         if fresh && bucket.open() >= max_open && !bucket.idle.is_empty() {
             bucket.close_oldest(1, Reason::Evicted, books, after);
             // Room goes to whoever was in line first (returns go to waiters before they go idle,

@@ -295,6 +295,23 @@ fn a_failing_backend_fails_every_waiter_fast_with_its_own_dial_error() {
 }
 
 #[test]
+fn dial_at_the_limit_closes_the_expired_idle_connections_as_expired_before_it_evicts() {
+    let (pool, dialer, clock) = limited(3);
+    let (first, second, third) = (get(&pool, "a:1"), get(&pool, "a:1"), get(&pool, "a:1"));
+    drop(first);
+    clock.advance(Duration::from_secs(30));
+    drop(second);
+    clock.advance(Duration::from_secs(30)); // the first one's idle time is up
+    let fresh = block_on(pool.dial(&addr("a:1"))).unwrap();
+    assert!(!fresh.is_reused());
+    let c = pool.stats().counters;
+    assert_eq!((c.closed_expired, c.closed_evicted), (1, 0), "{c:?}");
+    assert_eq!(counts(&pool, "a:1"), (3, 1, 0), "the second stays idle");
+    drop((third, fresh));
+    assert_eq!(dialer.live(), 3);
+}
+
+#[test]
 fn dial_at_the_limit_replaces_an_idle_connection_or_waits_for_a_slot() {
     let (pool, dialer, _) = limited(2);
     let a = addr("a:1");

@@ -241,6 +241,10 @@ impl Model {
                 }
             }
         }
+        if fresh {
+            self.expire_idle(a);
+            self.expire_lifetime(a);
+        }
         if fresh && self.open(a) >= self.max_open && !self.idle.entry(a).or_default().is_empty() {
             self.idle.get_mut(&a).unwrap().remove(0);
             self.counters.closed_evicted += 1;
