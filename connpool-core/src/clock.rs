@@ -59,13 +59,15 @@ pub trait Clock: Send + Sync + 'static {
     /// reads), and will for as long as the pool lives. Asked once, when the pool is built.
     ///
     /// A pool on such a clock reads the time itself, as a pool with no clock does, and sleeps on
-    /// this clock. It reads the system's monotonic clock at its coarse resolution where the
-    /// system offers one and the pool's timeouts are a second or more (Linux: ticks of a few
-    /// milliseconds, a few nanoseconds per reading instead of over twenty), and closes idle
-    /// connections up to two ticks early then, never late; at full resolution otherwise.
-    /// Default `false`: the pool asks
-    /// [`now`](Clock::now) at every get and every return, as a clock that can be paused or moved
-    /// by hand needs.
+    /// this clock. On its hot path it reads the system's monotonic clock at its coarse resolution
+    /// where the system offers one and the pool's timeouts span 256 of its ticks (Linux: ticks of
+    /// a few milliseconds, so timeouts of about a second or more; a few nanoseconds per reading
+    /// instead of over twenty). A coarse reading lags the time, so the hot path hands out a
+    /// connection only while it is a 64th of its timeout away from it, and the slow path decides
+    /// the rest on a precise reading: nothing is handed out late unless the coarse clock lags by
+    /// more than that 64th, and an idle connection may be closed up to the lag of its own stamp
+    /// early. Default `false`: the pool asks [`now`](Clock::now) at every get and every return,
+    /// as a clock that can be paused or moved by hand needs.
     fn is_system_time(&self) -> bool {
         false
     }
@@ -132,14 +134,28 @@ impl Timebase {
         Timebase { source }
     }
 
-    /// How far behind the time a reading may lag: the tick of a coarse clock, 0 for the others.
-    /// An interval between two readings may come out up to this much shorter than it was, so the
-    /// pool takes it off its timeouts: an idle connection is closed up to two ticks early, never
-    /// late.
-    pub(crate) fn lag(&self) -> Nanos {
+    /// Whether [`Timebase::now`] reads a coarse clock, which lags the time: see
+    /// [`Timebase::exact`].
+    pub(crate) fn is_coarse(&self) -> bool {
         match &self.source {
-            Source::System(system, _) => system.lag(),
-            Source::Custom(..) => 0,
+            Source::System(system, _) => system.is_coarse(),
+            Source::Custom(..) => false,
+        }
+    }
+
+    /// [`Timebase::now`], read at the clock's full resolution where `now` reads a coarse one.
+    ///
+    /// A coarse reading lags the time, by up to a tick as a rule and by more when the system's
+    /// ticks come late, so an idle time measured with it may come out short. The pool's fast
+    /// paths hand out a connection only while its idle time and age, so measured, are at least
+    /// a 64th of their limits away from them, and leave the last stretch to the slow path, which
+    /// decides on this reading: never late against stamps that, being coarse, can only make a
+    /// connection look older.
+    #[inline]
+    pub(crate) fn exact(&self) -> Nanos {
+        match &self.source {
+            Source::System(system, _) => system.exact(),
+            Source::Custom(..) => self.now(),
         }
     }
 
@@ -172,21 +188,21 @@ impl Timebase {
 
 /// The clock a pool uses when none is set: the system's monotonic clock, read at its coarse
 /// resolution where the system offers one (Linux: `CLOCK_MONOTONIC_COARSE`, a few milliseconds)
-/// and the pool's timeouts are long enough for it (a second or more at a 4 ms tick: 256 ticks),
+/// and the pool's timeouts are long enough for it (256 of its ticks: 1.024 s at a 4 ms tick),
 /// else at its full resolution.
 ///
 /// A coarse reading costs a few nanoseconds where a precise one costs over twenty, and the pool
-/// reads the clock on every get and every return. It lags the time by up to a tick, so the pool
-/// takes a tick off its timeouts ([`Timebase::lag`]): a connection goes up to two ticks early
-/// (under 1% of a second), and never late. A pool that needs finer timing sets its own [`Clock`]
-/// (one that does not say [`Clock::is_system_time`]). It cannot sleep, so a pool on it alone
-/// expires idle connections lazily (on get, return and [`Pool::reap`](crate::Pool::reap)); a
-/// pool given a clock that reads the system's time sleeps on that clock.
+/// reads the clock on every get and every return; the slow paths read it precisely
+/// ([`Timebase::exact`]), so that a connection is never handed out late. A pool that needs finer
+/// timing sets its own [`Clock`] (one that does not say [`Clock::is_system_time`]). It cannot
+/// sleep, so a pool on it alone expires idle connections lazily (on get, return and
+/// [`Pool::reap`](crate::Pool::reap)); a pool given a clock that reads the system's time sleeps
+/// on that clock.
 struct SystemClock {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     epoch: Nanos,
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    lag: Nanos,
+    coarse: bool,
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     epoch: Instant,
 }
@@ -194,21 +210,24 @@ struct SystemClock {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 impl SystemClock {
     /// How many of its ticks the shortest timeout must span for the pool to read the coarse
-    /// clock: at most two ticks early in 256 is under 1%.
+    /// clock: the fast paths' margin, a 64th of the timeout, is then four ticks or more.
     const TICKS: Nanos = 256;
 
     /// The clock for a pool whose shortest timeout is `shortest`.
     fn new(shortest: Nanos) -> Self {
         use rustix::time::{clock_getres, ClockId};
         let tick = nanos_of(clock_getres(ClockId::MonotonicCoarse));
-        let (id, lag) = if tick > 0 && shortest / Self::TICKS >= tick {
-            (ClockId::MonotonicCoarse, tick)
+        let coarse = tick > 0 && shortest / Self::TICKS >= tick;
+        // The precise clock is never behind the coarse one, so the exact readings, taken from
+        // the same epoch, are never below the coarse ones.
+        let id = if coarse {
+            ClockId::MonotonicCoarse
         } else {
-            (ClockId::Monotonic, 0)
+            ClockId::Monotonic
         };
         SystemClock {
             epoch: monotonic(id),
-            lag,
+            coarse,
         }
     }
 
@@ -216,16 +235,20 @@ impl SystemClock {
     fn now(&self) -> Nanos {
         // Each call with its clock as a constant: passing the id from memory cost about 1 ns a
         // get and return (measured), the branch nothing.
-        let reading = if self.lag > 0 {
-            monotonic(rustix::time::ClockId::MonotonicCoarse)
+        if self.coarse {
+            monotonic(rustix::time::ClockId::MonotonicCoarse).saturating_sub(self.epoch)
         } else {
-            monotonic(rustix::time::ClockId::Monotonic)
-        };
-        reading.saturating_sub(self.epoch)
+            self.exact()
+        }
     }
 
-    fn lag(&self) -> Nanos {
-        self.lag
+    #[inline]
+    fn exact(&self) -> Nanos {
+        monotonic(rustix::time::ClockId::Monotonic).saturating_sub(self.epoch)
+    }
+
+    fn is_coarse(&self) -> bool {
+        self.coarse
     }
 }
 
@@ -257,8 +280,12 @@ impl SystemClock {
         nanos(self.epoch.elapsed())
     }
 
-    fn lag(&self) -> Nanos {
-        0
+    fn exact(&self) -> Nanos {
+        self.now()
+    }
+
+    fn is_coarse(&self) -> bool {
+        false
     }
 }
 
@@ -438,12 +465,15 @@ mod tests {
         ));
         assert!(tick > 0);
         let long = SystemClock::new(SystemClock::TICKS * tick);
-        assert_eq!(long.lag(), tick, "coarse, lagging by up to a tick");
+        assert!(long.is_coarse());
         let short = SystemClock::new(SystemClock::TICKS * tick - 1);
-        assert_eq!(short.lag(), 0, "precise");
+        assert!(!short.is_coarse());
         for clock in [long, short] {
-            let (a, b) = (clock.now(), clock.now());
-            assert!(a <= b);
+            let (now, exact) = (clock.now(), clock.exact());
+            assert!(
+                now <= exact,
+                "never ahead of the precise clock: {now} {exact}"
+            );
         }
     }
 }

@@ -532,6 +532,10 @@ pub(crate) struct Store<D: Dialer> {
     /// The limits in the store's own unit of time (`Nanos::MAX`: never).
     idle_timeout: Nanos,
     max_lifetime: Nanos,
+    /// What the get's fast path holds a connection's idle time and age under: the limits, less
+    /// a margin on a coarse clock ([`sure`]).
+    idle_sure: Nanos,
+    lifetime_sure: Nanos,
     drain: DrainSignal,
 }
 
@@ -813,8 +817,8 @@ impl<D: Dialer> Bucket<D> {
 }
 
 impl<D: Dialer> Store<D> {
-    /// The store of a pool whose clock may lag the time by `lag` ([`Timebase::lag`](crate::clock::Timebase::lag)).
-    pub(crate) fn new(limits: Limits, lag: Nanos) -> Self {
+    /// The store of a pool whose clock is coarse or not ([`Timebase::is_coarse`](crate::clock::Timebase::is_coarse)).
+    pub(crate) fn new(limits: Limits, coarse: bool) -> Self {
         // An exact least-recently-used order across destinations needs them under one lock, and a
         // per-destination limit needs each destination's counts in one bucket.
         let (lanes, shards_per_lane) = if limits.max_idle_total.is_some() {
@@ -846,10 +850,12 @@ impl<D: Dialer> Store<D> {
             shard_mask: shards_per_lane - 1,
             hasher: DefaultHashBuilder::default(),
             closed: AtomicBool::new(false),
-            idle_timeout: early(nanos(limits.idle_timeout), lag),
-            max_lifetime: limits
+            idle_timeout: nanos(limits.idle_timeout),
+            max_lifetime: limits.max_lifetime.map_or(Nanos::MAX, nanos),
+            idle_sure: sure(nanos(limits.idle_timeout), coarse),
+            lifetime_sure: limits
                 .max_lifetime
-                .map_or(Nanos::MAX, |lifetime| early(nanos(lifetime), lag)),
+                .map_or(Nanos::MAX, |lifetime| sure(nanos(lifetime), coarse)),
             limits,
             drain: DrainSignal::default(),
         }
@@ -954,8 +960,8 @@ impl<D: Dialer> Store<D> {
         // slow path) rather than leaving them to the next return. The closed flag too: `close`
         // raises it before it empties the shards one by one, and a get must not take what a
         // shard it has not reached yet still holds.
-        let fine = now.saturating_sub(oldest.since.min(newest.since)) < self.idle_timeout
-            && now.saturating_sub(newest.born) < self.max_lifetime
+        let fine = now.saturating_sub(oldest.since.min(newest.since)) < self.idle_sure
+            && now.saturating_sub(newest.born) < self.lifetime_sure
             && !self.is_closed();
         if !fine {
             return None;
@@ -1727,20 +1733,21 @@ impl<D: Dialer> Store<D> {
     }
 }
 
-/// Gives a table's memory back once it is mostly empty: a burst of destinations held at once grew
-/// it, and they are gone. Shrinking only below a quarter full, to twice what is left, keeps it
-/// rare: the table must lose three quarters again, or double, before it is resized again.
-/// A `timeout` as the store counts it on a clock that may lag the time by `lag`: that much
-/// shorter, so that no connection outlives it (an interval between two such readings may come out
-/// `lag` shorter than it was). "Never" stays never.
-fn early(timeout: Nanos, lag: Nanos) -> Nanos {
-    if timeout == Nanos::MAX {
+/// What the get's fast path holds an idle time or age under, for a limit of `timeout`: on a
+/// `coarse` clock, a 64th of it less, since a coarse reading lags the time and an interval it
+/// measures may come out short ([`Timebase::exact`](crate::clock::Timebase::exact)). "Never"
+/// stays never.
+fn sure(timeout: Nanos, coarse: bool) -> Nanos {
+    if timeout == Nanos::MAX || !coarse {
         timeout
     } else {
-        timeout.saturating_sub(lag)
+        timeout - timeout / 64
     }
 }
 
+/// Gives a table's memory back once it is mostly empty: a burst of destinations held at once grew
+/// it, and they are gone. Shrinking only below a quarter full, to twice what is left, keeps it
+/// rare: the table must lose three quarters again, or double, before it is resized again.
 fn shrink_if_sparse<D: Dialer>(buckets: &mut HashTable<Bucket<D>>) {
     if buckets.capacity() > 64 && buckets.len() < buckets.capacity() / 4 {
         buckets.shrink_to(buckets.len() * 2, |b| b.dest.hash);
@@ -1870,16 +1877,15 @@ mod tests {
 
     use crate::{dial_fn, ManualClock, Pool};
 
-    /// Short-lived destinations: every way a connection can end leaves no bucket behind.
     #[test]
-    fn a_lagging_clock_shortens_timeouts_but_never_stays_never() {
-        use super::{early, Nanos};
-        let lag = 4_000_000;
-        assert_eq!(early(90_000_000_000, lag), 90_000_000_000 - lag);
-        assert_eq!(early(Nanos::MAX, lag), Nanos::MAX);
-        assert_eq!(early(90_000_000_000, 0), 90_000_000_000);
+    fn on_a_coarse_clock_the_fast_path_keeps_a_margin_and_never_stays_never() {
+        use super::{sure, Nanos};
+        assert_eq!(sure(64_000_000_000, true), 63_000_000_000);
+        assert_eq!(sure(64_000_000_000, false), 64_000_000_000);
+        assert_eq!(sure(Nanos::MAX, true), Nanos::MAX);
     }
 
+    /// Short-lived destinations: every way a connection can end leaves no bucket behind.
     #[test]
     fn empty_destinations_leave_the_map() {
         let clock = ManualClock::new();

@@ -777,32 +777,48 @@ fn every_kind_of_return_closes_the_idle_connections_whose_time_is_up() {
 
 #[test]
 fn on_the_system_clock_a_connection_idle_past_its_timeout_is_never_handed_out() {
-    // Real time, and no race: every connection is idle for at least the timeout when its get
-    // comes, so none may come back, however coarse the clock the pool reads. 20 ms is read on
-    // the precise clock; 1100.1 ms on the coarse one where its tick is 4 ms or less (Linux). A
-    // coarse reading lags the time by up to a tick, so that the idle time it shows is a whole
-    // number of ticks, here most often 1100 ms: the pool must count the tick against the
-    // connection.
+    // Real time, and no race: each get comes when its connection has been idle for at least the
+    // timeout, so none may come back, however coarse the clock the pool reads. 20 ms is read on
+    // the precise clock; 1100.1 ms on the coarse one where its tick is 4 ms or less (Linux),
+    // whose readings lag the time and would show most of these idle times short. The returns
+    // are spread over about 80 ms, so that they and their gets fall at every point of a tick.
     for timeout in [Duration::from_millis(20), Duration::from_micros(1_100_100)] {
         let dialer = TestDialer::new();
         let pool = Pool::builder(dialer.clone())
             .idle_timeout(timeout)
             .build()
             .unwrap();
-        let addrs: Vec<String> = (0..8).map(|n| format!("a:{n}")).collect();
+        let addrs: Vec<String> = (0..64).map(|n| format!("a:{n}")).collect();
         let held: Vec<_> = addrs
             .iter()
             .map(|a| block_on(pool.get(a)).unwrap())
             .collect();
-        drop(held);
-        std::thread::sleep(timeout);
-        for a in &addrs {
+        let mut due = std::collections::VecDeque::new();
+        for (n, (a, conn)) in addrs.iter().zip(held).enumerate() {
+            drop(conn);
+            due.push_back((std::time::Instant::now() + timeout, a));
+            // 0.3 to 2.3 ms, in a fixed pseudo-random order.
+            let pause = 300 + (n as u64 * 7919) % 2000;
+            std::thread::sleep(Duration::from_micros(pause));
+            while due
+                .front()
+                .is_some_and(|(at, _)| *at <= std::time::Instant::now())
+            {
+                let (_, a) = due.pop_front().unwrap();
+                assert!(
+                    !block_on(pool.get(a)).unwrap().is_reused(),
+                    "{a} after {timeout:?}"
+                );
+            }
+        }
+        for (at, a) in due {
+            std::thread::sleep(at.saturating_duration_since(std::time::Instant::now()));
             let conn = block_on(pool.get(a)).unwrap();
             assert!(
                 !conn.is_reused(),
                 "{a}: idle for {timeout:?} or more, yet handed out"
             );
         }
-        assert_eq!(dialer.dials(), 16);
+        assert_eq!(dialer.dials(), 128);
     }
 }
