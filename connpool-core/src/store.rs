@@ -2199,9 +2199,40 @@ mod tests {
             assert!(block_on(pool.shutdown(Duration::ZERO)));
         }
 
-        /// An address whose `==` panics at the `n`th comparison after [`Touchy::arm`]`(n)`, on this
-        /// thread.
-        #[derive(Clone, Debug)]
+        #[test]
+        fn a_purge_whose_first_close_panics_empties_every_lane() {
+            let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (next, flag) = (Arc::new(AtomicU64::new(0)), armed.clone());
+            let pool = Pool::builder(dial_fn(move |_: u8| {
+                let conn = Brittle(next.fetch_add(1, Ordering::Relaxed), flag.clone());
+                futures::future::ready(Ok::<_, std::io::Error>(conn))
+            }))
+            .lanes(2)
+            .clock(ManualClock::new())
+            .build()
+            .unwrap();
+            // The first connection idle in lane 0, the second in lane 1.
+            pin_thread_lane(0);
+            let first = block_on(pool.get(&7)).unwrap();
+            pin_thread_lane(1);
+            let second = block_on(pool.get(&7)).unwrap();
+            pin_thread_lane(0);
+            drop(first);
+            pin_thread_lane(1);
+            drop(second);
+            let idle = |pool: &Pool<_>| pool.stats().destination(&7).map_or(0, |d| d.idle);
+            assert_eq!(idle(&pool), 2);
+            armed.store(true, Ordering::SeqCst);
+            let purged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.purge(&7)));
+            armed.store(false, Ordering::SeqCst);
+            assert!(purged.is_err(), "the first close panicked");
+            assert_eq!(idle(&pool), 0, "both lanes emptied");
+            assert_eq!(pool.stats().counters.closed_purged, 2);
+        }
+
+        /// An address whose `==` and `clone` panic at the `n`th of their calls after
+        /// [`Touchy::arm`]`(n)`, on this thread.
+        #[derive(Debug)]
         struct Touchy(u8);
 
         impl std::hash::Hash for Touchy {
@@ -2225,29 +2256,44 @@ mod tests {
             }
         }
 
-        impl PartialEq for Touchy {
-            fn eq(&self, other: &Touchy) -> bool {
+        impl Touchy {
+            /// Counts a call of `==` or `clone`; panics if it is the armed one.
+            fn call() {
                 COMPARISONS_LEFT.with(|left| match left.get() {
                     0 => {}
                     1 => {
                         left.set(0);
-                        std::panic::resume_unwind(Box::new("an address's == failed"));
+                        std::panic::resume_unwind(Box::new("an address's == or clone failed"));
                     }
                     n => left.set(n - 1),
                 });
+            }
+        }
+
+        impl PartialEq for Touchy {
+            fn eq(&self, other: &Touchy) -> bool {
+                Touchy::call();
                 self.0 == other.0
+            }
+        }
+
+        impl Clone for Touchy {
+            fn clone(&self) -> Touchy {
+                Touchy::call();
+                Touchy(self.0)
             }
         }
 
         impl Eq for Touchy {}
 
-        /// With an address whose `==` panics at each of its comparisons in turn, in the return
-        /// that finds no room in its lane and asks the others (`returning`), or in a get that
-        /// takes another lane's connection: every connection is counted where it is, or closed
-        /// and counted as closed.
+        /// With an address whose `==` or `clone` panics at each of its calls in turn, in the
+        /// return that finds no room in its lane and asks the others (`returning`), or in a get
+        /// that takes another lane's connection (into a lane that holds one, or none: a new
+        /// bucket, made with a clone): every connection is counted where it is, or closed and
+        /// counted as closed.
         #[test]
-        fn an_address_whose_eq_panics_leaves_the_counts_exact() {
-            for returning in [true, false] {
+        fn an_address_whose_eq_or_clone_panics_leaves_the_counts_exact() {
+            for (returning, second_held) in [(true, true), (false, true), (false, false)] {
                 for n in 1.. {
                     let live = Arc::new(AtomicU64::new(0));
                     let counter = live.clone();
@@ -2260,12 +2306,14 @@ mod tests {
                     .build()
                     .unwrap();
                     let addr = Touchy(7);
-                    // Lane 0 holds one connection, lane 1 another.
+                    // Lane 0 holds one connection, lane 1 another, or nothing.
                     pin_thread_lane(0);
                     let first = block_on(pool.get(&addr)).unwrap();
                     pin_thread_lane(1);
-                    let second = block_on(pool.get(&addr)).unwrap();
-                    let mut held = vec![second];
+                    let mut held = Vec::new();
+                    if second_held {
+                        held.push(block_on(pool.get(&addr)).unwrap());
+                    }
                     pin_thread_lane(0);
                     if returning {
                         Touchy::arm(n);
@@ -2277,7 +2325,7 @@ mod tests {
                             assert!(unwound.is_ok());
                             break;
                         }
-                        assert!(unwound.is_err(), "comparison {n} panicked");
+                        assert!(unwound.is_err(), "call {n} panicked");
                     } else {
                         drop(first); // idle in lane 0
                         pin_thread_lane(1);
@@ -2289,16 +2337,18 @@ mod tests {
                             held.push(got.unwrap());
                             break;
                         }
-                        assert!(got.is_err(), "comparison {n} panicked");
+                        assert!(got.is_err(), "call {n} panicked");
                     }
                     let stats = pool.stats();
                     let c = &stats.counters;
                     let open = live.load(Ordering::SeqCst);
-                    assert_eq!(open, stats.total() as u64, "{returning} {n}: {stats:?}");
-                    assert_eq!(c.dials, c.closed() + open, "{returning} {n}: {c:?}");
-                    assert_eq!(stats.total() - stats.idle(), held.len(), "{returning} {n}");
+                    let case =
+                        format!("returning {returning}, second held {second_held}, call {n}");
+                    assert_eq!(open, stats.total() as u64, "{case}: {stats:?}");
+                    assert_eq!(c.dials, c.closed() + open, "{case}: {c:?}");
+                    assert_eq!(stats.total() - stats.idle(), held.len(), "{case}");
                     drop(held);
-                    assert!(block_on(pool.shutdown(Duration::ZERO)), "{returning} {n}");
+                    assert!(block_on(pool.shutdown(Duration::ZERO)), "{case}");
                     assert_eq!(live.load(Ordering::SeqCst), 0);
                 }
             }

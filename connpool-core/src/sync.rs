@@ -18,7 +18,7 @@ pub(crate) use loom::sync::{
 
 /// Locks `mutex`, ignoring poison: the pool's state is updated only by code that cannot panic
 /// half-way, so a panic elsewhere leaves it consistent. A user's `Hash` runs before any lock, and
-/// an address's `Eq` and `Clone` run under one before anything changes, or under a guard that
+/// an address's `Eq` and `Clone` run under one only where the books add up, or under a guard that
 /// ends the count they would leave behind.
 #[cfg(loom)]
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

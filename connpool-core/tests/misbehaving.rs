@@ -755,9 +755,10 @@ impl Brittle {
     }
 }
 
-/// A pool of two connections to 1, idle since 0 s (connection 0, whose idle time is up) and 6 s
-/// (connection 1), at 11 s, with a 10 s idle timeout; connection 0's drop panics.
-fn one_expired_one_not(max_open: usize) -> (Brittle, Pool<Brittle>) {
+/// A pool of two connections to 1, idle since 0 s (connection 0) and 6 s (connection 1), with a
+/// 10 s idle timeout, at 11 s (connection 0's idle time is up) or, not `expired`, at 8 s;
+/// connection 0's drop panics.
+fn two_idle(max_open: usize, expired: bool) -> (Brittle, Pool<Brittle>) {
     let (dialer, clock) = (Brittle::default(), ManualClock::new());
     let pool = Pool::builder(dialer.clone())
         .idle_timeout(Duration::from_secs(10))
@@ -769,7 +770,7 @@ fn one_expired_one_not(max_open: usize) -> (Brittle, Pool<Brittle>) {
     drop(first);
     clock.advance(Duration::from_secs(6));
     drop(second);
-    clock.advance(Duration::from_secs(5));
+    clock.advance(Duration::from_secs(if expired { 5 } else { 2 }));
     dialer.arm(0);
     (dialer, pool)
 }
@@ -782,7 +783,7 @@ fn panics(f: impl FnOnce()) {
 
 #[test]
 fn a_get_whose_close_of_an_expired_connection_panics_leaves_the_counts_exact() {
-    let (dialer, pool) = one_expired_one_not(usize::MAX);
+    let (dialer, pool) = two_idle(usize::MAX, true);
     // Closes connection 0 on the way to handing out connection 1.
     panics(|| drop(block_on(pool.get(&1))));
     let stats = pool.stats();
@@ -800,11 +801,12 @@ fn a_get_whose_close_of_an_expired_connection_panics_leaves_the_counts_exact() {
 
 #[test]
 fn a_dial_whose_eviction_panics_gives_its_slot_back() {
-    let (dialer, pool) = one_expired_one_not(2);
+    let (dialer, pool) = two_idle(2, false);
     // At the limit: closes connection 0 (the oldest) to make room, then would dial.
     panics(|| drop(block_on(pool.dial(&1))));
     let stats = pool.stats();
     assert_eq!((stats.total(), stats.idle()), (1, 1), "{stats:?}");
+    assert_eq!(stats.counters.closed_evicted, 1, "{stats:?}");
     // Connection 1 held and one dial beside it: the limit's two.
     let held = block_on(pool.get(&1)).unwrap();
     let mut dial = Box::pin(pool.dial(&1));
@@ -850,6 +852,54 @@ fn a_close_whose_first_close_panics_empties_the_whole_pool() {
     drop(held);
     assert_eq!(dialer.live(), 0);
     assert!(block_on(pool.shutdown(Duration::ZERO)));
+}
+
+#[test]
+fn a_reap_whose_first_close_panics_closes_every_expired_connection() {
+    let (dialer, clock) = (Brittle::default(), ManualClock::new());
+    // One lane, many shards: the connection whose drop panics sits in one of them.
+    let pool = Pool::builder(dialer.clone())
+        .idle_timeout(Duration::from_secs(10))
+        .max_open_per_host(1)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    for a in 0..64 {
+        drop(block_on(pool.get(&a)));
+    }
+    dialer.arm(0);
+    clock.advance(Duration::from_secs(10));
+    panics(|| {
+        pool.reap();
+    });
+    assert_eq!(pool.stats().idle(), 0, "every expired connection closed");
+    assert_eq!(dialer.live(), 0);
+    assert_eq!(pool.stats().counters.closed_expired, 64);
+}
+
+#[test]
+fn a_close_whose_connection_panics_still_stops_the_reaper() {
+    let (dialer, clock, spawner) = (
+        Brittle::default(),
+        ManualClock::new(),
+        TestSpawner::default(),
+    );
+    let pool = Pool::builder(dialer.clone())
+        .clock(clock)
+        .spawner(spawner.clone())
+        .build()
+        .unwrap();
+    drop(block_on(pool.get(&1)));
+    spawner.run();
+    assert_eq!(
+        spawner.pending(),
+        1,
+        "the reaper waits for the idle connection's time"
+    );
+    dialer.arm(0);
+    panics(|| pool.close());
+    spawner.run();
+    assert_eq!(spawner.pending(), 0, "the reaper ended");
 }
 
 #[test]
