@@ -59,15 +59,14 @@ pub trait Clock: Send + Sync + 'static {
     /// reads), and will for as long as the pool lives. Asked once, when the pool is built.
     ///
     /// A pool on such a clock reads the time itself, as a pool with no clock does, and sleeps on
-    /// this clock. On its hot path it reads the system's monotonic clock at its coarse resolution
-    /// where the system offers one and the pool's timeouts span 256 of its ticks (Linux: ticks of
-    /// a few milliseconds, so timeouts of about a second or more; a few nanoseconds per reading
-    /// instead of over twenty). A coarse reading lags the time, so the hot path hands out a
-    /// connection only while it is a 64th of its timeout away from it, and the slow path decides
-    /// the rest on a precise reading: nothing is handed out late unless the coarse clock lags by
-    /// more than that 64th, and an idle connection may be closed up to the lag of its own stamp
-    /// early. Default `false`: the pool asks [`now`](Clock::now) at every get and every return,
-    /// as a clock that can be paused or moved by hand needs.
+    /// this clock. It reads the system's monotonic clock at its coarse resolution where the
+    /// system offers one and the pool's timeouts span 256 of its ticks (Linux: 1.024 s at a 4 ms
+    /// tick, 2.56 s at 10 ms; a few nanoseconds per reading instead of over twenty), else at its
+    /// full resolution. A coarse reading lags the time, so the pool then counts `idle_timeout` and
+    /// `max_lifetime` a 64th short: a connection is closed up to a 64th of its limit early (and
+    /// up to the clock's lag more), and none is handed out past its limit unless the clock lags
+    /// by more than that 64th. Default `false`: the pool asks [`now`](Clock::now) at every get
+    /// and every return, as a clock that can be paused or moved by hand needs.
     fn is_system_time(&self) -> bool {
         false
     }
@@ -134,28 +133,15 @@ impl Timebase {
         Timebase { source }
     }
 
-    /// Whether [`Timebase::now`] reads a coarse clock, which lags the time: see
-    /// [`Timebase::exact`].
+    /// Whether [`Timebase::now`] reads a coarse clock. Its readings lag the time, by up to a
+    /// tick as a rule and by more when the system's ticks come late, so an interval it measures
+    /// may come out short; the store then counts its limits a 64th short, so that no connection
+    /// is handed out past them unless the clock lags by more than that 64th (four ticks at
+    /// least, by the rule that picks the coarse clock).
     pub(crate) fn is_coarse(&self) -> bool {
         match &self.source {
             Source::System(system, _) => system.is_coarse(),
             Source::Custom(..) => false,
-        }
-    }
-
-    /// [`Timebase::now`], read at the clock's full resolution where `now` reads a coarse one.
-    ///
-    /// A coarse reading lags the time, by up to a tick as a rule and by more when the system's
-    /// ticks come late, so an idle time measured with it may come out short. The pool's fast
-    /// paths hand out a connection only while its idle time and age, so measured, are at least
-    /// a 64th of their limits away from them, and leave the last stretch to the slow path, which
-    /// decides on this reading: never late against stamps that, being coarse, can only make a
-    /// connection look older.
-    #[inline]
-    pub(crate) fn exact(&self) -> Nanos {
-        match &self.source {
-            Source::System(system, _) => system.exact(),
-            Source::Custom(..) => self.now(),
         }
     }
 
@@ -192,9 +178,9 @@ impl Timebase {
 /// else at its full resolution.
 ///
 /// A coarse reading costs a few nanoseconds where a precise one costs over twenty, and the pool
-/// reads the clock on every get and every return; the slow paths read it precisely
-/// ([`Timebase::exact`]), so that a connection is never handed out late. A pool that needs finer
-/// timing sets its own [`Clock`] (one that does not say [`Clock::is_system_time`]). It cannot
+/// reads the clock on every get and every return. It lags the time, so the pool counts its limits
+/// a 64th short on it ([`Timebase::is_coarse`]). A pool that needs finer timing sets its own
+/// [`Clock`] (one that does not say [`Clock::is_system_time`]). It cannot
 /// sleep, so a pool on it alone expires idle connections lazily (on get, return and
 /// [`Pool::reap`](crate::Pool::reap)); a pool given a clock that reads the system's time sleeps
 /// on that clock.
@@ -210,7 +196,7 @@ struct SystemClock {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 impl SystemClock {
     /// How many of its ticks the shortest timeout must span for the pool to read the coarse
-    /// clock: the fast paths' margin, a 64th of the timeout, is then four ticks or more.
+    /// clock: the store's margin, a 64th of the timeout, is then four ticks or more.
     const TICKS: Nanos = 256;
 
     /// The clock for a pool whose shortest timeout is `shortest`.
@@ -242,6 +228,7 @@ impl SystemClock {
         }
     }
 
+    /// A precise reading, from the same epoch: never below a coarse one taken before it.
     #[inline]
     fn exact(&self) -> Nanos {
         monotonic(rustix::time::ClockId::Monotonic).saturating_sub(self.epoch)
@@ -278,10 +265,6 @@ impl SystemClock {
 
     fn now(&self) -> Nanos {
         nanos(self.epoch.elapsed())
-    }
-
-    fn exact(&self) -> Nanos {
-        self.now()
     }
 
     fn is_coarse(&self) -> bool {

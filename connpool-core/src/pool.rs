@@ -359,7 +359,7 @@ impl<D: Dialer> Pool<D> {
                             // ends.
                             let ending = lent.ending(Reason::PanickingOnGet);
                             let conn = conn;
-                            let too_old = store.too_old(born, inner.time.exact());
+                            let too_old = store.too_old(born, inner.time.now());
                             ending.disarm();
                             let (conn, refused) = if too_old {
                                 (conn, Reason::LifetimeOnGet)
@@ -404,8 +404,7 @@ impl<D: Dialer> Pool<D> {
     fn begin(&self, lane: usize, addr: &D::Addr, hash: u64, want: Want) -> Result<Begin<D>, Error> {
         let inner = self.inner();
         let store = &inner.store;
-        // The slow path decides what the fast path left to it, near a limit: exactly.
-        let now = inner.time.exact();
+        let now = inner.time.now();
         let mut after = store.aftermath();
         let checkout = match store.checkout(inner, lane, addr, hash, now, want, &mut after) {
             Checkout::Miss => match store.steal(inner, lane, addr, hash, now, &mut after) {
@@ -516,7 +515,7 @@ impl<D: Dialer> Pool<D> {
     /// ([`Builder::spawner`] says when), or by this call.
     pub fn reap(&self) -> usize {
         let inner = self.inner();
-        inner.store.reap(inner.time.exact()).0
+        inner.store.reap(inner.time.now()).0
     }
 
     /// Closes every idle connection to `addr` (a backend known to be gone); returns how many.
@@ -707,8 +706,8 @@ impl<D: Dialer> Builder<D> {
     }
 
     /// The clock idle times and timeouts are measured on (default: the system's monotonic clock,
-    /// which cannot sleep, read on the hot path at its coarse resolution of a few milliseconds
-    /// when the timeouts are about a second or more: [`Clock::is_system_time`] says more). A clock that says
+    /// which cannot sleep, read at its coarse resolution of a few milliseconds when the timeouts
+    /// span 256 of its ticks: [`Clock::is_system_time`] says more). A clock that says
     /// [`Clock::is_system_time`] is slept on, and the pool reads the time as with the default.
     pub fn clock(mut self, c: impl Clock) -> Self {
         self.clock = Some(std::sync::Arc::new(c));

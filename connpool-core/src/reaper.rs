@@ -175,7 +175,7 @@ fn next_nap<D: Dialer>(pool: &PoolInner<D>, signal: &ReaperSignal) -> Option<Opt
     // No plan while looking: a connection going idle in a shard already looked at leaves the end
     // of its lifetime here instead ([`ReaperSignal::claim_early`]).
     signal.wake_at.store(LOOKING, Ordering::SeqCst);
-    let now = pool.time.exact();
+    let now = pool.time.now();
     // A connection whose own drop panicked: the look and the other closes went on regardless, the
     // panic hook has told of it, and the reaper looks again rather than end for good. (A clock
     // that panics still ends it: looking again would only panic again.)

@@ -529,13 +529,10 @@ pub(crate) struct Store<D: Dialer> {
     hasher: DefaultHashBuilder,
     closed: AtomicBool,
     limits: Limits,
-    /// The limits in the store's own unit of time (`Nanos::MAX`: never).
+    /// The limits in the store's own unit of time (`Nanos::MAX`: never), a 64th short on a
+    /// coarse clock ([`sure`]).
     idle_timeout: Nanos,
     max_lifetime: Nanos,
-    /// What the get's fast path holds a connection's idle time and age under: the limits, less
-    /// a margin on a coarse clock ([`sure`]).
-    idle_sure: Nanos,
-    lifetime_sure: Nanos,
     drain: DrainSignal,
 }
 
@@ -817,7 +814,8 @@ impl<D: Dialer> Bucket<D> {
 }
 
 impl<D: Dialer> Store<D> {
-    /// The store of a pool whose clock is coarse or not ([`Timebase::is_coarse`](crate::clock::Timebase::is_coarse)).
+    /// The store of a pool whose clock is `coarse` or not
+    /// ([`Timebase::is_coarse`](crate::clock::Timebase::is_coarse)).
     pub(crate) fn new(limits: Limits, coarse: bool) -> Self {
         // An exact least-recently-used order across destinations needs them under one lock, and a
         // per-destination limit needs each destination's counts in one bucket.
@@ -850,10 +848,8 @@ impl<D: Dialer> Store<D> {
             shard_mask: shards_per_lane - 1,
             hasher: DefaultHashBuilder::default(),
             closed: AtomicBool::new(false),
-            idle_timeout: nanos(limits.idle_timeout),
-            max_lifetime: limits.max_lifetime.map_or(Nanos::MAX, nanos),
-            idle_sure: sure(nanos(limits.idle_timeout), coarse),
-            lifetime_sure: limits
+            idle_timeout: sure(nanos(limits.idle_timeout), coarse),
+            max_lifetime: limits
                 .max_lifetime
                 .map_or(Nanos::MAX, |lifetime| sure(nanos(lifetime), coarse)),
             limits,
@@ -960,8 +956,8 @@ impl<D: Dialer> Store<D> {
         // slow path) rather than leaving them to the next return. The closed flag too: `close`
         // raises it before it empties the shards one by one, and a get must not take what a
         // shard it has not reached yet still holds.
-        let fine = now.saturating_sub(oldest.since.min(newest.since)) < self.idle_sure
-            && now.saturating_sub(newest.born) < self.lifetime_sure
+        let fine = now.saturating_sub(oldest.since.min(newest.since)) < self.idle_timeout
+            && now.saturating_sub(newest.born) < self.max_lifetime
             && !self.is_closed();
         if !fine {
             return None;
@@ -1733,10 +1729,9 @@ impl<D: Dialer> Store<D> {
     }
 }
 
-/// What the get's fast path holds an idle time or age under, for a limit of `timeout`: on a
-/// `coarse` clock, a 64th of it less, since a coarse reading lags the time and an interval it
-/// measures may come out short ([`Timebase::exact`](crate::clock::Timebase::exact)). "Never"
-/// stays never.
+/// A limit of `timeout` as the store counts it: on a `coarse` clock, a 64th of it less, since a
+/// coarse reading lags the time and an interval it measures may come out short
+/// ([`Timebase::is_coarse`](crate::clock::Timebase::is_coarse)). "Never" stays never.
 fn sure(timeout: Nanos, coarse: bool) -> Nanos {
     if timeout == Nanos::MAX || !coarse {
         timeout
@@ -1878,7 +1873,7 @@ mod tests {
     use crate::{dial_fn, ManualClock, Pool};
 
     #[test]
-    fn on_a_coarse_clock_the_fast_path_keeps_a_margin_and_never_stays_never() {
+    fn on_a_coarse_clock_the_limits_keep_a_margin_and_never_stays_never() {
         use super::{sure, Nanos};
         assert_eq!(sure(64_000_000_000, true), 63_000_000_000);
         assert_eq!(sure(64_000_000_000, false), 64_000_000_000);

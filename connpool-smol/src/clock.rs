@@ -12,8 +12,8 @@ use smol::Timer;
 /// Its sleeps need no executor of their own: async-io drives its timers from whichever thread
 /// waits for them, or from its background thread. As its time is the system's
 /// ([`is_system_time`](Clock::is_system_time)), a pool on it reads the system's clock itself, as a
-/// pool with no clock does: on its hot path at its coarse resolution when the timeouts are about a
-/// second or more (a few nanoseconds a reading instead of over twenty).
+/// pool with no clock does: at its coarse resolution when the timeouts span 256 of its ticks (a few
+/// nanoseconds a reading instead of over twenty).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SmolClock;
 

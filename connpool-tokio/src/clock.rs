@@ -19,10 +19,10 @@ use connpool_core::Clock;
 /// Only a current-thread runtime's clock can be paused. Asked inside a multi-thread runtime,
 /// [`is_system_time`](Clock::is_system_time) says yes, so a pool built there (by
 /// [`builder`](crate::builder), say) reads the system's clock itself, as a pool with no clock does
-/// (a few nanoseconds a reading on its hot path when the timeouts are about a second or more,
-/// instead of a precise read of tokio's clock at every get and return), and sleeps on tokio's
-/// timers. Such a pool belongs to that runtime's time: used from inside a paused current-thread
-/// runtime, it would not see that runtime's time move, and given a spawner on such a runtime
+/// (a few nanoseconds a reading when the timeouts span 256 ticks of the coarse clock, instead of
+/// a precise read of tokio's clock at every get and return), and sleeps on tokio's timers. Such a
+/// pool belongs to that runtime's time: used from inside a paused current-thread runtime, it
+/// would not see that runtime's time move, and given a spawner on such a runtime
 /// ([`TokioSpawner::on`](crate::TokioSpawner::on)), its reaper would wake at every step the paused
 /// clock takes until the system's time catches up. [`builder`](crate::builder) takes the clock and
 /// the spawner from the same runtime.
