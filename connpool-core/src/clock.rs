@@ -180,10 +180,9 @@ impl Timebase {
 /// A coarse reading costs a few nanoseconds where a precise one costs over twenty, and the pool
 /// reads the clock on every get and every return. It lags the time, so the pool counts its limits
 /// a 64th short on it ([`Timebase::is_coarse`]). A pool that needs finer timing sets its own
-/// [`Clock`] (one that does not say [`Clock::is_system_time`]). It cannot
-/// sleep, so a pool on it alone expires idle connections lazily (on get, return and
-/// [`Pool::reap`](crate::Pool::reap)); a pool given a clock that reads the system's time sleeps
-/// on that clock.
+/// [`Clock`] (one that does not say [`Clock::is_system_time`]). It cannot sleep, so a pool on it
+/// alone expires idle connections lazily (on get, return and [`Pool::reap`](crate::Pool::reap));
+/// a pool given a clock that reads the system's time sleeps on that clock.
 struct SystemClock {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     epoch: Nanos,
@@ -204,8 +203,6 @@ impl SystemClock {
         use rustix::time::{clock_getres, ClockId};
         let tick = nanos_of(clock_getres(ClockId::MonotonicCoarse));
         let coarse = tick > 0 && shortest / Self::TICKS >= tick;
-        // The precise clock is never behind the coarse one, so the exact readings, taken from
-        // the same epoch, are never below the coarse ones.
         let id = if coarse {
             ClockId::MonotonicCoarse
         } else {

@@ -2157,13 +2157,14 @@ mod tests {
             }
         }
 
-        #[test]
-        fn a_get_from_another_lane_whose_close_panics_leaves_the_counts_exact() {
-            let clock = ManualClock::new();
-            let next = Arc::new(AtomicU64::new(0));
-            let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let flag = armed.clone();
-            let pool = Pool::builder(dial_fn(move |_: u8| {
+        /// A pool with two lanes and a 10 s idle timeout whose connections are [`Brittle`], the
+        /// first one's drop panicking while `armed` is set.
+        fn brittle_pool(
+            armed: &Arc<std::sync::atomic::AtomicBool>,
+            clock: &ManualClock,
+        ) -> Pool<impl crate::Dialer<Addr = u8, Conn = Brittle>> {
+            let (next, flag) = (Arc::new(AtomicU64::new(0)), armed.clone());
+            Pool::builder(dial_fn(move |_: u8| {
                 let conn = Brittle(next.fetch_add(1, Ordering::Relaxed), flag.clone());
                 futures::future::ready(Ok::<_, std::io::Error>(conn))
             }))
@@ -2171,7 +2172,14 @@ mod tests {
             .idle_timeout(Duration::from_secs(10))
             .clock(clock.clone())
             .build()
-            .unwrap();
+            .unwrap()
+        }
+
+        #[test]
+        fn a_get_from_another_lane_whose_close_panics_leaves_the_counts_exact() {
+            let clock = ManualClock::new();
+            let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let pool = brittle_pool(&armed, &clock);
             pin_thread_lane(0);
             let (first, second) = (block_on(pool.get(&7)), block_on(pool.get(&7)));
             drop(first);
@@ -2197,15 +2205,7 @@ mod tests {
         #[test]
         fn a_purge_whose_first_close_panics_empties_every_lane() {
             let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let (next, flag) = (Arc::new(AtomicU64::new(0)), armed.clone());
-            let pool = Pool::builder(dial_fn(move |_: u8| {
-                let conn = Brittle(next.fetch_add(1, Ordering::Relaxed), flag.clone());
-                futures::future::ready(Ok::<_, std::io::Error>(conn))
-            }))
-            .lanes(2)
-            .clock(ManualClock::new())
-            .build()
-            .unwrap();
+            let pool = brittle_pool(&armed, &ManualClock::new());
             // The first connection idle in lane 0, the second in lane 1.
             pin_thread_lane(0);
             let first = block_on(pool.get(&7)).unwrap();
@@ -2237,24 +2237,22 @@ mod tests {
         }
 
         thread_local! {
-            static COMPARISONS_LEFT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+            static CALLS_LEFT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
         }
 
         impl Touchy {
             fn arm(n: usize) {
-                COMPARISONS_LEFT.with(|left| left.set(n));
+                CALLS_LEFT.with(|left| left.set(n));
             }
 
-            /// Whether the armed comparison has not come yet; disarms.
+            /// Whether the armed call has not come yet; disarms.
             fn disarm() -> bool {
-                COMPARISONS_LEFT.with(|left| left.replace(0)) > 0
+                CALLS_LEFT.with(|left| left.replace(0)) > 0
             }
-        }
 
-        impl Touchy {
             /// Counts a call of `==` or `clone`; panics if it is the armed one.
             fn call() {
-                COMPARISONS_LEFT.with(|left| match left.get() {
+                CALLS_LEFT.with(|left| match left.get() {
                     0 => {}
                     1 => {
                         left.set(0);
