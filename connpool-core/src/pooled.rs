@@ -17,10 +17,19 @@ use crate::Dialer;
 /// pool is open, its destination has room, the thread is not panicking, the connection is
 /// younger than `max_lifetime` and (with `check_on_get` and `check_on_return`, the defaults)
 /// [`Dialer::is_open`] agrees; otherwise the connection is closed. When callers are queued for
-/// the destination, it goes straight to the oldest of them instead of idle. A guard whose stream
-/// was shut down through it (futures-io's `poll_close`, tokio's `poll_shutdown`) is closed on
-/// drop, as by [`Pooled::release`]: the pool cannot see its own side's shutdown, and the next
-/// caller's first write would fail. Dropping never blocks and needs no runtime.
+/// the destination, it goes straight to the oldest of them instead of idle. Dropping never blocks
+/// and needs no runtime.
+///
+/// Two kinds of guard are closed on drop, as by [`Pooled::release`], because the pool cannot see
+/// what state they leave their stream in:
+/// - one whose stream was shut down through it (futures-io's `poll_close`, tokio's
+///   `poll_shutdown`): the next caller's first write would fail;
+/// - one dropped while a read or a write through it was unfinished, its last poll `Pending` (a
+///   request cut off by a timeout or a `select!`): the peer may still answer the abandoned
+///   request, or hold part of it, and the next caller would read that answer as its own.
+///
+/// The guard sees only the I/O done through it, not through the connection it dereferences to; a
+/// request abandoned at some other await point still calls for [`Pooled::release`].
 ///
 /// When the connection implements futures-io's `AsyncRead`/`AsyncWrite` (and is `Unpin`), so does
 /// the guard; with the `tokio` feature, tokio's too.
@@ -40,17 +49,25 @@ struct Held<D: Dialer> {
 }
 
 /// When the connection was dialed (on the pool's clock, for `max_lifetime`), whether it came
-/// from the idle store, and whether its stream was shut down, in one word: the top bit says
-/// reused, the next one shut down, and the 62 below them the dial time. Up to [`Origin::SCALED`]
-/// (73 years of the pool's time) it is kept to the nanosecond; past it, in units of 8 ns flagged
-/// by that bit, enough for any time the pool's nanoseconds can count.
+/// from the idle store, and what was done to its stream through the guard, in one word: the top
+/// bit says reused, the next one shut down, the next two a read and a write left unfinished, and
+/// the 60 below them the dial time. Up to [`Origin::SCALED`] (18 years of the pool's time) it is
+/// kept to the nanosecond; past it, in units of 32 ns flagged by that bit, enough for any time the
+/// pool's nanoseconds can count.
 #[derive(Clone, Copy)]
 struct Origin(u64);
 
 impl Origin {
     const REUSED: u64 = 1 << 63;
     const SHUT: u64 = 1 << 62;
-    const SCALED: u64 = 1 << 61;
+    /// A read through the guard returned `Pending` and has not returned ready since.
+    const READING: u64 = 1 << 61;
+    /// A write or flush through the guard returned `Pending` and has not returned ready since.
+    const WRITING: u64 = 1 << 60;
+    /// The stream is in a state the next caller must not inherit.
+    const UNSETTLED: u64 = Origin::SHUT | Origin::READING | Origin::WRITING;
+    const SCALED: u64 = 1 << 59;
+    const SCALE: u32 = 5;
 
     #[inline]
     fn new(born: Nanos, reused: bool) -> Self {
@@ -64,18 +81,18 @@ impl Origin {
 
     #[cold]
     fn scale(born: Nanos) -> u64 {
-        Origin::SCALED | born >> 3
+        Origin::SCALED | born >> Origin::SCALE
     }
 
-    /// The dial time; past [`Origin::SCALED`], up to 7 ns early, so the connection's age is never
+    /// The dial time; past [`Origin::SCALED`], up to 31 ns early, so the connection's age is never
     /// under-counted.
     #[inline]
     fn born(self) -> Nanos {
-        let born = self.0 & (Origin::SHUT - 1);
+        let born = self.0 & (Origin::WRITING - 1);
         if born < Origin::SCALED {
             born
         } else {
-            (born & (Origin::SCALED - 1)) << 3
+            (born & (Origin::SCALED - 1)) << Origin::SCALE
         }
     }
 
@@ -84,9 +101,23 @@ impl Origin {
         self.0 & Origin::REUSED != 0
     }
 
+    /// Shut down, or a read or write left unfinished: the connection must not go back.
     #[inline]
-    fn shut(self) -> bool {
-        self.0 & Origin::SHUT != 0
+    fn unsettled(self) -> bool {
+        self.0 & Origin::UNSETTLED != 0
+    }
+
+    /// Notes how a poll of a read (`op` [`Origin::READING`]) or a write ([`Origin::WRITING`])
+    /// ended: `Pending` leaves it unfinished, ready (with data, end of stream or an error)
+    /// finishes it.
+    #[inline]
+    fn track<T>(&mut self, op: u64, poll: Poll<T>) -> Poll<T> {
+        if poll.is_pending() {
+            self.0 |= op;
+        } else {
+            self.0 &= !op;
+        }
+        poll
     }
 }
 
@@ -110,7 +141,9 @@ impl<D: Dialer> Pooled<D> {
     }
 
     /// Closes the connection now; it never returns to the pool. For a connection known to be dead
-    /// or left in an unknown state (a request cut off half-way).
+    /// or left in an unknown state: out of step with its peer, or a request cut off half-way
+    /// where the guard cannot tell (I/O done on the connection it dereferences to, or an await
+    /// between the request and its answer).
     pub fn release(mut self) {
         if let Some(Held { conn, dest }) = self.held.take() {
             let _ending = dest.ending(Reason::Released);
@@ -155,13 +188,24 @@ impl<D: Dialer> Pooled<D> {
         self.origin.0 |= Origin::SHUT;
         self.conn_mut()
     }
+
+    /// Polls a read or write (`op`, as [`Origin::track`] takes it) of the connection and notes
+    /// whether it was left unfinished.
+    #[inline]
+    fn io<T>(&mut self, op: u64, poll: impl FnOnce(Pin<&mut D::Conn>) -> Poll<T>) -> Poll<T>
+    where
+        D::Conn: Unpin,
+    {
+        let poll = poll(Pin::new(self.conn_mut()));
+        self.origin.track(op, poll)
+    }
 }
 
 impl<D: Dialer> Drop for Pooled<D> {
     #[inline]
     fn drop(&mut self) {
         if let Some(Held { conn, dest }) = self.held.take() {
-            if self.origin.shut() {
+            if self.origin.unsettled() {
                 let _ending = dest.ending(Reason::Released);
                 drop(conn);
                 return;
@@ -207,7 +251,8 @@ where
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(self.get_mut().conn_mut()).poll_read(cx, buf)
+        self.get_mut()
+            .io(Origin::READING, |conn| conn.poll_read(cx, buf))
     }
 
     fn poll_read_vectored(
@@ -215,7 +260,8 @@ where
         cx: &mut Context<'_>,
         bufs: &mut [io::IoSliceMut<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(self.get_mut().conn_mut()).poll_read_vectored(cx, bufs)
+        self.get_mut()
+            .io(Origin::READING, |conn| conn.poll_read_vectored(cx, bufs))
     }
 }
 
@@ -228,7 +274,8 @@ where
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(self.get_mut().conn_mut()).poll_write(cx, buf)
+        self.get_mut()
+            .io(Origin::WRITING, |conn| conn.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -236,11 +283,13 @@ where
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(self.get_mut().conn_mut()).poll_write_vectored(cx, bufs)
+        self.get_mut()
+            .io(Origin::WRITING, |conn| conn.poll_write_vectored(cx, bufs))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self.get_mut().conn_mut()).poll_flush(cx)
+        self.get_mut()
+            .io(Origin::WRITING, |conn| conn.poll_flush(cx))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -258,7 +307,8 @@ where
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(self.get_mut().conn_mut()).poll_read(cx, buf)
+        self.get_mut()
+            .io(Origin::READING, |conn| conn.poll_read(cx, buf))
     }
 }
 
@@ -272,7 +322,8 @@ where
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(self.get_mut().conn_mut()).poll_write(cx, buf)
+        self.get_mut()
+            .io(Origin::WRITING, |conn| conn.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -280,7 +331,8 @@ where
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(self.get_mut().conn_mut()).poll_write_vectored(cx, bufs)
+        self.get_mut()
+            .io(Origin::WRITING, |conn| conn.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -288,7 +340,8 @@ where
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self.get_mut().conn_mut()).poll_flush(cx)
+        self.get_mut()
+            .io(Origin::WRITING, |conn| conn.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

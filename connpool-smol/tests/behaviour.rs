@@ -80,6 +80,10 @@ impl Runtime for Smol {
         conn.close().await
     }
 
+    async fn guarded_echo(conn: &mut connpool_smol::Pooled, msg: &[u8]) -> io::Result<Vec<u8>> {
+        echo(conn, msg).await
+    }
+
     #[cfg(unix)]
     fn unix() -> UnixDialer {
         UnixDialer::new()

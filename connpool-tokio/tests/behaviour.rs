@@ -80,6 +80,10 @@ impl Runtime for Tokio {
         conn.shutdown().await
     }
 
+    async fn guarded_echo(conn: &mut connpool_tokio::Pooled, msg: &[u8]) -> io::Result<Vec<u8>> {
+        echo(conn, msg).await
+    }
+
     #[cfg(unix)]
     fn unix() -> UnixDialer {
         UnixDialer::new()

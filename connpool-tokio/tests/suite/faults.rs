@@ -558,3 +558,44 @@ pub fn faults_restart_on_the_same_port<R: Runtime>() {
         settle::<R>(&pool, &backend).await;
     });
 }
+
+/// A request whose answer is awaited through the guard and cut off by a timeout: the guard is
+/// dropped, not released, and still its connection is closed, because the backend answers the
+/// abandoned request late and the next caller would read that answer as its own. A request that
+/// finished through its guard leaves the connection to the pool.
+pub fn faults_request_cut_off_through_its_guard<R: Runtime>() {
+    R::block_on(async {
+        let backend = Backend::start();
+        let addr = backend.addr();
+        let pool = fault_pool::<R>();
+        let mut conn = pool.get(&addr).await.unwrap();
+        let request = frame(0, 1);
+        assert_eq!(R::guarded_echo(&mut conn, &request).await.unwrap(), request);
+        drop(conn);
+
+        backend.set_mode(Mode::Stall);
+        let mut conn = pool.get(&addr).await.unwrap();
+        assert!(conn.is_reused(), "a finished request left it to the pool");
+        let cut_off = within::<R, _>(
+            Duration::from_millis(50),
+            R::guarded_echo(&mut conn, &frame(0, 2)),
+        )
+        .await;
+        assert!(cut_off.is_none(), "the stalled backend answered");
+        drop(conn);
+        let stats = pool.stats();
+        assert_eq!((stats.total(), stats.counters.released), (0, 1));
+
+        // Got before the late answer can arrive, and answered with its own.
+        let mut conn = pool.get(&addr).await.unwrap();
+        assert!(
+            !conn.is_reused(),
+            "the cut-off connection was handed out again"
+        );
+        backend.set_mode(Mode::Echo);
+        let request = frame(0, 3);
+        assert_eq!(R::guarded_echo(&mut conn, &request).await.unwrap(), request);
+        drop(conn);
+        settle::<R>(&pool, &backend).await;
+    });
+}

@@ -68,6 +68,12 @@ pub trait Runtime: 'static {
     /// Shuts the guard's stream down for writing through the guard (tokio's `shutdown`,
     /// futures-io's `close`).
     fn shut_down(conn: &mut Pooled<Self::Tcp>) -> impl Future<Output = io::Result<()>>;
+    /// Writes `msg` and reads back as many bytes through the guard's own I/O (not through the
+    /// stream it dereferences to), with the runtime's extension traits.
+    fn guarded_echo(
+        conn: &mut Pooled<Self::Tcp>,
+        msg: &[u8],
+    ) -> impl Future<Output = io::Result<Vec<u8>>>;
     /// `UnixDialer::new()`.
     #[cfg(unix)]
     fn unix() -> Self::Unix;
@@ -119,6 +125,7 @@ macro_rules! suite {
             faults_stalled_backend,
             faults_unsolicited_bytes_on_idle_connections,
             faults_restart_on_the_same_port,
+            faults_request_cut_off_through_its_guard,
             limit_holds_a_burst_of_64_tasks_to_4_open_connections,
             limit_wait_timeout_when_all_are_held,
             limit_refusing_backend_fails_fast,
