@@ -24,12 +24,20 @@ use crate::Dialer;
 /// what state they leave their stream in:
 /// - one whose stream was shut down through it (futures-io's `poll_close`, tokio's
 ///   `poll_shutdown`): the next caller's first write would fail;
-/// - one dropped while a read or a write through it was unfinished, its last poll `Pending` (a
-///   request cut off by a timeout or a `select!`): the peer may still answer the abandoned
+/// - one dropped while a read, write or flush through it was unfinished, its last poll `Pending`
+///   (a request cut off by a timeout or a `select!`): the peer may still answer the abandoned
 ///   request, or hold part of it, and the next caller would read that answer as its own.
 ///
-/// The guard sees only the I/O done through it, not through the connection it dereferences to; a
-/// request abandoned at some other await point still calls for [`Pooled::release`].
+/// The guard cannot tell a read awaiting an answer from one awaiting bytes nobody asked for: a
+/// reader loop stopped once every answer had arrived also leaves a read pending. A caller that
+/// knows its stream is between requests says so with [`Pooled::forget_pending`].
+///
+/// The guard sees only the I/O done through it (its `AsyncRead`/`AsyncWrite`, and what wraps the
+/// guard: `tokio::io::split(&mut guard)`, a codec over it), not the I/O done on the connection it
+/// dereferences to (a `&mut *guard`, tokio's `guard.split()`, smol's `guard.clone()`). A request
+/// abandoned there, or at an await between the request and its answer, still calls for
+/// [`Pooled::release`]: keep the guard outside the future that can be cut off
+/// (`timeout(limit, handle(&mut guard))`) and release it when the future did not finish.
 ///
 /// When the connection implements futures-io's `AsyncRead`/`AsyncWrite` (and is `Unpin`), so does
 /// the guard; with the `tokio` feature, tokio's too.
@@ -50,10 +58,10 @@ struct Held<D: Dialer> {
 
 /// When the connection was dialed (on the pool's clock, for `max_lifetime`), whether it came
 /// from the idle store, and what was done to its stream through the guard, in one word: the top
-/// bit says reused, the next one shut down, the next two a read and a write left unfinished, and
-/// the 60 below them the dial time. Up to [`Origin::SCALED`] (18 years of the pool's time) it is
-/// kept to the nanosecond; past it, in units of 32 ns flagged by that bit, enough for any time the
-/// pool's nanoseconds can count.
+/// bit says reused, the next one shut down, the next three a read, a write and a flush left
+/// unfinished, and the 59 below them the dial time. Up to [`Origin::SCALED`] (9 years of the
+/// pool's time) it is kept to the nanosecond; past it, in units of 64 ns flagged by that bit,
+/// enough for any time the pool's nanoseconds can count.
 #[derive(Clone, Copy)]
 struct Origin(u64);
 
@@ -62,12 +70,16 @@ impl Origin {
     const SHUT: u64 = 1 << 62;
     /// A read through the guard returned `Pending` and has not returned ready since.
     const READING: u64 = 1 << 61;
-    /// A write or flush through the guard returned `Pending` and has not returned ready since.
+    /// A write through the guard returned `Pending` and has not returned ready since.
     const WRITING: u64 = 1 << 60;
+    /// A flush through the guard returned `Pending` and has not returned ready since. Apart from
+    /// [`Origin::WRITING`]: a flush that ends says nothing of a write cut off before it.
+    const FLUSHING: u64 = 1 << 59;
+    const PENDING: u64 = Origin::READING | Origin::WRITING | Origin::FLUSHING;
     /// The stream is in a state the next caller must not inherit.
-    const UNSETTLED: u64 = Origin::SHUT | Origin::READING | Origin::WRITING;
-    const SCALED: u64 = 1 << 59;
-    const SCALE: u32 = 5;
+    const UNSETTLED: u64 = Origin::SHUT | Origin::PENDING;
+    const SCALED: u64 = 1 << 58;
+    const SCALE: u32 = 6;
 
     #[inline]
     fn new(born: Nanos, reused: bool) -> Self {
@@ -84,11 +96,11 @@ impl Origin {
         Origin::SCALED | born >> Origin::SCALE
     }
 
-    /// The dial time; past [`Origin::SCALED`], up to 31 ns early, so the connection's age is never
+    /// The dial time; past [`Origin::SCALED`], up to 63 ns early, so the connection's age is never
     /// under-counted.
     #[inline]
     fn born(self) -> Nanos {
-        let born = self.0 & (Origin::WRITING - 1);
+        let born = self.0 & (Origin::FLUSHING - 1);
         if born < Origin::SCALED {
             born
         } else {
@@ -101,15 +113,15 @@ impl Origin {
         self.0 & Origin::REUSED != 0
     }
 
-    /// Shut down, or a read or write left unfinished: the connection must not go back.
+    /// Shut down, or a read, write or flush left unfinished: the connection must not go back.
     #[inline]
     fn unsettled(self) -> bool {
         self.0 & Origin::UNSETTLED != 0
     }
 
-    /// Notes how a poll of a read (`op` [`Origin::READING`]) or a write ([`Origin::WRITING`])
-    /// ended: `Pending` leaves it unfinished, ready (with data, end of stream or an error)
-    /// finishes it.
+    /// Notes how a poll of a read (`op` [`Origin::READING`]), a write ([`Origin::WRITING`]) or a
+    /// flush ([`Origin::FLUSHING`]) ended: `Pending` leaves it unfinished, ready (with data, end of
+    /// stream or an error) finishes it.
     #[inline]
     fn track<T>(&mut self, op: u64, poll: Poll<T>) -> Poll<T> {
         if poll.is_pending() {
@@ -120,6 +132,9 @@ impl Origin {
         poll
     }
 }
+
+// Every time the pool's nanoseconds count fits below the flag once scaled.
+const _: () = assert!(u64::MAX >> Origin::SCALE < Origin::SCALED);
 
 impl<D: Dialer> Pooled<D> {
     pub(crate) fn new(dest: Lent<D>, conn: D::Conn, born: Nanos, reused: bool) -> Self {
@@ -149,6 +164,15 @@ impl<D: Dialer> Pooled<D> {
             let _ending = dest.ending(Reason::Released);
             drop(conn);
         }
+    }
+
+    /// Forgets the reads, writes and flushes left pending through the guard, for a caller that
+    /// knows its stream is between requests although one of them did not finish: a reader loop
+    /// stopped once every answer had arrived, a probe for stray bytes that found none. Dropped
+    /// after this, the guard puts the connection back as it would one whose I/O all finished
+    /// (with the same checks). A shutdown through the guard is not forgotten.
+    pub fn forget_pending(&mut self) {
+        self.origin.0 &= !Origin::PENDING;
     }
 
     /// Takes the connection out of the pool's accounting and hands it over (to upgrade a protocol,
@@ -189,10 +213,10 @@ impl<D: Dialer> Pooled<D> {
         self.conn_mut()
     }
 
-    /// Polls a read or write (`op`, as [`Origin::track`] takes it) of the connection and notes
-    /// whether it was left unfinished.
+    /// Polls a read, write or flush (`op`, as [`Origin::track`] takes it) of the connection and
+    /// notes whether it was left unfinished.
     #[inline]
-    fn io<T>(&mut self, op: u64, poll: impl FnOnce(Pin<&mut D::Conn>) -> Poll<T>) -> Poll<T>
+    fn track_io<T>(&mut self, op: u64, poll: impl FnOnce(Pin<&mut D::Conn>) -> Poll<T>) -> Poll<T>
     where
         D::Conn: Unpin,
     {
@@ -206,12 +230,26 @@ impl<D: Dialer> Drop for Pooled<D> {
     fn drop(&mut self) {
         if let Some(Held { conn, dest }) = self.held.take() {
             if self.origin.unsettled() {
-                let _ending = dest.ending(Reason::Released);
+                let _ending = dest.ending(unsettled(&dest));
                 drop(conn);
                 return;
             }
             check_in(&dest, conn, self.origin.born());
         }
+    }
+}
+
+/// Why a connection left in a state the next caller must not inherit is closed: as by
+/// [`Pooled::release`], unless its thread is panicking or the pool was closed, which would have
+/// closed it anyway and have their own counters.
+#[cold]
+fn unsettled<D: Dialer>(dest: &Lent<D>) -> Reason {
+    if std::thread::panicking() {
+        Reason::Panicking
+    } else if dest.pool.store.is_closed() {
+        Reason::PoolClosed
+    } else {
+        Reason::Released
     }
 }
 
@@ -252,7 +290,7 @@ where
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .io(Origin::READING, |conn| conn.poll_read(cx, buf))
+            .track_io(Origin::READING, |conn| conn.poll_read(cx, buf))
     }
 
     fn poll_read_vectored(
@@ -261,7 +299,7 @@ where
         bufs: &mut [io::IoSliceMut<'_>],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .io(Origin::READING, |conn| conn.poll_read_vectored(cx, bufs))
+            .track_io(Origin::READING, |conn| conn.poll_read_vectored(cx, bufs))
     }
 }
 
@@ -275,7 +313,7 @@ where
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .io(Origin::WRITING, |conn| conn.poll_write(cx, buf))
+            .track_io(Origin::WRITING, |conn| conn.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -284,12 +322,12 @@ where
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .io(Origin::WRITING, |conn| conn.poll_write_vectored(cx, bufs))
+            .track_io(Origin::WRITING, |conn| conn.poll_write_vectored(cx, bufs))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_mut()
-            .io(Origin::WRITING, |conn| conn.poll_flush(cx))
+            .track_io(Origin::FLUSHING, |conn| conn.poll_flush(cx))
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -308,7 +346,7 @@ where
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         self.get_mut()
-            .io(Origin::READING, |conn| conn.poll_read(cx, buf))
+            .track_io(Origin::READING, |conn| conn.poll_read(cx, buf))
     }
 }
 
@@ -323,7 +361,7 @@ where
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .io(Origin::WRITING, |conn| conn.poll_write(cx, buf))
+            .track_io(Origin::WRITING, |conn| conn.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -332,7 +370,7 @@ where
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .io(Origin::WRITING, |conn| conn.poll_write_vectored(cx, bufs))
+            .track_io(Origin::WRITING, |conn| conn.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -341,7 +379,7 @@ where
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.get_mut()
-            .io(Origin::WRITING, |conn| conn.poll_flush(cx))
+            .track_io(Origin::FLUSHING, |conn| conn.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -64,8 +64,8 @@ pub struct Counters {
     /// Connections closed because [`Dialer::is_open`](crate::Dialer::is_open) said no.
     pub closed_not_open: u64,
     /// Connections closed by [`Pooled::release`](crate::Pooled::release), or dropped after their
-    /// stream was shut down through the guard (`poll_close`, `poll_shutdown`) or with a read or
-    /// write through it left unfinished.
+    /// stream was shut down through the guard (`poll_close`, `poll_shutdown`) or with a read,
+    /// write or flush through it left unfinished.
     pub released: u64,
     /// Connections closed because the pool was closed (idle ones at once, held ones on return,
     /// and dials that finished after the close).

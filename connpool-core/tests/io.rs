@@ -1,5 +1,6 @@
-//! The guard's own I/O (futures-io): a read or a write left unfinished through it, or a shutdown,
-//! keeps its connection from going back to the pool; I/O that finished does not.
+//! The guard's own I/O (futures-io's traits, and tokio's with the `tokio` feature, which
+//! `cargo test --workspace` turns on): a read, write or flush left unfinished through it, or a
+//! shutdown, keeps its connection from going back to the pool; I/O that finished does not.
 
 mod support;
 
@@ -11,6 +12,8 @@ use std::task::{Context, Poll};
 
 use connpool_core::{ManualClock, Pool, Pooled};
 use futures::executor::block_on;
+#[cfg(feature = "tokio")]
+use futures::future::poll_fn;
 use futures::future::BoxFuture;
 use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, IoSlice, IoSliceMut};
 use futures::FutureExt;
@@ -69,6 +72,52 @@ impl AsyncWrite for Wire {
     }
 }
 
+#[cfg(feature = "tokio")]
+impl tokio::io::AsyncRead for Wire {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let ready = self.ready(());
+        if ready.is_ready() {
+            buf.put_slice(&vec![b'a'; buf.remaining()]);
+        }
+        ready
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl tokio::io::AsyncWrite for Wire {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.ready(buf.len())
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.ready(bufs.iter().map(|buf| buf.len()).sum())
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.ready(())
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.ready(())
+    }
+}
+
 #[derive(Clone, Default)]
 struct WireDialer {
     mode: Arc<AtomicU8>,
@@ -109,12 +158,27 @@ fn get(pool: &Pool<WireDialer>) -> Pooled<WireDialer> {
 
 type Op = for<'a> fn(&'a mut Pooled<WireDialer>) -> BoxFuture<'a, io::Result<()>>;
 
-/// Every read and write the guard forwards, each as one call.
+/// A read, a write and a flush of each trait family the guard forwards.
+fn families() -> Vec<[Op; 3]> {
+    let ops = ops();
+    vec![
+        [ops[0].1, ops[1].1, ops[2].1],
+        #[cfg(feature = "tokio")]
+        [tokio_read, tokio_write, tokio_flush],
+    ]
+}
+
+/// Every read, write and flush the guard forwards, each as one call: futures-io's, then (with the
+/// `tokio` feature) tokio's. The first three are a read, a write and a flush.
 fn ops() -> Vec<(&'static str, Op)> {
     vec![
         ("read", |conn| {
             async { conn.read(&mut [0; 4]).await.map(drop) }.boxed()
         }),
+        ("write", |conn| {
+            async { conn.write(b"ping").await.map(drop) }.boxed()
+        }),
+        ("flush", |conn| async { conn.flush().await }.boxed()),
         ("read_vectored", |conn| {
             async {
                 let mut buf = [0; 4];
@@ -123,9 +187,6 @@ fn ops() -> Vec<(&'static str, Op)> {
             }
             .boxed()
         }),
-        ("write", |conn| {
-            async { conn.write(b"ping").await.map(drop) }.boxed()
-        }),
         ("write_vectored", |conn| {
             async {
                 let bufs = [IoSlice::new(b"ping")];
@@ -133,8 +194,48 @@ fn ops() -> Vec<(&'static str, Op)> {
             }
             .boxed()
         }),
-        ("flush", |conn| async { conn.flush().await }.boxed()),
+        #[cfg(feature = "tokio")]
+        ("tokio poll_read", tokio_read),
+        #[cfg(feature = "tokio")]
+        ("tokio poll_write", tokio_write),
+        #[cfg(feature = "tokio")]
+        ("tokio poll_write_vectored", tokio_write_vectored),
+        #[cfg(feature = "tokio")]
+        ("tokio poll_flush", tokio_flush),
     ]
+}
+
+#[cfg(feature = "tokio")]
+fn tokio_read(conn: &mut Pooled<WireDialer>) -> BoxFuture<'_, io::Result<()>> {
+    async {
+        let mut buf = [0; 4];
+        let mut buf = tokio::io::ReadBuf::new(&mut buf);
+        poll_fn(|cx| tokio::io::AsyncRead::poll_read(Pin::new(&mut *conn), cx, &mut buf)).await
+    }
+    .boxed()
+}
+
+#[cfg(feature = "tokio")]
+fn tokio_write(conn: &mut Pooled<WireDialer>) -> BoxFuture<'_, io::Result<()>> {
+    let write = poll_fn(|cx| tokio::io::AsyncWrite::poll_write(Pin::new(&mut *conn), cx, b"ping"));
+    async { write.await.map(drop) }.boxed()
+}
+
+#[cfg(feature = "tokio")]
+fn tokio_write_vectored(conn: &mut Pooled<WireDialer>) -> BoxFuture<'_, io::Result<()>> {
+    async {
+        let bufs = [IoSlice::new(b"ping")];
+        let write = poll_fn(|cx| {
+            tokio::io::AsyncWrite::poll_write_vectored(Pin::new(&mut *conn), cx, &bufs)
+        });
+        write.await.map(drop)
+    }
+    .boxed()
+}
+
+#[cfg(feature = "tokio")]
+fn tokio_flush(conn: &mut Pooled<WireDialer>) -> BoxFuture<'_, io::Result<()>> {
+    poll_fn(|cx| tokio::io::AsyncWrite::poll_flush(Pin::new(&mut *conn), cx)).boxed()
 }
 
 /// The connection `get` hands out next: reused (`Some` with its id) or dialed afresh (`None`).
@@ -190,18 +291,20 @@ fn a_read_or_write_that_finished_leaves_its_connection_to_the_pool() {
 #[test]
 fn a_write_that_finished_does_not_settle_a_read_left_pending_nor_the_other_way_round() {
     let (pool, dialer) = pool();
-    let ops = ops();
-    let (read, write) = (ops[0].1, ops[2].1);
-    for (first, then) in [(read, write), (write, read)] {
-        dialer.set(SILENT);
-        let mut conn = get(&pool);
-        assert!(poll_once(&mut first(&mut conn)).is_pending());
-        dialer.set(ANSWERING);
-        assert!(poll_once(&mut then(&mut conn)).is_ready());
-        drop(conn);
-        assert_eq!(pool.stats().total(), 0);
+    let mut cases = 0;
+    for [read, write, _] in families() {
+        for (first, then) in [(read, write), (write, read)] {
+            dialer.set(SILENT);
+            let mut conn = get(&pool);
+            assert!(poll_once(&mut first(&mut conn)).is_pending());
+            dialer.set(ANSWERING);
+            assert!(poll_once(&mut then(&mut conn)).is_ready());
+            drop(conn);
+            assert_eq!(pool.stats().total(), 0);
+            cases += 1;
+        }
     }
-    assert_eq!(pool.stats().counters.released, 2);
+    assert_eq!(pool.stats().counters.released, cases);
 }
 
 #[test]
@@ -225,4 +328,72 @@ fn a_guard_that_did_no_io_goes_back_to_the_pool() {
     let id = get(&pool).id;
     assert_eq!(next(&pool), Some(id));
     assert_eq!(pool.stats().counters.released, 0);
+}
+
+#[test]
+fn a_flush_that_finished_does_not_settle_a_write_left_pending() {
+    let (pool, dialer) = pool();
+    let mut cases = 0;
+    for [_, write, flush] in families() {
+        dialer.set(SILENT);
+        let mut conn = get(&pool);
+        assert!(poll_once(&mut write(&mut conn)).is_pending());
+        dialer.set(ANSWERING);
+        assert!(poll_once(&mut flush(&mut conn)).is_ready());
+        drop(conn);
+        cases += 1;
+        let released = pool.stats().counters.released;
+        assert_eq!(released, cases, "half a request went back");
+    }
+}
+
+#[test]
+fn forget_pending_puts_back_a_connection_left_waiting_for_bytes_nobody_asked_for() {
+    for (name, op) in ops() {
+        let (pool, dialer) = pool();
+        let mut conn = get(&pool);
+        let id = conn.id;
+        assert!(poll_once(&mut op(&mut conn)).is_pending(), "{name}");
+        conn.forget_pending();
+        drop(conn);
+        assert_eq!(pool.stats().counters.released, 0, "{name}");
+        dialer.set(ANSWERING);
+        assert_eq!(next(&pool), Some(id), "{name}");
+    }
+}
+
+#[test]
+fn forget_pending_does_not_forget_a_shutdown() {
+    let (pool, dialer) = pool();
+    dialer.set(ANSWERING);
+    let mut conn = get(&pool);
+    assert!(poll_once(&mut conn.close()).is_ready());
+    conn.forget_pending();
+    drop(conn);
+    assert_eq!(pool.stats().counters.released, 1);
+    assert_eq!(next(&pool), None);
+}
+
+#[test]
+fn a_guard_left_pending_counts_its_close_as_panicking_or_pool_closed_where_that_applies() {
+    let (pool, _) = pool();
+    let ops = ops();
+    let read = ops[0].1;
+    let mut conn = get(&pool);
+    assert!(poll_once(&mut read(&mut conn)).is_pending());
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _conn = conn;
+        panic!("dropped by a panic");
+    }));
+    assert!(panicked.is_err());
+    let counters = pool.stats().counters;
+    assert_eq!((counters.closed_panicking, counters.released), (1, 0));
+
+    let mut conn = get(&pool);
+    assert!(poll_once(&mut read(&mut conn)).is_pending());
+    pool.close();
+    drop(conn);
+    let counters = pool.stats().counters;
+    assert_eq!((counters.closed_pool_closed, counters.released), (1, 0));
+    assert_eq!(counters.dials, counters.closed());
 }
