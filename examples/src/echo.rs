@@ -60,14 +60,17 @@ where
     pub async fn echo(&self, payload: &[u8]) -> io::Result<Vec<u8>> {
         let addr = self.pick();
         let mut conn = self.pool.get(addr).await?;
-        match exchange(&mut *conn, payload).await {
+        // Through the guard, not the stream it dereferences to: a request cut off half-way (the
+        // caller's timeout, say) then closes the connection instead of leaving its answer to
+        // the next caller.
+        match exchange(&mut conn, payload).await {
             Ok(reply) => Ok(reply),
             Err(err) if conn.is_reused() && is_closed(&err) => {
                 // A stale connection: free it for good (dropping would offer it to the pool
                 // again) and retry on a new one, which cannot be stale.
                 conn.release();
                 let mut conn = self.pool.dial(addr).await?;
-                exchange(&mut *conn, payload).await
+                exchange(&mut conn, payload).await
             }
             Err(err) => {
                 // Cut off half-way, the connection is out of step with the server.

@@ -1,15 +1,18 @@
 //! The echo client's retry: a reused connection the server has closed is released, and the request
-//! goes again on a fresh one.
+//! goes again on a fresh one. And a request cut off half-way leaves no answer to the next one.
 
 #![cfg(feature = "smol")]
 
 use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use connpool_examples::echo::EchoClient;
 use connpool_smol::TcpDialer;
+use smol::Timer;
 
 /// An echo server on threads that can hang up on every connection it has accepted.
 struct Server {
@@ -70,4 +73,76 @@ fn a_client_needs_a_server() {
     let pool = connpool_smol::builder(TcpDialer::new()).build().unwrap();
     let err = EchoClient::new(pool, Vec::new()).err().unwrap();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+}
+
+/// An echo server whose first connection answers its first request only once `answer` is sent
+/// to (a backend that answers late), and says on `received` when that request has come in.
+struct LateServer {
+    addr: String,
+    answer: mpsc::Sender<()>,
+    received: mpsc::Receiver<()>,
+}
+
+impl LateServer {
+    fn start() -> io::Result<LateServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?.to_string();
+        let (answer, held) = mpsc::channel();
+        let (arrived, received) = mpsc::channel();
+        thread::spawn(move || {
+            let mut late = Some((held, arrived));
+            for stream in listener.incoming().flatten() {
+                let late = late.take();
+                thread::spawn(move || {
+                    if let Some((held, arrived)) = late {
+                        let mut request = [0; 4];
+                        io::Read::read_exact(&mut &stream, &mut request)?;
+                        let _ = arrived.send(());
+                        let _ = held.recv();
+                        io::Write::write_all(&mut &stream, &request)?;
+                    }
+                    io::copy(&mut &stream, &mut &stream)
+                });
+            }
+        });
+        Ok(LateServer {
+            addr,
+            answer,
+            received,
+        })
+    }
+}
+
+#[test]
+fn a_request_cut_off_leaves_no_answer_to_the_next_one() {
+    let server = LateServer::start().unwrap();
+    smol::block_on(async {
+        let pool = connpool_smol::builder(TcpDialer::new()).build().unwrap();
+        let client = EchoClient::new(pool, vec![server.addr.clone()]).unwrap();
+        // Cut off once the server holds the request, as by the caller's timeout.
+        let mut first = Box::pin(client.echo(b"AAAA"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while server.received.try_recv().is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the request never reached the server"
+            );
+            assert!(smol::future::poll_once(first.as_mut()).await.is_none());
+            Timer::after(Duration::from_millis(1)).await;
+        }
+        assert!(smol::future::poll_once(first.as_mut()).await.is_none());
+        drop(first);
+
+        // The next request is on its way before the late answer is sent.
+        let mut second = Box::pin(client.echo(b"BBBB"));
+        assert!(smol::future::poll_once(second.as_mut()).await.is_none());
+        server.answer.send(()).unwrap();
+        assert_eq!(second.await.unwrap(), b"BBBB");
+
+        let counters = client.pool().stats().counters;
+        assert_eq!(
+            (counters.dials, counters.hits, counters.released),
+            (2, 0, 1)
+        );
+    });
 }
