@@ -751,9 +751,11 @@ impl<D: Dialer> Builder<D> {
     /// line, it goes to the first of them, whose check turns it down; that caller then dials in
     /// its place, keeping its turn.
     /// What it saves is one check per request; with the adapters' `TcpDialer` that is a system
-    /// call. On Tokio the get's check then also takes the place of the read that would have
-    /// failed first on a connection used back to back, so a pooled request makes the system calls
-    /// of a request on a connection of its own (BENCHMARKS.md in the repository has the figures).
+    /// call. On Tokio, when the previous answer's read filled its buffer, the get's check then
+    /// also takes the place of the read that would have failed first on a connection used back to
+    /// back, so a pooled request makes the system calls of a request on a connection of its own
+    /// (BENCHMARKS.md in the repository has the figures); after a read that came back short it is
+    /// one call more.
     pub fn check_on_return(mut self, yes: bool) -> Self {
         self.check_on_return = yes;
         self

@@ -54,7 +54,11 @@
 //!   [`connpool_core`]).
 //!
 //! A [`Pooled`] connection implements futures-io's `AsyncRead` and `AsyncWrite`, so it works with
-//! `smol::io`'s extension traits, `BufReader` and `split` like the stream it holds.
+//! `smol::io`'s extension traits, `BufReader` and `split` like the stream it holds. Split it that
+//! way rather than by cloning the stream it dereferences to: smol's streams are shared handles, so
+//! a clone kept past the guard's drop or [`release`](Pooled::release) still reads and writes the
+//! socket, whichever caller the pool has handed it to since, and the guard does not see I/O done
+//! on the clone (see [`Pooled`] for what it does with I/O left unfinished through it).
 //!
 //! # Runtimes
 //!

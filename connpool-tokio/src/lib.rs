@@ -53,6 +53,16 @@
 //! A [`Pooled`] connection implements tokio's `AsyncRead` and `AsyncWrite`, so it works with
 //! `AsyncReadExt`, `tokio::io::split` and `tokio_util::codec::Framed` like the stream it holds.
 //!
+//! # Pools and runtimes
+//!
+//! A connection is registered with the reactor of the runtime it was dialed on, and its reads and
+//! writes make progress only while that runtime runs: a multi-thread runtime all along, a
+//! current-thread one only inside its `block_on`. A pool used from several runtimes hands a
+//! connection dialed on one to a caller on another, so share a pool only among runtimes that all
+//! keep running (a caller on another thread would otherwise wait on a runtime nobody drives), or
+//! keep one pool per runtime. A connection whose runtime has shut down is never handed out:
+//! [`TcpDialer`] and [`UnixDialer`] count it as closed.
+//!
 //! # Time in tests
 //!
 //! The pool reads tokio's clock, so under `#[tokio::test(start_paused = true)]` idle timeouts pass
@@ -92,7 +102,11 @@ pub type Pool<D = TcpDialer> = connpool_core::Pool<D>;
 pub type Pooled<D = TcpDialer> = connpool_core::Pooled<D>;
 
 /// A pool [`Builder`] for `dialer` with [`TokioClock`] and [`TokioSpawner::current`] set: its
-/// reaper runs on the caller's runtime.
+/// reaper runs on the caller's runtime, and ends with it. A pool that outlives the runtime it was
+/// built on (one in a `static`, shared by tests that each run a runtime of their own) then closes
+/// expired idle connections only lazily, at gets, returns and
+/// [`Pool::reap`](connpool_core::Pool::reap); give it [`TokioSpawner::on`] a runtime that lives
+/// as long.
 ///
 /// The rest are the core's defaults (capacity 32 idle per destination, idle timeout 90 s), to
 /// change on the builder.

@@ -38,7 +38,8 @@ impl TokioSpawner {
         Handle::try_current().ok().map(TokioSpawner::on)
     }
 
-    /// Spawns on the runtime of `handle`.
+    /// Spawns on the runtime of `handle`. The reaper runs only while that runtime does: once it
+    /// shuts down, the pool closes expired idle connections only lazily.
     pub fn on(handle: Handle) -> Self {
         TokioSpawner { handle }
     }

@@ -23,8 +23,10 @@ use crate::socket::{dial_error, is_open, timed_out};
 /// failing; the answer is the same. [`readiness_first`](Self::readiness_first) trades the peek's
 /// exactness for speed. To keep the exact peek at the get and skip the one at the return, build the
 /// pool with [`check_on_return(false)`](connpool_core::Builder::check_on_return): on a connection
-/// used back to back, the get's peek then takes the place of the read that would fail first, so a
-/// request makes no more system calls than on a connection of its own.
+/// used back to back whose answers are read to the end of the buffer (`read_exact`), the get's
+/// peek then takes the place of the read that would fail first, so a request makes no more system
+/// calls than on a connection of its own. A read that comes back short takes the mark off itself,
+/// and then the get's peek is one call more.
 #[derive(Debug, Clone)]
 pub struct TcpDialer {
     nodelay: bool,
@@ -61,12 +63,15 @@ impl TcpDialer {
     /// it always peeks).
     ///
     /// The reactor marks a stream readable when bytes, the end of the stream or an error arrive,
-    /// and the mark stays until a read finds nothing. With `true`, a stream the reactor has not
-    /// marked counts as open without a system call, and only a marked one is peeked at. On a
-    /// connection that carries requests and answers back to back, that takes the get's system
-    /// call off each request; the return still peeks, as the answer left the stream marked (and
-    /// the peek clears the mark). In `echo_tokio` (BENCHMARKS.md) that is one call of the two
-    /// between the pool and a dedicated connection.
+    /// and the mark stays until a read finds nothing, or comes back short of its buffer
+    /// (everywhere but on Windows). With `true`, a stream the reactor has not marked counts as
+    /// open without a system call, and only a marked one is peeked at. On a connection that
+    /// carries requests and answers back to back, that takes the get's system call off each
+    /// request. The return still peeks when the answer's read filled its buffer (`read_exact` of
+    /// a known size), which leaves the stream marked (the peek clears the mark); after a read that
+    /// came back short, neither end peeks unless the reactor has seen something arrive since. In
+    /// `echo_tokio` (BENCHMARKS.md, exact reads) that is one call of the two between the pool and
+    /// a dedicated connection.
     ///
     /// The price: the mark is as fresh as the reactor's last look at the sockets. A peer that
     /// closed or reset an idle connection since the runtime last polled its reactor (a backend
