@@ -755,7 +755,7 @@ impl<D: Dialer> Builder<D> {
     /// also takes the place of the read that would have failed first on a connection used back to
     /// back, so a pooled request makes the system calls of a request on a connection of its own
     /// (BENCHMARKS.md in the repository has the figures); after a read that came back short it is
-    /// one call more.
+    /// one call more on epoll and kqueue platforms, where such a read takes the mark off itself.
     pub fn check_on_return(mut self, yes: bool) -> Self {
         self.check_on_return = yes;
         self

@@ -75,6 +75,7 @@ impl Origin {
     /// A flush through the guard returned `Pending` and has not returned ready since. Apart from
     /// [`Origin::WRITING`]: a flush that ends says nothing of a write cut off before it.
     const FLUSHING: u64 = 1 << 59;
+    /// Any I/O left unfinished, what [`Pooled::forget_pending`] forgets.
     const PENDING: u64 = Origin::READING | Origin::WRITING | Origin::FLUSHING;
     /// The stream is in a state the next caller must not inherit.
     const UNSETTLED: u64 = Origin::SHUT | Origin::PENDING;
@@ -230,7 +231,7 @@ impl<D: Dialer> Drop for Pooled<D> {
     fn drop(&mut self) {
         if let Some(Held { conn, dest }) = self.held.take() {
             if self.origin.unsettled() {
-                let _ending = dest.ending(unsettled(&dest));
+                let _ending = dest.ending(unsettled_reason(&dest));
                 drop(conn);
                 return;
             }
@@ -243,7 +244,7 @@ impl<D: Dialer> Drop for Pooled<D> {
 /// [`Pooled::release`], unless its thread is panicking or the pool was closed, which would have
 /// closed it anyway and have their own counters.
 #[cold]
-fn unsettled<D: Dialer>(dest: &Lent<D>) -> Reason {
+fn unsettled_reason<D: Dialer>(dest: &Lent<D>) -> Reason {
     if std::thread::panicking() {
         Reason::Panicking
     } else if dest.pool.store.is_closed() {

@@ -65,7 +65,8 @@ pub struct Counters {
     pub closed_not_open: u64,
     /// Connections closed by [`Pooled::release`](crate::Pooled::release), or dropped after their
     /// stream was shut down through the guard (`poll_close`, `poll_shutdown`) or with a read,
-    /// write or flush through it left unfinished.
+    /// write or flush through it left unfinished (counted as `closed_panicking` or
+    /// `closed_pool_closed` instead when that applies).
     pub released: u64,
     /// Connections closed because the pool was closed (idle ones at once, held ones on return,
     /// and dials that finished after the close).

@@ -60,8 +60,8 @@
 //! current-thread one only inside its `block_on`. A pool used from several runtimes hands a
 //! connection dialed on one to a caller on another, so share a pool only among runtimes that all
 //! keep running (a caller on another thread would otherwise wait on a runtime nobody drives), or
-//! keep one pool per runtime. A connection whose runtime has shut down is never handed out:
-//! [`TcpDialer`] and [`UnixDialer`] count it as closed.
+//! keep one pool per runtime. A connection whose runtime has shut down is never handed out (with
+//! `check_on_get`, the default): [`TcpDialer`] and [`UnixDialer`] count it as closed.
 //!
 //! # Time in tests
 //!

@@ -25,8 +25,8 @@ use crate::socket::{dial_error, is_open, timed_out};
 /// pool with [`check_on_return(false)`](connpool_core::Builder::check_on_return): on a connection
 /// used back to back whose answers are read to the end of the buffer (`read_exact`), the get's
 /// peek then takes the place of the read that would fail first, so a request makes no more system
-/// calls than on a connection of its own. A read that comes back short takes the mark off itself,
-/// and then the get's peek is one call more.
+/// calls than on a connection of its own. On epoll and kqueue platforms a read that comes back
+/// short takes the mark off itself, and then the get's peek is one call more.
 #[derive(Debug, Clone)]
 pub struct TcpDialer {
     nodelay: bool,
@@ -62,9 +62,10 @@ impl TcpDialer {
     /// Whether [`is_open`](Dialer::is_open) asks tokio's reactor before it peeks (default `false`:
     /// it always peeks).
     ///
-    /// The reactor marks a stream readable when bytes, the end of the stream or an error arrive,
-    /// and the mark stays until a read finds nothing, or comes back short of its buffer
-    /// (everywhere but on Windows). With `true`, a stream the reactor has not marked counts as
+    /// The reactor marks a stream readable when bytes, the end of the stream or an error arrive.
+    /// A mark for bytes stays until a read finds nothing or, on epoll and kqueue platforms (Linux,
+    /// Android, macOS, the BSDs), comes back short of its buffer; one for the end of the stream or
+    /// an error stays for good. With `true`, a stream the reactor has not marked counts as
     /// open without a system call, and only a marked one is peeked at. On a connection that
     /// carries requests and answers back to back, that takes the get's system call off each
     /// request. The return still peeks when the answer's read filled its buffer (`read_exact` of

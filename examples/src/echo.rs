@@ -70,7 +70,11 @@ where
                 // again) and retry on a new one, which cannot be stale.
                 conn.release();
                 let mut conn = self.pool.dial(addr).await?;
-                exchange(&mut conn, payload).await
+                let reply = exchange(&mut conn, payload).await;
+                if reply.is_err() {
+                    conn.release();
+                }
+                reply
             }
             Err(err) => {
                 // Cut off half-way, the connection is out of step with the server.
