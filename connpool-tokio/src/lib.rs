@@ -71,6 +71,11 @@
 //! the pool reads the system's time, which a paused clock has fallen behind or run ahead of, so
 //! the connection's idle time would start off by the difference (it could expire at once, or
 //! outlast its timeout by that much).
+//!
+//! A paused clock jumps to the next timer whenever the runtime has no task to run, sockets still
+//! waiting on the network included. A `wait_timeout`, `dial_timeout` or `connect_timeout` then
+//! runs out at once, while a real connection or request is still on its way: a test that needs
+//! them to wait for real sockets belongs on a runtime whose clock runs.
 
 #![forbid(unsafe_code)]
 
