@@ -117,35 +117,55 @@ impl<D: Dialer> PoolInner<D> {
 }
 
 /// Where a dropped guard's connection goes: closed if the thread is panicking (the caller may have
-/// left it half-used), else as [`give_back`] decides.
+/// left it half-used), else as [`give_back`] decides. `unsettled`: the guard left its stream in a
+/// state the next caller must not inherit (shut down, or I/O left unfinished).
 #[inline]
-pub(crate) fn check_in<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos) {
+pub(crate) fn check_in<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos, unsettled: bool) {
     if std::thread::panicking() {
         let _ending = dest.ending(Reason::Panicking);
         drop(conn);
         return;
     }
-    give_back(dest, conn, born, true);
+    let back = if unsettled {
+        Back::Unsettled
+    } else {
+        Back::Checked
+    };
+    give_back(dest, conn, born, back);
 }
 
-/// Where a connection coming back goes: to a waiter or back into the store, or closed. Called
-/// directly for a connection no caller has used (one handed to a waiter that went away), which a
-/// panic in flight says nothing about. `may_check`: whether [`Dialer::is_open`] may be asked
-/// (with `check_on_return`); not while a panic unwinds, where a panic of its own would abort the
-/// process, and the get that takes the connection next checks it anyway.
+/// How [`give_back`] treats a connection before it keeps it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Back {
+    /// Asks [`Dialer::is_open`] first (with `check_on_return`).
+    Checked,
+    /// Keeps it without asking: while a panic unwinds, where a panic of `is_open`'s own would
+    /// abort the process, and the get that takes the connection next checks it anyway.
+    Unchecked,
+    /// Closes it, as by [`Pooled::release`](crate::Pooled::release): its guard left the stream in
+    /// a state the next caller must not inherit.
+    Unsettled,
+}
+
+/// Where a connection coming back goes: to a waiter or back into the store, or closed (first of
+/// all if the pool is closed). Called directly for a connection no caller has used (one handed to
+/// a waiter that went away), which a panic in flight says nothing about.
 ///
 /// A free function reaching the pool through `dest`, not a method on it: once the connection is
 /// idle another thread may take it, return it and let the pool go, and a `&self` would claim the
 /// pool for the whole call ([`Store::put_fresh`] says more).
 #[inline]
-pub(crate) fn give_back<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos, may_check: bool) {
+pub(crate) fn give_back<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos, back: Back) {
     let pool = &*dest.pool;
     if pool.store.is_closed() {
         let _ending = dest.ending(Reason::PoolClosed);
         drop(conn);
         return;
     }
-    let conn = if may_check && pool.check_on_return {
+    if back == Back::Unsettled {
+        return release(dest, conn);
+    }
+    let conn = if back == Back::Checked && pool.check_on_return {
         // Also ends the count if `is_open` panics: after the connection, which is declared
         // after it and so dropped first as the panic unwinds.
         let ending = dest.ending(Reason::NotOpen);
@@ -178,6 +198,14 @@ pub(crate) fn give_back<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos, m
     {
         pool.reaper.notify();
     }
+}
+
+/// Closes a connection as [`Pooled::release`](crate::Pooled::release) does; off the return's
+/// usual path.
+#[cold]
+fn release<D: Dialer>(dest: &Lent<D>, conn: D::Conn) {
+    let _ending = dest.ending(Reason::Released);
+    drop(conn);
 }
 
 /// The pool's time on the clock the builder was given, for a connection coming back through
@@ -644,12 +672,12 @@ impl<D: Dialer> Drop for Queued<D> {
             {
                 // Still held, so the bucket, and the destination lent through it, stay. Unused,
                 // so a panic unwinding through this drop does not condemn it.
-                give_back(
-                    &Lent::new(&self.dest),
-                    conn,
-                    born,
-                    !std::thread::panicking(),
-                );
+                let back = if std::thread::panicking() {
+                    Back::Unchecked
+                } else {
+                    Back::Checked
+                };
+                give_back(&Lent::new(&self.dest), conn, born, back);
             }
         }
     }

@@ -230,27 +230,8 @@ impl<D: Dialer> Drop for Pooled<D> {
     #[inline]
     fn drop(&mut self) {
         if let Some(Held { conn, dest }) = self.held.take() {
-            if self.origin.unsettled() {
-                let _ending = dest.ending(unsettled_reason(&dest));
-                drop(conn);
-                return;
-            }
-            check_in(&dest, conn, self.origin.born());
+            check_in(&dest, conn, self.origin.born(), self.origin.unsettled());
         }
-    }
-}
-
-/// Why a connection left in a state the next caller must not inherit is closed: as by
-/// [`Pooled::release`], unless its thread is panicking or the pool was closed, which would have
-/// closed it anyway and have their own counters.
-#[cold]
-fn unsettled_reason<D: Dialer>(dest: &Lent<D>) -> Reason {
-    if std::thread::panicking() {
-        Reason::Panicking
-    } else if dest.pool.store.is_closed() {
-        Reason::PoolClosed
-    } else {
-        Reason::Released
     }
 }
 
