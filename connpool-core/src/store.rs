@@ -28,6 +28,7 @@ use std::ops::Deref;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use hashbrown::hash_table::OccupiedEntry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::clock::{nanos, Nanos};
@@ -1122,7 +1123,7 @@ impl<D: Dialer> Store<D> {
             if !may_dial {
                 if bucket.is_empty() {
                     // Its expired connections went above; it holds nothing now.
-                    entry.remove();
+                    remove_bucket(entry);
                 }
                 return Checkout::Miss;
             }
@@ -1197,7 +1198,7 @@ impl<D: Dialer> Store<D> {
             bucket.expire(now, books, after);
             if bucket.idle.is_empty() {
                 if bucket.is_empty() {
-                    entry.remove();
+                    remove_bucket(entry);
                 }
                 continue;
             }
@@ -1215,7 +1216,7 @@ impl<D: Dialer> Store<D> {
                 continue;
             };
             if bucket.is_empty() {
-                entry.remove();
+                remove_bucket(entry);
             }
             own_books.counters.hits += 1;
             own_bucket.held += 1;
@@ -1266,8 +1267,7 @@ impl<D: Dialer> Store<D> {
         let result = f(bucket, now, books, &mut after);
         bucket.settle(self.limits.max_open_per_host, &mut after);
         if bucket.is_empty() {
-            entry.remove();
-            shrink_if_sparse(buckets);
+            remove_bucket(entry);
         }
         self.evict_over_total(books, buckets, &mut after);
         drop(guard);
@@ -1321,7 +1321,7 @@ impl<D: Dialer> Store<D> {
             }
             bucket.settle(self.limits.max_open_per_host, after);
             if bucket.is_empty() {
-                entry.remove();
+                remove_bucket(entry);
             }
         }
     }
@@ -1462,7 +1462,7 @@ impl<D: Dialer> Store<D> {
             if let Ok(mut entry) = buckets.find_entry(dest.hash, |b| b.dest.addr == dest.addr) {
                 entry.get_mut().expire(now, books, &mut after);
                 if entry.get().is_empty() {
-                    entry.remove();
+                    remove_bucket(entry);
                 }
             }
         }
@@ -1509,7 +1509,7 @@ impl<D: Dialer> Store<D> {
             }
         };
         if bucket.is_empty() {
-            entry.remove();
+            remove_bucket(entry);
         }
         drop(guards);
         kept
@@ -1628,7 +1628,7 @@ impl<D: Dialer> Store<D> {
                 bucket.close_oldest(purged, Reason::Purged, books, &mut after);
                 bucket.settle(self.limits.max_open_per_host, &mut after);
                 if bucket.is_empty() {
-                    entry.remove();
+                    remove_bucket(entry);
                 }
                 purged
             })
@@ -1658,6 +1658,7 @@ impl<D: Dialer> Store<D> {
                 }
                 !bucket.is_empty()
             });
+            shrink_if_sparse(buckets);
             closed += before - books.idle;
         }
         closed
@@ -1738,6 +1739,15 @@ fn sure(timeout: Nanos, coarse: bool) -> Nanos {
     } else {
         timeout - timeout / 64
     }
+}
+
+/// Takes a bucket that holds nothing out of its table, and gives the table's memory back if that
+/// leaves it mostly empty: every path that empties a bucket ends here, so a burst of destinations
+/// gone by a return, a purge, a steal or an eviction shrinks the table at once, without waiting
+/// for a reap that a pool with nothing idle may never run.
+fn remove_bucket<D: Dialer>(entry: OccupiedEntry<'_, Bucket<D>>) {
+    let (_bucket, rest) = entry.remove();
+    shrink_if_sparse(rest.into_table());
 }
 
 /// Gives a table's memory back once it is mostly empty: a burst of destinations held at once grew
@@ -1870,7 +1880,7 @@ mod tests {
 
     use futures::executor::block_on;
 
-    use crate::{dial_fn, ManualClock, Pool};
+    use crate::{dial_fn, ManualClock, Pool, Pooled};
 
     #[test]
     fn on_a_coarse_clock_the_limits_keep_a_margin_and_never_stays_never() {
@@ -1950,12 +1960,16 @@ mod tests {
         assert_eq!(pool.handle_inner().store.buckets(), 0);
     }
 
-    /// Destinations held all at once grow a shard's table; once they are gone, the table gives
-    /// its memory back, whether they went idle and expired or were released.
+    /// Destinations held all at once grow the shards' tables. Every way they can leave gives the
+    /// memory back by itself: releases, expiry and a reap, purges, steals by another lane, and
+    /// closing the pool. Only expiry needs the reap; the others leave nothing idle that a reaper
+    /// would come for.
     #[test]
     fn a_burst_of_destinations_gives_its_memory_back() {
+        const BURST: u32 = 20_000;
         let clock = ManualClock::new();
         let pool = Pool::builder(dial_fn(|_addr: u32| async { Ok::<_, std::io::Error>(()) }))
+            .lanes(2)
             .capacity(2)
             .idle_timeout(Duration::from_secs(1))
             .clock(clock.clone())
@@ -1969,51 +1983,54 @@ mod tests {
                 .map(|shard| super::lock(&shard.0).buckets.allocation_size())
                 .sum()
         };
-        let empty = size();
-        for ending in ["release", "expire"] {
-            let held: Vec<_> = (0..20_000u32)
+        let burst = || -> Vec<_> {
+            (0..BURST)
                 .map(|addr| block_on(pool.get(&addr)).unwrap())
-                .collect();
+                .collect()
+        };
+        let empty = size();
+        for ending in ["release", "expire", "purge", "steal", "close"] {
+            super::pin_thread_lane(0);
+            let held = burst();
             let grown = size();
             assert!(
                 grown > 8 * empty.max(1),
                 "{ending}: the burst grew the tables"
             );
-            for conn in held {
-                match ending {
-                    "release" => conn.release(),
-                    _ => drop(conn),
+            match ending {
+                "release" => held.into_iter().for_each(Pooled::release),
+                "expire" => {
+                    drop(held);
+                    clock.advance(Duration::from_secs(2));
+                    assert_eq!(pool.reap(), BURST as usize);
+                }
+                "purge" => {
+                    drop(held);
+                    for addr in 0..BURST {
+                        assert_eq!(pool.purge(&addr), 1);
+                    }
+                }
+                "steal" => {
+                    drop(held);
+                    super::pin_thread_lane(1);
+                    for conn in burst() {
+                        assert!(conn.is_reused(), "taken from lane 0");
+                        conn.release();
+                    }
+                }
+                _ => {
+                    drop(held);
+                    assert_eq!(pool.stats().idle(), BURST as usize);
+                    pool.close();
                 }
             }
-            if ending == "release" {
-                // Nothing is idle, so no reaper would come: the releases themselves shrink.
-                assert_eq!(store.buckets(), 0);
-                assert!(size() < grown / 8, "released: {} of {grown} bytes", size());
-            }
-            clock.advance(Duration::from_secs(2));
-            pool.reap();
-            assert_eq!(store.buckets(), 0);
+            assert_eq!(store.buckets(), 0, "{ending}");
             assert!(
                 size() < grown / 8,
                 "{ending}: the tables keep {} of {grown} bytes",
                 size()
             );
         }
-
-        // Purged, the idle connections leave without shrinking; the next reap shrinks the
-        // shards although none holds anything idle.
-        drop(
-            (0..20_000u32)
-                .map(|addr| block_on(pool.get(&addr)).unwrap())
-                .collect::<Vec<_>>(),
-        );
-        let grown = size();
-        for addr in 0..20_000u32 {
-            assert_eq!(pool.purge(&addr), 1);
-        }
-        assert_eq!(store.buckets(), 0);
-        pool.reap();
-        assert!(size() < grown / 8, "purged: {} of {grown} bytes", size());
     }
 
     mod lanes {
