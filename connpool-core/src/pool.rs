@@ -253,6 +253,7 @@ impl<D: Dialer> Pool<D> {
                 max_idle_total: None,
                 max_lifetime: None,
                 lanes: None,
+                queue: true,
             },
             clock: None,
             spawner: None,
@@ -457,6 +458,7 @@ impl<D: Dialer> Pool<D> {
                 waiter,
                 done: false,
             }),
+            Checkout::Full => return Err(Error::Timeout),
             Checkout::Closed => return Err(Error::Closed),
             Checkout::Miss => unreachable!("a checkout that may dial never misses"),
         };
@@ -801,8 +803,14 @@ impl<D: Dialer> Builder<D> {
     }
 
     /// How long [`Pool::get`] and [`Pool::dial`] wait in line for a free slot before they answer
-    /// [`Error::Timeout`] (default: as long as it takes; zero: not at all). Needs a
-    /// [`clock`](Builder::clock) that can sleep.
+    /// [`Error::Timeout`] (default: as long as it takes). Needs a [`clock`](Builder::clock) that
+    /// can sleep, except zero.
+    ///
+    /// Zero is not at all: a caller that finds its destination at `max_open_per_host` answers
+    /// [`Error::Timeout`] at once, without queueing, so it is never handed a connection another
+    /// caller returns, and the answer does not wait for a timer of the clock's (counted in
+    /// [`Counters::waits`](crate::Counters::waits) and
+    /// [`wait_timeouts`](crate::Counters::wait_timeouts), as a wait that timed out).
     pub fn wait_timeout(mut self, d: Duration) -> Self {
         self.wait_timeout = Some(d);
         self
@@ -839,7 +847,10 @@ impl<D: Dialer> Builder<D> {
     /// Builds the pool, and starts its reaper when a clock and a spawner are set.
     pub fn build(self) -> Result<Pool<D>, BuildError> {
         self.check()?;
-        let limits = self.limits;
+        let limits = Limits {
+            queue: self.wait_timeout != Some(Duration::ZERO),
+            ..self.limits
+        };
         // Nothing ever expires with no room to keep anything, or with an idle timeout of centuries.
         let reaper_useful = limits.capacity > 0
             && limits.max_idle_total != Some(0)
@@ -903,7 +914,7 @@ impl<D: Dialer> Builder<D> {
                     "the background reaper needs a clock to sleep on; set clock() too",
                 ));
             }
-            if self.wait_timeout.is_some() {
+            if self.wait_timeout.is_some_and(|d| !d.is_zero()) {
                 return Err(BuildError::new("wait_timeout", needs_clock));
             }
             if self.dial_timeout.is_some() {

@@ -261,6 +261,9 @@ pub(crate) struct Limits {
     pub(crate) max_lifetime: Option<Duration>,
     /// How many lanes; `None`: one per core. Set only by tests, to have lanes on any machine.
     pub(crate) lanes: Option<usize>,
+    /// Whether callers that find their destination at `max_open_per_host` queue; `false` with a
+    /// zero `wait_timeout`: they would time out the moment they queued.
+    pub(crate) queue: bool,
 }
 
 /// What a get or dial found in the store.
@@ -275,6 +278,9 @@ pub(crate) enum Checkout<D: Dialer> {
     /// Nothing usable in this lane, and the caller asked not to dial yet: it looks in the other
     /// lanes first ([`Store::steal`]).
     Miss,
+    /// The destination is full and callers do not queue (a zero `wait_timeout`): counted as a
+    /// wait that timed out.
+    Full,
     /// The pool is closed.
     Closed,
 }
@@ -1130,9 +1136,13 @@ impl<D: Dialer> Store<D> {
             bucket.dialing += 1;
             return Checkout::Dial(bucket.dest.clone());
         }
+        books.counters.waits += 1;
+        if !self.limits.queue {
+            books.counters.wait_timeouts += 1;
+            return Checkout::Full;
+        }
         let waiter = Arc::new(Waiter::new(fresh));
         bucket.waiters.push_back(waiter.clone());
-        books.counters.waits += 1;
         Checkout::Wait(bucket.dest.clone(), waiter)
     }
 

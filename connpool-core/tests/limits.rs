@@ -8,10 +8,11 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use connpool_core::{Builder, Error, ManualClock, Pool, Pooled};
+use connpool_core::{Builder, Clock, Error, ManualClock, Pool, Pooled};
 use futures::executor::block_on;
+use futures::future::BoxFuture;
 use support::{addr, poll_once, TestDialer};
 
 type Pending<'a> = Pin<Box<dyn Future<Output = Result<Pooled<TestDialer>, Error>> + 'a>>;
@@ -244,14 +245,54 @@ fn a_wait_times_out_on_the_pools_clock() {
     assert_eq!(pool.stats().counters.wait_timeouts, 1);
 }
 
+/// A clock whose sleeps never end: a wait that depends on one of its timers never answers.
+struct NeverWakes(ManualClock);
+
+impl Clock for NeverWakes {
+    fn now(&self) -> Instant {
+        self.0.now()
+    }
+
+    fn sleep(&self, _: Duration) -> BoxFuture<'static, ()> {
+        Box::pin(futures::future::pending())
+    }
+}
+
+/// A zero wait is no wait: the caller is turned away in its first poll, on any clock (a runtime's
+/// zero sleep ends at its next timer tick, not at once) and with none, and it never queues, so a
+/// connection returned after it is not handed to it.
 #[test]
 fn a_zero_wait_timeout_fails_at_once_when_full() {
-    let (pool, _, _) = limited_with(1, |b| b.wait_timeout(Duration::ZERO));
-    let _held = get(&pool, "a:1");
-    assert!(matches!(
-        block_on(pool.get(&addr("a:1"))),
-        Err(Error::Timeout)
-    ));
+    let dialer = TestDialer::new();
+    let on_a_clock = Pool::builder(dialer.clone())
+        .max_open_per_host(1)
+        .wait_timeout(Duration::ZERO)
+        .clock(NeverWakes(ManualClock::new()));
+    let without_a_clock = Pool::builder(dialer.clone())
+        .max_open_per_host(1)
+        .wait_timeout(Duration::ZERO);
+    for builder in [on_a_clock, without_a_clock] {
+        let pool = builder.build().unwrap();
+        let a = addr("a:1");
+        let held = get(&pool, "a:1");
+        for fresh in [false, true] {
+            let mut fut: Pending<'_> = if fresh {
+                Box::pin(pool.dial(&a))
+            } else {
+                Box::pin(pool.get(&a))
+            };
+            assert!(matches!(
+                poll_once(&mut fut),
+                Poll::Ready(Err(Error::Timeout))
+            ));
+        }
+        assert_eq!(counts(&pool, "a:1"), (1, 0, 0));
+        let counters = pool.stats().counters;
+        assert_eq!((counters.waits, counters.wait_timeouts), (2, 2));
+        drop(held);
+        assert_eq!(counts(&pool, "a:1"), (1, 1, 0), "back idle, not handed on");
+        assert!(get(&pool, "a:1").is_reused());
+    }
 }
 
 #[test]

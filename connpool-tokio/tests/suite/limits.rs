@@ -141,6 +141,41 @@ pub fn limit_wait_timeout_when_all_are_held<R: Runtime>() {
     });
 }
 
+/// A zero `wait_timeout` turns a get or a dial at the limit away in its first poll, on the
+/// runtime's real clock (whose zero sleep ends at a timer tick, not at once), without queueing it.
+pub fn limit_zero_wait_turns_away_at_once<R: Runtime>() {
+    R::block_on(async {
+        let backend = Backend::start();
+        let addr = backend.addr();
+        let pool = R::builder(R::tcp())
+            .max_open_per_host(1)
+            .wait_timeout(Duration::ZERO)
+            .build()
+            .unwrap();
+        let mut held = pool.get(&addr).await.unwrap();
+        echo_ok(&mut *held, 0, 0).await;
+        let mut get = pin!(pool.get(&addr));
+        assert!(matches!(
+            poll_once(&mut get).await,
+            Poll::Ready(Err(Error::Timeout))
+        ));
+        let mut dial = pin!(pool.dial(&addr));
+        assert!(matches!(
+            poll_once(&mut dial).await,
+            Poll::Ready(Err(Error::Timeout))
+        ));
+        let stats = pool.stats();
+        assert_eq!((stats.counters.waits, stats.counters.wait_timeouts), (2, 2));
+        assert_eq!(stats.destination(&addr).unwrap().waiting, 0);
+        drop(held);
+        let mut conn = pool.get(&addr).await.unwrap();
+        assert!(conn.is_reused());
+        echo_ok(&mut *conn, 0, 1).await;
+        drop(conn);
+        settle::<R>(&pool, &backend).await;
+    });
+}
+
 /// A dial the backend never answers is abandoned after `dial_timeout`: `Error::Timeout`, counted,
 /// and nothing left behind.
 #[cfg(target_os = "linux")]

@@ -128,6 +128,7 @@ macro_rules! suite {
             faults_request_cut_off_through_its_guard,
             limit_holds_a_burst_of_64_tasks_to_4_open_connections,
             limit_wait_timeout_when_all_are_held,
+            limit_zero_wait_turns_away_at_once,
             limit_refusing_backend_fails_fast,
             limit_shutdown_waits_for_held_connections,
             limit_shutdown_gives_up_after_grace,
