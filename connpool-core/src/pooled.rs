@@ -32,15 +32,17 @@ use crate::Dialer;
 /// reader loop stopped once every answer had arrived also leaves a read pending. A caller that
 /// knows its stream is between requests says so with [`Pooled::forget_pending`].
 ///
-/// The guard sees only the I/O done through it (its `AsyncRead`/`AsyncWrite`, and what wraps the
-/// guard: `tokio::io::split(&mut guard)`, a codec over it), not the I/O done on the connection it
-/// dereferences to (a `&mut *guard`, tokio's `guard.split()`, smol's `guard.clone()`). A request
+/// The guard sees only the I/O done through it (its `AsyncRead`/`AsyncWrite`/`AsyncBufRead`, and
+/// what wraps the guard: `tokio::io::split(&mut guard)`, a codec over it), not the I/O done on the
+/// connection it dereferences to (a `&mut *guard`, tokio's `guard.split()`, smol's
+/// `guard.clone()`, or a method the guard does not have and the connection does, which a call on
+/// the guard reaches through `DerefMut`). A request
 /// abandoned there, or at an await between the request and its answer, still calls for
 /// [`Pooled::release`]: keep the guard outside the future that can be cut off
 /// (`timeout(limit, handle(&mut guard))`) and release it when the future did not finish.
 ///
-/// When the connection implements futures-io's `AsyncRead`/`AsyncWrite` (and is `Unpin`), so does
-/// the guard; with the `tokio` feature, tokio's too.
+/// When the connection implements futures-io's `AsyncRead`, `AsyncWrite` or `AsyncBufRead` (and
+/// is `Unpin`), so does the guard; with the `tokio` feature, tokio's too.
 // Made of whole words (no `bool` beside them): a guard is often moved right after it was written,
 // and copying a word that was written a byte at a time stalls the copy on store forwarding.
 pub struct Pooled<D: Dialer> {
@@ -215,14 +217,23 @@ impl<D: Dialer> Pooled<D> {
     }
 
     /// Polls a read, write or flush (`op`, as [`Origin::track`] takes it) of the connection and
-    /// notes whether it was left unfinished.
+    /// notes whether it was left unfinished. What the poll returns may borrow the connection (a
+    /// buffered read's bytes), so the two fields are borrowed apart.
     #[inline]
-    fn track_io<T>(&mut self, op: u64, poll: impl FnOnce(Pin<&mut D::Conn>) -> Poll<T>) -> Poll<T>
+    fn track_io<'a, T>(
+        &'a mut self,
+        op: u64,
+        poll: impl FnOnce(Pin<&'a mut D::Conn>) -> Poll<T>,
+    ) -> Poll<T>
     where
         D::Conn: Unpin,
     {
-        let poll = poll(Pin::new(self.conn_mut()));
-        self.origin.track(op, poll)
+        let Pooled { held, origin } = self;
+        let conn = match held {
+            Some(held) => &mut held.conn,
+            None => unreachable!("a guard's connection is taken only by value"),
+        };
+        origin.track(op, poll(Pin::new(conn)))
     }
 }
 
@@ -285,6 +296,22 @@ where
     }
 }
 
+/// A buffered read is a read: `read_line`, `read_until` and `lines` on the guard are tracked as its
+/// reads are (without this impl they would reach the connection through `DerefMut`, unseen).
+impl<D: Dialer> futures_io::AsyncBufRead for Pooled<D>
+where
+    D::Conn: futures_io::AsyncBufRead + Unpin,
+{
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        self.get_mut()
+            .track_io(Origin::READING, |conn| conn.poll_fill_buf(cx))
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        Pin::new(self.get_mut().conn_mut()).consume(amt);
+    }
+}
+
 impl<D: Dialer> futures_io::AsyncWrite for Pooled<D>
 where
     D::Conn: futures_io::AsyncWrite + Unpin,
@@ -329,6 +356,22 @@ where
     ) -> Poll<io::Result<()>> {
         self.get_mut()
             .track_io(Origin::READING, |conn| conn.poll_read(cx, buf))
+    }
+}
+
+/// As futures-io's: tokio's `read_line`, `read_until` and `lines` on the guard are tracked.
+#[cfg(feature = "tokio")]
+impl<D: Dialer> tokio::io::AsyncBufRead for Pooled<D>
+where
+    D::Conn: tokio::io::AsyncBufRead + Unpin,
+{
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        self.get_mut()
+            .track_io(Origin::READING, |conn| conn.poll_fill_buf(cx))
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        Pin::new(self.get_mut().conn_mut()).consume(amt);
     }
 }
 

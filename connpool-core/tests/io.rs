@@ -1,6 +1,7 @@
 //! The guard's own I/O (futures-io's traits, and tokio's with the `tokio` feature, which
-//! `cargo test --workspace` turns on): a read, write or flush left unfinished through it, or a
-//! shutdown, keeps its connection from going back to the pool; I/O that finished does not.
+//! `cargo test --workspace` turns on): a read (buffered or not), write or flush left unfinished
+//! through it, or a shutdown, keeps its connection from going back to the pool; I/O that finished
+//! does not.
 
 mod support;
 
@@ -15,9 +16,15 @@ use futures::executor::block_on;
 #[cfg(feature = "tokio")]
 use futures::future::poll_fn;
 use futures::future::BoxFuture;
-use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, IoSlice, IoSliceMut};
+use futures::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, IoSlice,
+    IoSliceMut,
+};
 use futures::FutureExt;
 use support::{addr, poll_once};
+
+/// What a [`Wire`]'s buffered reads find.
+const LINE: &[u8] = b"ok\n";
 
 /// What a [`Wire`] does with reads and writes.
 const SILENT: u8 = 0;
@@ -54,6 +61,15 @@ impl AsyncRead for Wire {
     }
 }
 
+/// Buffered reads: a line at a time (the same line, for as long as it answers).
+impl AsyncBufRead for Wire {
+    fn poll_fill_buf(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        self.get_mut().ready(LINE)
+    }
+
+    fn consume(self: Pin<&mut Self>, _: usize) {}
+}
+
 impl AsyncWrite for Wire {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -85,6 +101,15 @@ impl tokio::io::AsyncRead for Wire {
         }
         ready
     }
+}
+
+#[cfg(feature = "tokio")]
+impl tokio::io::AsyncBufRead for Wire {
+    fn poll_fill_buf(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        self.get_mut().ready(LINE)
+    }
+
+    fn consume(self: Pin<&mut Self>, _: usize) {}
 }
 
 #[cfg(feature = "tokio")]
@@ -194,8 +219,19 @@ fn ops() -> Vec<(&'static str, Op)> {
             }
             .boxed()
         }),
+        // A buffered read on the guard, as a line protocol's client writes it: without the
+        // guard's own `AsyncBufRead` it compiles all the same, through `DerefMut`, unseen.
+        ("read_line", |conn| {
+            async {
+                let mut line = String::new();
+                conn.read_line(&mut line).await.map(drop)
+            }
+            .boxed()
+        }),
         #[cfg(feature = "tokio")]
         ("tokio poll_read", tokio_read),
+        #[cfg(feature = "tokio")]
+        ("tokio poll_fill_buf", tokio_read_line),
         #[cfg(feature = "tokio")]
         ("tokio poll_write", tokio_write),
         #[cfg(feature = "tokio")]
@@ -212,6 +248,26 @@ fn tokio_read(conn: &mut Pooled<WireDialer>) -> BoxFuture<'_, io::Result<()>> {
         let mut buf = tokio::io::ReadBuf::new(&mut buf);
         poll_fn(|cx| tokio::io::AsyncRead::poll_read(Pin::new(&mut *conn), cx, &mut buf)).await
     }
+    .boxed()
+}
+
+/// A line read as tokio's `read_line` reads one: fill the buffer, then take the line out of it.
+#[cfg(feature = "tokio")]
+fn tokio_read_line(conn: &mut Pooled<WireDialer>) -> BoxFuture<'_, io::Result<()>> {
+    use tokio::io::AsyncBufRead as TokioBufRead;
+    poll_fn(|cx| {
+        let mut conn = Pin::new(&mut *conn);
+        let line = match TokioBufRead::poll_fill_buf(conn.as_mut(), cx) {
+            Poll::Ready(Ok(buf)) => buf
+                .iter()
+                .position(|&byte| byte == b'\n')
+                .map_or(buf.len(), |at| at + 1),
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            Poll::Pending => return Poll::Pending,
+        };
+        TokioBufRead::consume(conn, line);
+        Poll::Ready(Ok(()))
+    })
     .boxed()
 }
 

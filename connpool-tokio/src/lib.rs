@@ -50,7 +50,8 @@
 //!   [`Builder`], errors and statistics types (the rest, such as `ManualClock`, is in
 //!   [`connpool_core`]).
 //!
-//! A [`Pooled`] connection implements tokio's `AsyncRead` and `AsyncWrite`, so it works with
+//! A [`Pooled`] connection implements tokio's `AsyncRead` and `AsyncWrite` (and `AsyncBufRead`
+//! over a buffered stream, such as a dialer's `BufStream<TcpStream>`), so it works with
 //! `AsyncReadExt`, `tokio::io::split` and `tokio_util::codec::Framed` like the stream it holds.
 //!
 //! # Pools and runtimes
