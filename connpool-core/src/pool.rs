@@ -276,9 +276,12 @@ impl<D: Dialer> Pool<D> {
     /// An idle connection to `addr` if one is usable (most recently returned first), else a new
     /// one.
     ///
-    /// "Most recently returned first" holds exactly for one thread. Threads get first from the
-    /// connections returned on their own lane (one lane per core, see the crate overview), then
-    /// from the other lanes, so a get dials only when no usable connection is idle anywhere.
+    /// "Most recently returned first" holds exactly for the connections one thread both got and
+    /// returned. A connection goes back to the lane it was handed out from (one lane per core, see
+    /// the crate overview), and threads get first from their own lane, then from the other lanes,
+    /// so a get dials only when no usable connection is idle anywhere. A connection a thread
+    /// returns to another lane therefore comes, at that thread's next get, after those idle in
+    /// its own lane.
     ///
     /// Idle connections whose idle time or lifetime is up are closed on the way, and with
     /// `check_on_get` (the default) so are those [`Dialer::is_open`] turns down, so a restarted
