@@ -725,7 +725,9 @@ impl<D: Dialer> Builder<D> {
         self
     }
 
-    /// The most idle connections kept per destination (default 32); 0 keeps nothing idle.
+    /// The most idle connections kept per destination (default 32); 0 keeps nothing idle, and
+    /// then a returned connection is closed without asking [`Dialer::is_open`] (or, to a caller
+    /// waiting in line at `max_open_per_host`, handed on unasked: that caller's get asks).
     pub fn capacity(mut self, n: usize) -> Self {
         self.limits.capacity = n;
         self
@@ -855,8 +857,8 @@ impl<D: Dialer> Builder<D> {
             ..self.limits
         };
         // Nothing ever expires with no room to keep anything, or with an idle timeout of centuries.
-        let reaper_useful = limits.capacity > 0
-            && limits.max_idle_total != Some(0)
+        let keeps_idle = limits.capacity > 0 && limits.max_idle_total != Some(0);
+        let reaper_useful = keeps_idle
             && (nanos(limits.idle_timeout) < Nanos::MAX
                 || limits.max_lifetime.is_some_and(|d| nanos(d) < Nanos::MAX));
         let shortest = limits.max_lifetime.map_or(limits.idle_timeout, |lifetime| {
@@ -877,7 +879,9 @@ impl<D: Dialer> Builder<D> {
             store: Store::new(limits, time.is_coarse()),
             time,
             check_on_get: self.check_on_get,
-            check_on_return: self.check_on_get && self.check_on_return,
+            // With nothing kept idle, a returned connection is closed, or handed to a waiter
+            // whose get checks it: a check at the return would only cost a call.
+            check_on_return: self.check_on_get && self.check_on_return && keeps_idle,
             wait_timeout: self.wait_timeout,
             dial_timeout: self.dial_timeout,
             reaper,

@@ -69,24 +69,30 @@ fn counts(pool: &Pool<TestDialer>, a: &str) -> (usize, usize, usize) {
 /// Without the return check, a connection that died while held goes straight to the waiter
 /// that is first in line; the waiter's get checks it, closes it and dials in its slot.
 #[test]
+/// Also where nothing is kept idle (`capacity(0)`), which skips the return's check: a returned
+/// connection is closed, or handed to a waiter, whose get checks it.
 fn without_the_return_check_a_waiter_is_never_handed_a_dead_connection() {
-    let (pool, dialer, _) = limited_with(1, |b| b.check_on_return(false));
-    let a = addr("a:1");
-    let held = get(&pool, "a:1");
-    let mut waiter = start(&pool, &a);
-    held.kill();
-    drop(held);
-    assert_eq!(dialer.checks(), 0);
-    let got = ready(&mut waiter).unwrap();
-    assert!(
-        !got.is_reused(),
-        "the waiter was handed the dead connection"
-    );
-    assert!(got.open.load(std::sync::atomic::Ordering::SeqCst));
-    assert_eq!(dialer.checks(), 1);
-    assert_eq!(pool.stats().counters.closed_not_open, 1);
-    assert_eq!(counts(&pool, "a:1"), (1, 0, 0));
-    assert_eq!(dialer.live(), 1);
+    let without_the_check: [fn(Builder<TestDialer>) -> Builder<TestDialer>; 2] =
+        [|b| b.check_on_return(false), |b| b.capacity(0)];
+    for configure in without_the_check {
+        let (pool, dialer, _) = limited_with(1, configure);
+        let a = addr("a:1");
+        let held = get(&pool, "a:1");
+        let mut waiter = start(&pool, &a);
+        held.kill();
+        drop(held);
+        assert_eq!(dialer.checks(), 0);
+        let got = ready(&mut waiter).unwrap();
+        assert!(
+            !got.is_reused(),
+            "the waiter was handed the dead connection"
+        );
+        assert!(got.open.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(dialer.checks(), 1);
+        assert_eq!(pool.stats().counters.closed_not_open, 1);
+        assert_eq!(counts(&pool, "a:1"), (1, 0, 0));
+        assert_eq!(dialer.live(), 1);
+    }
 }
 
 /// A waiter handed a connection that turns out dead keeps its turn: it dials in that

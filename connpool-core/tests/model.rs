@@ -107,6 +107,8 @@ struct Model {
     /// `max_lifetime` in milliseconds (`u64::MAX`: none), counted from each connection's dial.
     max_lifetime: u64,
     /// `check_on_return`: whether a dead connection coming back is closed, or kept unchecked.
+    /// Off where nothing is kept idle (`capacity` or `max_idle_total` 0): the connection is
+    /// closed anyway, or handed to a waiter whose get checks it.
     check_on_return: bool,
     now: u64,
     closed: bool,
@@ -402,7 +404,7 @@ impl Harness {
                 max_open,
                 max_idle_total: max_idle_total.unwrap_or(usize::MAX),
                 max_lifetime: max_lifetime_ms.unwrap_or(u64::MAX),
-                check_on_return,
+                check_on_return: check_on_return && capacity > 0 && max_idle_total != Some(0),
                 now: 0,
                 closed: false,
                 idle: BTreeMap::new(),

@@ -60,6 +60,9 @@ fn capacity_zero_keeps_nothing() {
     assert_eq!(dialer.live(), 0);
     assert_eq!(pool.stats().counters.closed_over_capacity, 3);
     assert!(pool.stats().destinations.is_empty());
+    // Nothing is kept, so nothing is checked before it is closed (a system call per request
+    // with the adapters' dialers).
+    assert_eq!(dialer.checks(), 0);
 }
 
 #[test]
