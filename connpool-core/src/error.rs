@@ -74,3 +74,10 @@ impl fmt::Display for BuildError {
 }
 
 impl std::error::Error for BuildError {}
+
+impl From<BuildError> for io::Error {
+    /// [`io::ErrorKind::InvalidInput`], for constructors that answer [`io::Result`].
+    fn from(err: BuildError) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidInput, err)
+    }
+}

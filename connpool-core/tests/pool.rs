@@ -464,6 +464,10 @@ fn bad_settings_are_build_errors_that_name_the_setting() {
         .unwrap_err();
     assert_eq!(err.setting(), "spawner");
     assert!(err.to_string().contains("clock"), "{err}");
+    // `?` in a constructor that answers `io::Result`.
+    let io = std::io::Error::from(err);
+    assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(io.to_string().contains("spawner"), "{io}");
 }
 
 #[test]

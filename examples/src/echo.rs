@@ -122,9 +122,3 @@ fn is_closed(err: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
     )
 }
-
-/// A pool [`BuildError`](connpool_core::BuildError) as an [`io::Error`], for the constructors.
-#[cfg(any(feature = "tokio", feature = "smol"))]
-fn build_error(err: connpool_core::BuildError) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidInput, err)
-}

@@ -7,7 +7,7 @@ use std::io;
 
 use connpool_smol::TcpDialer;
 
-use super::{build_error, EchoClient};
+use super::EchoClient;
 
 /// The echo client on smol.
 pub type Client = EchoClient<TcpDialer>;
@@ -36,8 +36,6 @@ pub type Client = EchoClient<TcpDialer>;
 /// # }
 /// ```
 pub fn client(servers: Vec<String>) -> io::Result<Client> {
-    let pool = connpool_smol::builder(TcpDialer::new())
-        .build()
-        .map_err(build_error)?;
+    let pool = connpool_smol::builder(TcpDialer::new()).build()?;
     EchoClient::new(pool, servers)
 }

@@ -10,7 +10,7 @@ use connpool_core::Dialer;
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
-use super::{build_error, EchoClient};
+use super::EchoClient;
 
 /// The echo client on tokio.
 pub type Client = EchoClient<TcpDialer>;
@@ -39,9 +39,7 @@ pub type Client = EchoClient<TcpDialer>;
 /// # }
 /// ```
 pub fn client(servers: Vec<String>) -> io::Result<Client> {
-    let pool = connpool_tokio::builder(TcpDialer::new())
-        .build()
-        .map_err(build_error)?;
+    let pool = connpool_tokio::builder(TcpDialer::new()).build()?;
     EchoClient::new(pool, servers)
 }
 
