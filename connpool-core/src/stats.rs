@@ -51,7 +51,8 @@ pub struct DestinationStats<A> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Counters {
-    /// Gets answered with an idle connection.
+    /// Gets answered with a connection already open: an idle one, or one a return handed
+    /// straight to a get waiting in line at `max_open_per_host`.
     pub hits: u64,
     /// Connections dialed successfully.
     pub dials: u64,
