@@ -22,6 +22,7 @@
 //! destinations cost nothing once their connections are gone.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::hash::BuildHasher;
 use std::mem::{self, ManuallyDrop};
 use std::ops::Deref;
@@ -251,7 +252,7 @@ impl Counters {
 }
 
 /// The limits a store enforces, fixed when the pool is built.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Limits {
     pub(crate) capacity: usize,
     pub(crate) idle_timeout: Duration,
@@ -264,6 +265,21 @@ pub(crate) struct Limits {
     /// Whether callers that find their destination at `max_open_per_host` queue; `false` with a
     /// zero `wait_timeout`: they would time out the moment they queued.
     pub(crate) queue: bool,
+}
+
+/// The settings as a user gave them: `None` for no limit, and nothing of the test-only lanes or
+/// of how a zero `wait_timeout` is carried out.
+impl fmt::Debug for Limits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let max_open = Some(self.max_open_per_host).filter(|&n| n != usize::MAX);
+        f.debug_struct("Limits")
+            .field("capacity", &self.capacity)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_open_per_host", &max_open)
+            .field("max_idle_total", &self.max_idle_total)
+            .field("max_lifetime", &self.max_lifetime)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a get or dial found in the store.

@@ -470,6 +470,17 @@ fn bad_settings_are_build_errors_that_name_the_setting() {
     assert!(io.to_string().contains("spawner"), "{io}");
 }
 
+/// Settings print as given: no limit is `None`, not `usize::MAX`.
+#[test]
+fn settings_print_as_given() {
+    let builder = Pool::builder(TestDialer::new()).capacity(3);
+    let shown = format!("{builder:?}");
+    assert!(shown.contains("capacity: 3"), "{shown}");
+    assert!(shown.contains("max_open_per_host: None"), "{shown}");
+    let shown = format!("{:?}", builder.max_open_per_host(7).build().unwrap());
+    assert!(shown.contains("max_open_per_host: Some(7)"), "{shown}");
+}
+
 #[test]
 fn extreme_settings_work() {
     let dialer = TestDialer::new();
