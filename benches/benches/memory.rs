@@ -122,6 +122,24 @@ fn churn(dests: usize) {
     );
 }
 
+/// `dests` destinations each used once, then purged one by one (a backend list replaced):
+/// what is left with no reap to come, since nothing is idle.
+fn churn_purged(dests: usize) {
+    let addrs = addresses(dests);
+    let clock = ManualClock::new();
+    let pool = pool(32, &clock);
+    let empty = Live::now();
+    fill(&pool, &addrs, 1);
+    let purged: usize = addrs.iter().map(|addr| pool.purge(addr)).sum();
+    assert_eq!(purged, dests);
+    let left = Live::now().since(empty);
+    println!("| destinations used once, then purged | {dests} |");
+    println!(
+        "| bytes (blocks) over the empty pool after the purges, before any reap | {} ({}) |",
+        left.bytes, left.blocks
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench` (and any filter); this program measures one fixed set.
     println!("Bookkeeping per idle connection (bytes and blocks over an empty pool):\n");
@@ -142,4 +160,5 @@ fn main() {
     println!("| | |");
     println!("|---|---:|");
     churn(100_000);
+    churn_purged(100_000);
 }
