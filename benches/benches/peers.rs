@@ -16,7 +16,11 @@
 //! - `hyper_legacy`: hyper-util's legacy client pool (`hyper_util::client::legacy::pool`), one
 //!   pool keyed by destination, driven as hyper's `Client` drives it;
 //! - `naive_mutex_map`: `Mutex<HashMap<String, Vec<Conn>>>`, a lookup on get and another on
-//!   return.
+//!   return;
+//! - `deadpool_fixed_map_foldhash`, `bb8_fixed_map_foldhash`, `naive_mutex_map_foldhash`: the
+//!   same maps hashing with foldhash, the hasher connpool's tables use, in place of std's SipHash
+//!   (what a map written with the defaults hashes with): the peers with the same hashing cost.
+//!   The "best of the deadpool/bb8 maps" is taken over these too.
 //!
 //! Checks before reuse are each peer's default: deadpool always runs `Manager::recycle`, bb8 runs
 //! `is_valid` (test on check-out) and `has_broken` on return, hyper-util asks `is_open` on checkout
@@ -25,13 +29,14 @@
 //! bb8 times every get out with Tokio's timer, so its gets run inside a Tokio runtime's context
 //! (still polled once, like every other get here).
 
+use std::hash::{BuildHasher, RandomState};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
 use connpool_benches::peers::{
-    bb8_pool, deadpool_pool, hyper_pool, hyper_pooled, Bb8Pool, DeadpoolPool, FixedMap, HyperKey,
-    HyperPool, LockedMap, NaiveMap,
+    bb8_pool, deadpool_pool, hyper_pool, hyper_pooled, Bb8Pool, DeadpoolPool, FastHash, FixedMap,
+    HyperKey, HyperPool, LockedMap, NaiveMap,
 };
 use connpool_benches::{addresses, ready, run_on_threads, Conn, Cycle, NoopDialer};
 use connpool_core::Pool;
@@ -117,8 +122,13 @@ impl Setup<'_> {
         self.assert_no_growth(self.addrs.iter().map(|addr| map.pool(addr).status().size));
     }
 
-    fn deadpool_fixed(&self, group: &mut BenchmarkGroup<'_, WallTime>) {
-        let map = FixedMap::new(self.addrs, deadpool_pool);
+    /// `name`'s fixed map hashing with `S`.
+    fn deadpool_fixed<S: BuildHasher + Default + Send + Sync>(
+        &self,
+        group: &mut BenchmarkGroup<'_, WallTime>,
+        name: &str,
+    ) {
+        let map = FixedMap::<_, S>::hashed_with(self.addrs, deadpool_pool);
         for addr in self.addrs {
             let pool = map.pool(addr);
             let held: Vec<_> = (0..self.threads)
@@ -126,7 +136,7 @@ impl Setup<'_> {
                 .collect();
             drop(held);
         }
-        self.bench(group, "deadpool_fixed_map", self.addrs, |addr| {
+        self.bench(group, name, self.addrs, |addr| {
             let conn = ready(map.pool(addr).get()).expect("the no-op manager never fails");
             black_box(&conn);
         });
@@ -161,13 +171,17 @@ impl Setup<'_> {
         );
     }
 
-    fn bb8_fixed(&self, group: &mut BenchmarkGroup<'_, WallTime>) {
+    fn bb8_fixed<S: BuildHasher + Default + Send + Sync>(
+        &self,
+        group: &mut BenchmarkGroup<'_, WallTime>,
+        name: &str,
+    ) {
         let _context = self.runtime.enter();
-        let map = FixedMap::new(self.addrs, bb8_pool);
+        let map = FixedMap::<_, S>::hashed_with(self.addrs, bb8_pool);
         for addr in self.addrs {
             self.bb8_warm(map.pool(addr));
         }
-        self.bench(group, "bb8_fixed_map", self.addrs, |addr| {
+        self.bench(group, name, self.addrs, |addr| {
             let conn = ready(map.pool(addr).get()).expect("the no-op manager never fails");
             black_box(&conn);
         });
@@ -191,18 +205,32 @@ impl Setup<'_> {
             let conn = ready(pool.checkout(key.clone())).expect("an idle connection");
             black_box(&conn);
         });
+        // A checkout that found nothing idle fails (above); one that found its connection gone
+        // would show here as a destination with fewer idle than it was warmed with.
+        for key in &keys {
+            let held: Vec<_> = (0..self.threads)
+                .map(|_| ready(pool.checkout(key.clone())).expect("an idle connection"))
+                .collect();
+            drop(held);
+        }
     }
 
-    fn naive(&self, group: &mut BenchmarkGroup<'_, WallTime>) {
-        let map = NaiveMap::default();
+    /// The naive map hashing with `S`, as `name`.
+    fn naive<S: BuildHasher + Default + Send + Sync>(
+        &self,
+        group: &mut BenchmarkGroup<'_, WallTime>,
+        name: &str,
+    ) {
+        let map = NaiveMap::<S>::default();
         for addr in self.addrs {
             let held: Vec<_> = (0..self.threads).map(|_| map.get(addr)).collect();
             drop(held);
         }
-        self.bench(group, "naive_mutex_map", self.addrs, |addr| {
+        self.bench(group, name, self.addrs, |addr| {
             let conn = map.get(addr);
             black_box(&*conn);
         });
+        self.assert_no_growth(map.sizes().into_iter());
     }
 
     /// Every destination still has just the connections it was warmed with: no get in the timed
@@ -248,11 +276,14 @@ fn peers(c: &mut Criterion) {
             };
             setup.connpool(&mut group, "connpool_tokio", tokio_pool);
             setup.deadpool_locked(&mut group);
-            setup.deadpool_fixed(&mut group);
+            setup.deadpool_fixed::<RandomState>(&mut group, "deadpool_fixed_map");
+            setup.deadpool_fixed::<FastHash>(&mut group, "deadpool_fixed_map_foldhash");
             setup.bb8_locked(&mut group);
-            setup.bb8_fixed(&mut group);
+            setup.bb8_fixed::<RandomState>(&mut group, "bb8_fixed_map");
+            setup.bb8_fixed::<FastHash>(&mut group, "bb8_fixed_map_foldhash");
             setup.hyper(&mut group);
-            setup.naive(&mut group);
+            setup.naive::<RandomState>(&mut group, "naive_mutex_map");
+            setup.naive::<FastHash>(&mut group, "naive_mutex_map_foldhash");
             group.finish();
         }
     }

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -18,6 +19,11 @@ use hyper_util::client::legacy::pool as hyper_pool;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::Conn;
+
+/// The hasher connpool's tables use (hashbrown's default, foldhash), for maps that hash as fast
+/// as connpool does. The maps below take std's `RandomState` (SipHash) unless told otherwise: a
+/// map written with the defaults.
+pub type FastHash = hashbrown::DefaultHashBuilder;
 
 /// The deadpool manager of [`Conn`]: creating one and recycling one (deadpool's check before
 /// every reuse) cost nothing.
@@ -126,13 +132,20 @@ impl<P: Clone> LockedMap<P> {
 /// A read-only map from destination to its pool, built up front: the cheapest per-host map there
 /// is, for destinations all known in advance.
 #[derive(Debug)]
-pub struct FixedMap<P> {
-    pools: HashMap<String, P>,
+pub struct FixedMap<P, S = RandomState> {
+    pools: HashMap<String, P, S>,
 }
 
 impl<P> FixedMap<P> {
-    /// One pool per address in `addrs`, each made by `new_pool`.
+    /// One pool per address in `addrs`, each made by `new_pool`, hashed with std's `RandomState`.
     pub fn new(addrs: &[String], new_pool: impl Fn() -> P) -> Self {
+        FixedMap::hashed_with(addrs, new_pool)
+    }
+}
+
+impl<P, S: BuildHasher + Default> FixedMap<P, S> {
+    /// One pool per address in `addrs`, each made by `new_pool`, hashed with `S`.
+    pub fn hashed_with(addrs: &[String], new_pool: impl Fn() -> P) -> Self {
         FixedMap {
             pools: addrs
                 .iter()
@@ -203,21 +216,27 @@ pub fn hyper_pooled(pool: &HyperPool, key: &HyperKey) -> hyper_pool::Pooled<Conn
 /// get looks the address up under the lock and pops; the guard's drop looks it up again and
 /// pushes. No idle timeout, no per-host cap, no check, no counters.
 #[derive(Debug, Default)]
-pub struct NaiveMap {
-    idle: Mutex<HashMap<String, Vec<Conn>>>,
+pub struct NaiveMap<S = RandomState> {
+    idle: Mutex<HashMap<String, Vec<Conn>, S>>,
 }
 
 /// A connection out of a [`NaiveMap`]; dropping it puts it back.
 #[derive(Debug)]
-pub struct NaiveGuard<'a> {
-    map: &'a NaiveMap,
+pub struct NaiveGuard<'a, S: BuildHasher = RandomState> {
+    map: &'a NaiveMap<S>,
     addr: &'a str,
     conn: Conn,
 }
 
-impl NaiveMap {
+impl<S: BuildHasher> NaiveMap<S> {
+    /// Idle connections per destination, for the benchmarks' check that no get made one.
+    pub fn sizes(&self) -> Vec<usize> {
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.values().map(Vec::len).collect()
+    }
+
     /// An idle connection to `addr`, or a new one.
-    pub fn get<'a>(&'a self, addr: &'a str) -> NaiveGuard<'a> {
+    pub fn get<'a>(&'a self, addr: &'a str) -> NaiveGuard<'a, S> {
         let idle = self
             .idle
             .lock()
@@ -232,7 +251,7 @@ impl NaiveMap {
     }
 }
 
-impl std::ops::Deref for NaiveGuard<'_> {
+impl<S: BuildHasher> std::ops::Deref for NaiveGuard<'_, S> {
     type Target = Conn;
 
     fn deref(&self) -> &Conn {
@@ -240,7 +259,7 @@ impl std::ops::Deref for NaiveGuard<'_> {
     }
 }
 
-impl Drop for NaiveGuard<'_> {
+impl<S: BuildHasher> Drop for NaiveGuard<'_, S> {
     fn drop(&mut self) {
         let mut idle = self.map.idle.lock().unwrap_or_else(PoisonError::into_inner);
         match idle.get_mut(self.addr) {
