@@ -15,7 +15,9 @@
 //! per step. The echo servers run in this process on a thread of their own (a single-threaded
 //! Tokio runtime serving all four listeners); the client tasks run on one thread (a
 //! single-threaded Tokio runtime, or a smol executor driven by `block_on`), so client and servers
-//! each have one of the machine's two cores.
+//! each have one of the machine's two cores. On smol, the pools' reapers are spawned on smol's
+//! global executor, whose thread can also drive the reactor; the pools are built before any mode
+//! runs, so that thread is there in every smol mode alike.
 
 use std::future::Future;
 use std::io;
