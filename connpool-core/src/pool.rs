@@ -802,6 +802,12 @@ impl<D: Dialer> Builder<D> {
     /// Callers beyond it wait in a first-in first-out queue per destination: a returned
     /// connection goes straight to the oldest waiter, and a closed or released one frees a slot
     /// for the oldest waiter to dial. A waiter that is dropped leaves the queue at once.
+    ///
+    /// A connection handed to a waiter is that caller's from then on, counted as held, not idle:
+    /// its idle time does not run while the caller's task is slow to take it (only its
+    /// `max_lifetime` and, with `check_on_get`, [`Dialer::is_open`] are asked when it does), and a
+    /// caller dropped before taking it gives it back as any holder does, its idle time starting
+    /// then.
     pub fn max_open_per_host(mut self, n: usize) -> Self {
         self.limits.max_open_per_host = n;
         self
