@@ -841,10 +841,12 @@ impl<D: Dialer> Store<D> {
     /// ([`Timebase::is_coarse`](crate::clock::Timebase::is_coarse)).
     pub(crate) fn new(limits: Limits, coarse: bool) -> Self {
         // An exact least-recently-used order across destinations needs them under one lock, and a
-        // per-destination limit needs each destination's counts in one bucket.
+        // per-destination limit needs each destination's counts in one bucket. With nothing kept
+        // idle, lanes would only send every get through the other lanes before it dials, and
+        // every return to them for room it cannot get.
         let (lanes, shards_per_lane) = if limits.max_idle_total.is_some() {
             (1, 1)
-        } else if limits.max_open_per_host < usize::MAX {
+        } else if limits.max_open_per_host < usize::MAX || limits.capacity == 0 {
             (1, shard_count())
         } else {
             let lanes = limits
@@ -1618,7 +1620,6 @@ impl<D: Dialer> Store<D> {
         for shard in self.shards.iter() {
             let mut guard = lock(&shard.0);
             if guard.books.idle == 0 {
-                shrink_if_sparse(&mut guard.buckets);
                 continue;
             }
             let Shard { buckets, books } = &mut *guard;
@@ -2056,6 +2057,117 @@ mod tests {
                 "{ending}: the tables keep {} of {grown} bytes",
                 size()
             );
+        }
+    }
+
+    /// With nothing kept idle, one lane: several would only send every get through the others
+    /// before it dials, and every return to them for room.
+    #[test]
+    fn a_pool_that_keeps_nothing_idle_has_one_lane() {
+        let dialer = || dial_fn(|_addr: u32| async { Ok::<_, std::io::Error>(()) });
+        let keeps_one = Pool::builder(dialer())
+            .lanes(2)
+            .capacity(1)
+            .build()
+            .unwrap();
+        assert!(keeps_one.handle_inner().store.has_lanes());
+        let keeps_none = Pool::builder(dialer())
+            .lanes(2)
+            .capacity(0)
+            .build()
+            .unwrap();
+        assert!(!keeps_none.handle_inner().store.has_lanes());
+    }
+
+    /// The table bytes of `lane`'s shards (all of them with one lane).
+    fn table_bytes<D: crate::Dialer>(store: &super::Store<D>, lane: usize) -> usize {
+        let per_lane = store.shard_mask + 1;
+        store.shards[lane * per_lane..(lane + 1) * per_lane]
+            .iter()
+            .map(|shard| super::lock(&shard.0).buckets.allocation_size())
+            .sum()
+    }
+
+    /// The burst test's two remaining ways out: evictions under `max_idle_total`, and returns
+    /// that ask the other lanes for room (and close their expired connections on the way, or
+    /// find none and close their own).
+    #[test]
+    fn memory_comes_back_from_evictions_and_from_returns_that_ask_other_lanes() {
+        const BURST: u32 = 20_000;
+        let dialer = || dial_fn(|_addr: u32| async { Ok::<_, std::io::Error>(()) });
+        let clock = ManualClock::new();
+        let burst = |pool: &Pool<_>, dial: bool| -> Vec<Pooled<_>> {
+            (0..BURST)
+                .map(|addr| {
+                    if dial {
+                        block_on(pool.dial(&addr)).unwrap()
+                    } else {
+                        block_on(pool.get(&addr)).unwrap()
+                    }
+                })
+                .collect()
+        };
+
+        // Evictions: each return past the cap closes the least recently returned connection,
+        // whose bucket then holds nothing.
+        let capped = Pool::builder(dialer())
+            .max_idle_total(100)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let store = &capped.handle_inner().store;
+        let held = burst(&capped, false);
+        let grown = table_bytes(store, 0);
+        drop(held);
+        assert_eq!(store.buckets(), 100);
+        let left = table_bytes(store, 0);
+        assert!(left < grown / 8, "evicted: {left} of {grown} bytes");
+
+        for ending in [
+            "closed over capacity",
+            "expired elsewhere",
+            "expired, seen by a steal",
+        ] {
+            let pool = Pool::builder(dialer())
+                .lanes(2)
+                .capacity(1)
+                .idle_timeout(Duration::from_secs(1))
+                .clock(clock.clone())
+                .build()
+                .unwrap();
+            let store = &pool.handle_inner().store;
+            // Every destination idle in lane 0, which holds its whole capacity.
+            super::pin_thread_lane(0);
+            drop(burst(&pool, false));
+            let (kept_lane, emptied_lane) = match ending {
+                "closed over capacity" => (0, 1),
+                _ => {
+                    clock.advance(Duration::from_secs(2));
+                    (1, 0)
+                }
+            };
+            // Lane 1 dials each destination afresh and returns it: with no room to be had, the
+            // connection is closed and lane 1's bucket goes; with lane 0's connection expired,
+            // lane 0's bucket goes and lane 1 keeps the connection. Or lane 1 gets each one: its
+            // look into lane 0 finds the connection expired and closes it, lane 0's bucket goes,
+            // and lane 1 dials (and releases what it dialed).
+            super::pin_thread_lane(1);
+            let stolen = ending == "expired, seen by a steal";
+            // Lane 0's tables grew with the first burst, lane 1's grow with this one.
+            let before = table_bytes(store, emptied_lane);
+            let held = burst(&pool, !stolen);
+            let grown = before.max(table_bytes(store, emptied_lane));
+            if stolen {
+                held.into_iter().for_each(Pooled::release);
+            } else {
+                drop(held);
+            }
+            let left = table_bytes(store, emptied_lane);
+            assert!(left < grown / 8, "{ending}: {left} of {grown} bytes");
+            if !stolen {
+                assert_eq!(pool.stats().idle(), BURST as usize, "{ending}");
+                assert!(table_bytes(store, kept_lane) > grown / 2, "{ending}");
+            }
         }
     }
 
