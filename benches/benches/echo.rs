@@ -16,8 +16,9 @@
 //! Tokio runtime serving all four listeners); the client tasks run on one thread (a
 //! single-threaded Tokio runtime, or a smol executor driven by `block_on`), so client and servers
 //! each have one of the machine's two cores. On smol, the pools' reapers are spawned on smol's
-//! global executor, whose thread can also drive the reactor; the pools are built before any mode
-//! runs, so that thread is there in every smol mode alike.
+//! global executor, whose thread can also drive the reactor. Each pooled mode builds its pool
+//! as the loop over `ON_SMOL` reaches it, whether or not a filter selects that mode, and the
+//! pooled modes come first, so that thread is there for every smol mode alike.
 
 use std::future::Future;
 use std::io;

@@ -815,7 +815,7 @@ impl<D: Dialer> Builder<D> {
 
     /// How long [`Pool::get`] and [`Pool::dial`] wait in line for a free slot before they answer
     /// [`Error::Timeout`] (default: as long as it takes). Needs a [`clock`](Builder::clock) that
-    /// can sleep, except zero.
+    /// can sleep.
     ///
     /// Zero is not at all: a caller that finds its destination at `max_open_per_host` answers
     /// [`Error::Timeout`] at once, without queueing, so it is never handed a connection another
@@ -836,7 +836,9 @@ impl<D: Dialer> Builder<D> {
     }
 
     /// The most idle connections kept across all destinations (default unlimited). When it is
-    /// reached, the least recently used idle connection anywhere is closed to make room.
+    /// reached, the least recently used idle connection anywhere is closed to make room. Zero
+    /// keeps nothing idle: as with [`capacity(0)`](Builder::capacity), a returned connection is
+    /// then closed without asking [`Dialer::is_open`].
     ///
     /// With this limit the pool keeps all destinations under one lock, so that the order of use
     /// is exact; each operation stays O(1).
@@ -927,7 +929,7 @@ impl<D: Dialer> Builder<D> {
                     "the background reaper needs a clock to sleep on; set clock() too",
                 ));
             }
-            if self.wait_timeout.is_some_and(|d| !d.is_zero()) {
+            if self.wait_timeout.is_some() {
                 return Err(BuildError::new("wait_timeout", needs_clock));
             }
             if self.dial_timeout.is_some() {

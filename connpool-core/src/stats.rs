@@ -78,9 +78,11 @@ pub struct Counters {
     pub closed_panicking: u64,
     /// Connections taken out of the pool by [`Pooled::detach`](crate::Pooled::detach).
     pub detached: u64,
-    /// Gets and dials that found their destination at `max_open_per_host` and queued.
+    /// Gets and dials that found their destination at `max_open_per_host`: queued, or, with a
+    /// zero `wait_timeout`, turned away at once.
     pub waits: u64,
-    /// Queued gets and dials whose `wait_timeout` passed first.
+    /// Gets and dials whose `wait_timeout` passed before they were served (at once with a zero
+    /// one).
     pub wait_timeouts: u64,
     /// Dials abandoned after `dial_timeout`.
     pub dial_timeouts: u64,

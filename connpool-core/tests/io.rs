@@ -183,13 +183,17 @@ fn get(pool: &Pool<WireDialer>) -> Pooled<WireDialer> {
 
 type Op = for<'a> fn(&'a mut Pooled<WireDialer>) -> BoxFuture<'a, io::Result<()>>;
 
-/// A read, a write and a flush of each trait family the guard forwards.
+/// A read, a write and a flush of each trait family the guard forwards, a buffered read counting
+/// as a read.
 fn families() -> Vec<[Op; 3]> {
     let op = |name| ops().into_iter().find(|(n, _)| *n == name).unwrap().1;
     vec![
         [op("read"), op("write"), op("flush")],
+        [op("read_line"), op("write"), op("flush")],
         #[cfg(feature = "tokio")]
         [tokio_read, tokio_write, tokio_flush],
+        #[cfg(feature = "tokio")]
+        [tokio_read_line, tokio_write, tokio_flush],
     ]
 }
 

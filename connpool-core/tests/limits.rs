@@ -68,9 +68,9 @@ fn counts(pool: &Pool<TestDialer>, a: &str) -> (usize, usize, usize) {
 
 /// Without the return check, a connection that died while held goes straight to the waiter
 /// that is first in line; the waiter's get checks it, closes it and dials in its slot.
-#[test]
 /// Also where nothing is kept idle (`capacity(0)`), which skips the return's check: a returned
 /// connection is closed, or handed to a waiter, whose get checks it.
+#[test]
 fn without_the_return_check_a_waiter_is_never_handed_a_dead_connection() {
     let without_the_check: [fn(Builder<TestDialer>) -> Builder<TestDialer>; 2] =
         [|b| b.check_on_return(false), |b| b.capacity(0)];
@@ -264,41 +264,36 @@ impl Clock for NeverWakes {
     }
 }
 
-/// A zero wait is no wait: the caller is turned away in its first poll, on any clock (a runtime's
-/// zero sleep ends at its next timer tick, not at once) and with none, and it never queues, so a
-/// connection returned after it is not handed to it.
+/// A zero wait is no wait: the caller is turned away in its first poll, whatever the clock (a
+/// runtime's zero sleep ends at its next timer tick, not at once; this one's never ends), and it
+/// never queues, so a connection returned after it is not handed to it.
 #[test]
 fn a_zero_wait_timeout_fails_at_once_when_full() {
-    let dialer = TestDialer::new();
-    let on_a_clock = Pool::builder(dialer.clone())
+    let pool = Pool::builder(TestDialer::new())
         .max_open_per_host(1)
         .wait_timeout(Duration::ZERO)
-        .clock(NeverWakes(ManualClock::new()));
-    let without_a_clock = Pool::builder(dialer.clone())
-        .max_open_per_host(1)
-        .wait_timeout(Duration::ZERO);
-    for builder in [on_a_clock, without_a_clock] {
-        let pool = builder.build().unwrap();
-        let a = addr("a:1");
-        let held = get(&pool, "a:1");
-        for fresh in [false, true] {
-            let mut fut: Pending<'_> = if fresh {
-                Box::pin(pool.dial(&a))
-            } else {
-                Box::pin(pool.get(&a))
-            };
-            assert!(matches!(
-                poll_once(&mut fut),
-                Poll::Ready(Err(Error::Timeout))
-            ));
-        }
-        assert_eq!(counts(&pool, "a:1"), (1, 0, 0));
-        let counters = pool.stats().counters;
-        assert_eq!((counters.waits, counters.wait_timeouts), (2, 2));
-        drop(held);
-        assert_eq!(counts(&pool, "a:1"), (1, 1, 0), "back idle, not handed on");
-        assert!(get(&pool, "a:1").is_reused());
+        .clock(NeverWakes(ManualClock::new()))
+        .build()
+        .unwrap();
+    let a = addr("a:1");
+    let held = get(&pool, "a:1");
+    for fresh in [false, true] {
+        let mut fut: Pending<'_> = if fresh {
+            Box::pin(pool.dial(&a))
+        } else {
+            Box::pin(pool.get(&a))
+        };
+        assert!(matches!(
+            poll_once(&mut fut),
+            Poll::Ready(Err(Error::Timeout))
+        ));
     }
+    assert_eq!(counts(&pool, "a:1"), (1, 0, 0));
+    let counters = pool.stats().counters;
+    assert_eq!((counters.waits, counters.wait_timeouts), (2, 2));
+    drop(held);
+    assert_eq!(counts(&pool, "a:1"), (1, 1, 0), "back idle, not handed on");
+    assert!(get(&pool, "a:1").is_reused());
 }
 
 #[test]
