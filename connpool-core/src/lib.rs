@@ -55,7 +55,8 @@
 //! capacity, so the idle connections to a destination never exceed it. With
 //! [`max_open_per_host`](Builder::max_open_per_host) or
 //! [`max_idle_total`](Builder::max_idle_total), which count connections in one place, the pool
-//! keeps a single lane.
+//! keeps a single lane, as it does with [`capacity(0)`](Builder::capacity), which keeps nothing
+//! idle for lanes to hold.
 //!
 //! # Guarantees
 //!

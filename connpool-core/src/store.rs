@@ -2,8 +2,8 @@
 //!
 //! Destinations are spread over a few shards, each a mutex around a hash table of buckets, so that
 //! threads working on different destinations rarely meet. Without limits that need one place to
-//! count a destination's connections (`max_open_per_host`, `max_idle_total`), the shards are
-//! grouped in *lanes*, one per core: a thread gets from its own lane and a connection goes back to
+//! count a destination's connections (`max_open_per_host`, `max_idle_total`), and unless nothing
+//! is kept idle (`capacity` 0), the shards are grouped in *lanes*, one per core: a thread gets from its own lane and a connection goes back to
 //! the lane that handed it out, so threads sharing destinations do not share cache lines either
 //! (a line's trip to another core and back costs about two whole gets and returns). A get
 //! that finds nothing in its lane takes an idle connection from another lane before it dials, and a
