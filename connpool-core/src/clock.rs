@@ -21,6 +21,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// readings, so every reading must come from the same clock. A runtime adapter implements this with
 /// its runtime's timer (so a paused test clock moves the pool too); tests use [`ManualClock`].
 ///
+/// Neither method should panic. Should one panic in the background reaper, the reaper ends for
+/// good (the panic goes to its task, which the spawner's executor reports or drops) and the pool
+/// goes on without it, closing expired connections as it does with no reaper: at gets, returns
+/// and [`Pool::reap`](crate::Pool::reap). A panic in a caller's get or return ends that call and
+/// leaves the pool's counts exact.
+///
 /// # Example
 ///
 /// ```

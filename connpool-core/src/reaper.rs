@@ -32,9 +32,10 @@ pub(crate) struct ReaperSignal {
     /// while it parks. A connection going idle whose lifetime ends sooner lowers it, and wakes
     /// the reaper unless it is looking.
     wake_at: AtomicU64,
-    /// The shortest nap (pool time): the reaper looks at most sixteen times per idle timeout (or
-    /// lifetime), and wakes early only for a lifetime that ends sooner than this before its next
-    /// look.
+    /// The shortest nap (pool time), a sixteenth of the shorter of the idle timeout and the
+    /// lifetime: a look that finds nothing due sleeps at least this long, and a lifetime that ends
+    /// sooner than this before the next look wakes the reaper early (so connections returned one
+    /// by one, each with a lifetime ending before the last's, can add a look each).
     granularity: Nanos,
     /// Whether a reaper listens: without one, a connection going idle has no one to tell.
     listening: bool,
@@ -50,7 +51,7 @@ impl ReaperSignal {
         max_lifetime: Option<Duration>,
         listening: bool,
     ) -> Self {
-        // Waking at most sixteen times per idle timeout bounds the work of a pool whose
+        // Naps of at least a sixteenth of the idle timeout bound the work of a pool whose
         // connections come back at scattered times; none is handed out late meanwhile, since a
         // get checks the idle time itself.
         let shortest = max_lifetime.map_or(idle_timeout, |lifetime| lifetime.min(idle_timeout));
