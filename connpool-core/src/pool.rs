@@ -200,10 +200,10 @@ pub(crate) fn give_back<D: Dialer>(dest: &Lent<D>, conn: D::Conn, born: Nanos, b
     }
 }
 
-/// Closes a connection as [`Pooled::release`](crate::Pooled::release) does; off the return's
-/// usual path.
+/// Closes a held connection for good, counted as released: [`Pooled::release`](crate::Pooled::release),
+/// and a guard dropped unsettled, off the return's usual path.
 #[cold]
-fn release<D: Dialer>(dest: &Lent<D>, conn: D::Conn) {
+pub(crate) fn release<D: Dialer>(dest: &Lent<D>, conn: D::Conn) {
     let _ending = dest.ending(Reason::Released);
     drop(conn);
 }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use crate::clock::Nanos;
-use crate::pool::check_in;
+use crate::pool::{check_in, release};
 use crate::store::{Lent, Reason};
 use crate::Dialer;
 
@@ -164,8 +164,7 @@ impl<D: Dialer> Pooled<D> {
     /// between the request and its answer).
     pub fn release(mut self) {
         if let Some(Held { conn, dest }) = self.held.take() {
-            let _ending = dest.ending(Reason::Released);
-            drop(conn);
+            release(&dest, conn);
         }
     }
 
@@ -202,8 +201,14 @@ impl<D: Dialer> Pooled<D> {
     }
 
     fn conn_mut(&mut self) -> &mut D::Conn {
+        self.parts().0
+    }
+
+    /// The connection and the origin word, borrowed apart: what a poll through the guard returns
+    /// may borrow the connection (a buffered read's bytes) while the word notes how it ended.
+    fn parts(&mut self) -> (&mut D::Conn, &mut Origin) {
         match &mut self.held {
-            Some(held) => &mut held.conn,
+            Some(held) => (&mut held.conn, &mut self.origin),
             None => unreachable!("a guard's connection is taken only by value"),
         }
     }
@@ -217,8 +222,7 @@ impl<D: Dialer> Pooled<D> {
     }
 
     /// Polls a read, write or flush (`op`, as [`Origin::track`] takes it) of the connection and
-    /// notes whether it was left unfinished. What the poll returns may borrow the connection (a
-    /// buffered read's bytes), so the two fields are borrowed apart.
+    /// notes whether it was left unfinished.
     #[inline]
     fn track_io<'a, T>(
         &'a mut self,
@@ -228,11 +232,7 @@ impl<D: Dialer> Pooled<D> {
     where
         D::Conn: Unpin,
     {
-        let Pooled { held, origin } = self;
-        let conn = match held {
-            Some(held) => &mut held.conn,
-            None => unreachable!("a guard's connection is taken only by value"),
-        };
+        let (conn, origin) = self.parts();
         origin.track(op, poll(Pin::new(conn)))
     }
 }

@@ -2,16 +2,16 @@
 //!
 //! Destinations are spread over a few shards, each a mutex around a hash table of buckets, so that
 //! threads working on different destinations rarely meet. Without limits that need one place to
-//! count a destination's connections (`max_open_per_host`, `max_idle_total`), and unless nothing
-//! is kept idle (`capacity` 0), the shards are grouped in *lanes*, one per core: a thread gets from its own lane and a connection goes back to
-//! the lane that handed it out, so threads sharing destinations do not share cache lines either
-//! (a line's trip to another core and back costs about two whole gets and returns). A get
-//! that finds nothing in its lane takes an idle connection from another lane before it dials, and a
-//! lane keeps idle connections only up to what it has *reserved* of the destination's capacity; the
-//! reservations of all lanes add up to at most `capacity`, so `idle(addr) <= capacity` holds
-//! across lanes. A bucket holds one destination's idle
-//! connections (last in, first out, stamped with the time they came back), counts those held by
-//! callers and being dialed, and queues the callers waiting for a free slot when the destination
+//! count a destination's connections (`max_open_per_host`, `max_idle_total`), and unless nothing is
+//! kept idle (`capacity` 0), the shards are grouped in *lanes*, one per core: a thread gets from
+//! its own lane and a connection goes back to the lane that handed it out, so threads sharing
+//! destinations do not share cache lines either (a line's trip to another core and back costs about
+//! two whole gets and returns). A get that finds nothing in its lane takes an idle connection from
+//! another lane before it dials, and a lane keeps idle connections only up to what it has
+//! *reserved* of the destination's capacity; the reservations of all lanes add up to at most
+//! `capacity`, so `idle(addr) <= capacity` holds across lanes. A bucket holds one destination's
+//! idle connections (last in, first out, stamped with the time they came back), counts those held
+//! by callers and being dialed, and queues the callers waiting for a free slot when the destination
 //! is at `max_open_per_host`. Every operation is one short critical section: it takes `now` as an
 //! argument, changes the counts, and leaves the connections to close and the waiters to wake in an
 //! [`Aftermath`], which acts only after the lock is released (closing a socket is a system call
@@ -1987,15 +1987,55 @@ mod tests {
         assert_eq!(pool.handle_inner().store.buckets(), 0);
     }
 
+    /// How many destinations the memory tests hold at once: enough to grow every shard's table
+    /// well past its smallest.
+    const BURST: u32 = 20_000;
+
+    /// A dialer of no-op connections to `u32` addresses.
+    fn noop_dialer() -> impl crate::Dialer<Addr = u32, Conn = ()> {
+        dial_fn(|_addr: u32| async { Ok::<_, std::io::Error>(()) })
+    }
+
+    /// A connection to each of [`BURST`] destinations, got (or, with `dial`, dialed) and held.
+    fn burst<D: crate::Dialer<Addr = u32>>(pool: &Pool<D>, dial: bool) -> Vec<Pooled<D>> {
+        (0..BURST)
+            .map(|addr| {
+                if dial {
+                    block_on(pool.dial(&addr)).unwrap()
+                } else {
+                    block_on(pool.get(&addr)).unwrap()
+                }
+            })
+            .collect()
+    }
+
+    /// The bytes of `shards`' tables.
+    fn table_bytes<D: crate::Dialer>(
+        shards: &[super::Padded<super::Mutex<super::Shard<D>>>],
+    ) -> usize {
+        shards
+            .iter()
+            .map(|shard| super::lock(&shard.0).buckets.allocation_size())
+            .sum()
+    }
+
+    /// The shards of `lane` (all of them with one lane).
+    fn lane<D: crate::Dialer>(
+        store: &super::Store<D>,
+        lane: usize,
+    ) -> &[super::Padded<super::Mutex<super::Shard<D>>>] {
+        let per_lane = store.shard_mask + 1;
+        &store.shards[lane * per_lane..(lane + 1) * per_lane]
+    }
+
     /// Destinations held all at once grow the shards' tables. Every way they can leave gives the
     /// memory back by itself: releases, expiry and a reap, purges, steals by another lane, and
     /// closing the pool. Only expiry needs the reap; the others leave nothing idle that a reaper
     /// would come for.
     #[test]
     fn a_burst_of_destinations_gives_its_memory_back() {
-        const BURST: u32 = 20_000;
         let clock = ManualClock::new();
-        let pool = Pool::builder(dial_fn(|_addr: u32| async { Ok::<_, std::io::Error>(()) }))
+        let pool = Pool::builder(noop_dialer())
             .lanes(2)
             .capacity(2)
             .idle_timeout(Duration::from_secs(1))
@@ -2003,22 +2043,11 @@ mod tests {
             .build()
             .unwrap();
         let store = &pool.handle_inner().store;
-        let size = || -> usize {
-            store
-                .shards
-                .iter()
-                .map(|shard| super::lock(&shard.0).buckets.allocation_size())
-                .sum()
-        };
-        let burst = || -> Vec<_> {
-            (0..BURST)
-                .map(|addr| block_on(pool.get(&addr)).unwrap())
-                .collect()
-        };
+        let size = || table_bytes(&store.shards);
         let empty = size();
         for ending in ["release", "expire", "purge", "steal", "close"] {
             super::pin_thread_lane(0);
-            let held = burst();
+            let held = burst(&pool, false);
             let grown = size();
             assert!(
                 grown > 8 * empty.max(1),
@@ -2040,7 +2069,7 @@ mod tests {
                 "steal" => {
                     drop(held);
                     super::pin_thread_lane(1);
-                    for conn in burst() {
+                    for conn in burst(&pool, false) {
                         assert!(conn.is_reused(), "taken from lane 0");
                         conn.release();
                     }
@@ -2064,14 +2093,13 @@ mod tests {
     /// before it dials, and every return to them for room.
     #[test]
     fn a_pool_that_keeps_nothing_idle_has_one_lane() {
-        let dialer = || dial_fn(|_addr: u32| async { Ok::<_, std::io::Error>(()) });
-        let keeps_one = Pool::builder(dialer())
+        let keeps_one = Pool::builder(noop_dialer())
             .lanes(2)
             .capacity(1)
             .build()
             .unwrap();
         assert!(keeps_one.handle_inner().store.has_lanes());
-        let keeps_none = Pool::builder(dialer())
+        let keeps_none = Pool::builder(noop_dialer())
             .lanes(2)
             .capacity(0)
             .build()
@@ -2079,48 +2107,26 @@ mod tests {
         assert!(!keeps_none.handle_inner().store.has_lanes());
     }
 
-    /// The table bytes of `lane`'s shards (all of them with one lane).
-    fn table_bytes<D: crate::Dialer>(store: &super::Store<D>, lane: usize) -> usize {
-        let per_lane = store.shard_mask + 1;
-        store.shards[lane * per_lane..(lane + 1) * per_lane]
-            .iter()
-            .map(|shard| super::lock(&shard.0).buckets.allocation_size())
-            .sum()
-    }
-
     /// The burst test's two remaining ways out: evictions under `max_idle_total`, and returns
     /// that ask the other lanes for room (and close their expired connections on the way, or
     /// find none and close their own).
     #[test]
     fn memory_comes_back_from_evictions_and_from_returns_that_ask_other_lanes() {
-        const BURST: u32 = 20_000;
-        let dialer = || dial_fn(|_addr: u32| async { Ok::<_, std::io::Error>(()) });
         let clock = ManualClock::new();
-        let burst = |pool: &Pool<_>, dial: bool| -> Vec<Pooled<_>> {
-            (0..BURST)
-                .map(|addr| {
-                    if dial {
-                        block_on(pool.dial(&addr)).unwrap()
-                    } else {
-                        block_on(pool.get(&addr)).unwrap()
-                    }
-                })
-                .collect()
-        };
 
         // Evictions: each return past the cap closes the least recently returned connection,
         // whose bucket then holds nothing.
-        let capped = Pool::builder(dialer())
+        let capped = Pool::builder(noop_dialer())
             .max_idle_total(100)
             .clock(clock.clone())
             .build()
             .unwrap();
         let store = &capped.handle_inner().store;
         let held = burst(&capped, false);
-        let grown = table_bytes(store, 0);
+        let grown = table_bytes(lane(store, 0));
         drop(held);
         assert_eq!(store.buckets(), 100);
-        let left = table_bytes(store, 0);
+        let left = table_bytes(lane(store, 0));
         assert!(left < grown / 8, "evicted: {left} of {grown} bytes");
 
         for ending in [
@@ -2128,7 +2134,7 @@ mod tests {
             "expired elsewhere",
             "expired, seen by a steal",
         ] {
-            let pool = Pool::builder(dialer())
+            let pool = Pool::builder(noop_dialer())
                 .lanes(2)
                 .capacity(1)
                 .idle_timeout(Duration::from_secs(1))
@@ -2154,19 +2160,19 @@ mod tests {
             super::pin_thread_lane(1);
             let stolen = ending == "expired, seen by a steal";
             // Lane 0's tables grew with the first burst, lane 1's grow with this one.
-            let before = table_bytes(store, emptied_lane);
+            let before = table_bytes(lane(store, emptied_lane));
             let held = burst(&pool, !stolen);
-            let grown = before.max(table_bytes(store, emptied_lane));
+            let grown = before.max(table_bytes(lane(store, emptied_lane)));
             if stolen {
                 held.into_iter().for_each(Pooled::release);
             } else {
                 drop(held);
             }
-            let left = table_bytes(store, emptied_lane);
+            let left = table_bytes(lane(store, emptied_lane));
             assert!(left < grown / 8, "{ending}: {left} of {grown} bytes");
             if !stolen {
                 assert_eq!(pool.stats().idle(), BURST as usize, "{ending}");
-                assert!(table_bytes(store, kept_lane) > grown / 2, "{ending}");
+                assert!(table_bytes(lane(store, kept_lane)) > grown / 2, "{ending}");
             }
         }
     }

@@ -64,7 +64,7 @@ impl AsyncRead for Wire {
 /// Buffered reads: a line at a time (the same line, for as long as it answers).
 impl AsyncBufRead for Wire {
     fn poll_fill_buf(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
-        self.get_mut().ready(LINE)
+        self.ready(LINE)
     }
 
     fn consume(self: Pin<&mut Self>, _: usize) {}
@@ -106,7 +106,7 @@ impl tokio::io::AsyncRead for Wire {
 #[cfg(feature = "tokio")]
 impl tokio::io::AsyncBufRead for Wire {
     fn poll_fill_buf(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
-        self.get_mut().ready(LINE)
+        self.ready(LINE)
     }
 
     fn consume(self: Pin<&mut Self>, _: usize) {}
