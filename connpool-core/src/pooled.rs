@@ -24,9 +24,13 @@ use crate::Dialer;
 /// what state they leave their stream in:
 /// - one whose stream was shut down through it (futures-io's `poll_close`, tokio's
 ///   `poll_shutdown`): the next caller's first write would fail;
-/// - one dropped while a read, write or flush through it was unfinished, its last poll `Pending`
-///   (a request cut off by a timeout or a `select!`): the peer may still answer the abandoned
-///   request, or hold part of it, and the next caller would read that answer as its own.
+/// - one dropped while a read, write or flush through it was unfinished (a request cut off by a
+///   timeout or a `select!`): the peer may still answer the abandoned request, or hold part of
+///   it, and the next caller would read that answer as its own. Unfinished means its last poll
+///   was `Pending`, failed with an error that says the operation did not happen (`TimedOut`,
+///   from a stream's own timeout; `WouldBlock`; `Interrupted`), or panicked; for a buffered
+///   read, that it handed out bytes not yet consumed. A read or write of no bytes says nothing
+///   of the stream and changes nothing.
 ///
 /// The guard cannot tell a read awaiting an answer from one awaiting bytes nobody asked for: a
 /// reader loop stopped once every answer had arrived also leaves a read pending. A caller that
@@ -36,10 +40,13 @@ use crate::Dialer;
 /// what wraps the guard: `tokio::io::split(&mut guard)`, a codec over it), not the I/O done on the
 /// connection it dereferences to (a `&mut *guard`, tokio's `guard.split()`, smol's
 /// `guard.clone()`, or a method the guard does not have and the connection does, which a call on
-/// the guard reaches through `DerefMut`). A request
-/// abandoned there, or at an await between the request and its answer, still calls for
-/// [`Pooled::release`]: keep the guard outside the future that can be cut off
-/// (`timeout(limit, handle(&mut guard))`) and release it when the future did not finish.
+/// the guard reaches through `DerefMut`). Nor does it see a future cut off while it waited on
+/// something else in the middle of an exchange: between the request and its answer, on the
+/// source of a request's body, on a sink the answer is copied to (`futures::io::copy` and
+/// `tokio::io::copy` also keep bytes read from the guard in a buffer of their own). A request
+/// abandoned in any of those places still calls for [`Pooled::release`]: keep the guard outside
+/// the future that can be cut off (`timeout(limit, handle(&mut guard))`) and release it when the
+/// future did not finish.
 ///
 /// When the connection implements futures-io's `AsyncRead`, `AsyncWrite` or `AsyncBufRead` (and
 /// is `Unpin`), so does the guard; with the `tokio` feature, tokio's too.
@@ -70,11 +77,11 @@ struct Origin(u64);
 impl Origin {
     const REUSED: u64 = 1 << 63;
     const SHUT: u64 = 1 << 62;
-    /// A read through the guard returned `Pending` and has not returned ready since.
+    /// A read through the guard is unfinished (see the type's documentation).
     const READING: u64 = 1 << 61;
-    /// A write through the guard returned `Pending` and has not returned ready since.
+    /// A write through the guard is unfinished.
     const WRITING: u64 = 1 << 60;
-    /// A flush through the guard returned `Pending` and has not returned ready since. Apart from
+    /// A flush through the guard is unfinished. Apart from
     /// [`Origin::WRITING`]: a flush that ends says nothing of a write cut off before it.
     const FLUSHING: u64 = 1 << 59;
     /// Any I/O left unfinished, what [`Pooled::forget_pending`] forgets.
@@ -122,17 +129,31 @@ impl Origin {
         self.0 & Origin::UNSETTLED != 0
     }
 
-    /// Notes how a poll of a read (`op` [`Origin::READING`]), a write ([`Origin::WRITING`]) or a
-    /// flush ([`Origin::FLUSHING`]) ended: `Pending` leaves it unfinished, ready (with data, end of
-    /// stream or an error) finishes it.
+    /// `op` for a read or write of `len` bytes; nothing for one of no bytes, which says nothing
+    /// of the stream (a socket answers it at once, whatever is under way).
     #[inline]
-    fn track<T>(&mut self, op: u64, poll: Poll<T>) -> Poll<T> {
-        if poll.is_pending() {
-            self.0 |= op;
+    fn unless_empty(op: u64, len: usize) -> u64 {
+        if len == 0 {
+            0
         } else {
-            self.0 &= !op;
+            op
         }
-        poll
+    }
+}
+
+/// Whether a read, write or flush that answered `poll` is over: ready with bytes, the end of the
+/// stream or an error, unless the error says the operation did not happen and may still (the
+/// stream's own timeout, `TimedOut`; `WouldBlock`; `Interrupted`), which leaves it as unfinished
+/// as `Pending` does: the peer may still answer the request it was part of.
+#[inline]
+fn over<T>(poll: &Poll<io::Result<T>>, done: impl FnOnce(&T) -> bool) -> bool {
+    match poll {
+        Poll::Pending => false,
+        Poll::Ready(Ok(ready)) => done(ready),
+        Poll::Ready(Err(err)) => !matches!(
+            err.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
     }
 }
 
@@ -160,8 +181,8 @@ impl<D: Dialer> Pooled<D> {
 
     /// Closes the connection now; it never returns to the pool. For a connection known to be dead
     /// or left in an unknown state: out of step with its peer, or a request cut off half-way
-    /// where the guard cannot tell (I/O done on the connection it dereferences to, or an await
-    /// between the request and its answer).
+    /// where the guard cannot tell (I/O done on the connection it dereferences to, or an await on
+    /// something else mid-exchange: see the type's documentation).
     pub fn release(mut self) {
         if let Some(Held { conn, dest }) = self.held.take() {
             release(&dest, conn);
@@ -221,19 +242,49 @@ impl<D: Dialer> Pooled<D> {
         self.conn_mut()
     }
 
-    /// Polls a read, write or flush (`op`, as [`Origin::track`] takes it) of the connection and
-    /// notes whether it was left unfinished.
+    /// Polls a read, write or flush (`op`: [`Origin::READING`], [`Origin::WRITING`],
+    /// [`Origin::FLUSHING`], or 0 to note nothing) of the connection, and notes whether it was
+    /// left unfinished.
     #[inline]
     fn track_io<'a, T>(
         &'a mut self,
         op: u64,
-        poll: impl FnOnce(Pin<&'a mut D::Conn>) -> Poll<T>,
-    ) -> Poll<T>
+        poll: impl FnOnce(Pin<&'a mut D::Conn>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>>
+    where
+        D::Conn: Unpin,
+    {
+        self.track_io_until(op, poll, |_| true)
+    }
+
+    /// [`Pooled::track_io`] for a poll whose ready answer `done` may still leave unfinished.
+    ///
+    /// The operation is noted before the poll and crossed off after it only if it is over, so a
+    /// poll that panics leaves it unfinished: the stream may hold part of a request, and a guard
+    /// that outlives the panic (caught around the future, not the guard) must not put it back.
+    #[inline]
+    fn track_io_until<'a, T>(
+        &'a mut self,
+        op: u64,
+        poll: impl FnOnce(Pin<&'a mut D::Conn>) -> Poll<io::Result<T>>,
+        done: impl FnOnce(&T) -> bool,
+    ) -> Poll<io::Result<T>>
     where
         D::Conn: Unpin,
     {
         let (conn, origin) = self.parts();
-        origin.track(op, poll(Pin::new(conn)))
+        origin.0 |= op;
+        let poll = poll(Pin::new(conn));
+        if over(&poll, done) {
+            origin.0 &= !op;
+        }
+        poll
+    }
+
+    /// A buffered read's bytes were taken: the read is over.
+    fn consumed(&mut self) -> &mut D::Conn {
+        self.origin.0 &= !Origin::READING;
+        self.conn_mut()
     }
 }
 
@@ -283,7 +334,9 @@ where
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .track_io(Origin::READING, |conn| conn.poll_read(cx, buf))
+            .track_io(Origin::unless_empty(Origin::READING, buf.len()), |conn| {
+                conn.poll_read(cx, buf)
+            })
     }
 
     fn poll_read_vectored(
@@ -291,8 +344,11 @@ where
         cx: &mut Context<'_>,
         bufs: &mut [io::IoSliceMut<'_>],
     ) -> Poll<io::Result<usize>> {
+        let len = bufs.iter().map(|buf| buf.len()).sum();
         self.get_mut()
-            .track_io(Origin::READING, |conn| conn.poll_read_vectored(cx, bufs))
+            .track_io(Origin::unless_empty(Origin::READING, len), |conn| {
+                conn.poll_read_vectored(cx, bufs)
+            })
     }
 }
 
@@ -303,12 +359,16 @@ where
     D::Conn: futures_io::AsyncBufRead + Unpin,
 {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
-        self.get_mut()
-            .track_io(Origin::READING, |conn| conn.poll_fill_buf(cx))
+        // Bytes handed out and not yet consumed are an answer half taken.
+        self.get_mut().track_io_until(
+            Origin::READING,
+            |conn| conn.poll_fill_buf(cx),
+            |buf| buf.is_empty(),
+        )
     }
 
     fn consume(self: Pin<&mut Self>, amt: usize) {
-        Pin::new(self.get_mut().conn_mut()).consume(amt);
+        Pin::new(self.get_mut().consumed()).consume(amt);
     }
 }
 
@@ -322,7 +382,9 @@ where
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .track_io(Origin::WRITING, |conn| conn.poll_write(cx, buf))
+            .track_io(Origin::unless_empty(Origin::WRITING, buf.len()), |conn| {
+                conn.poll_write(cx, buf)
+            })
     }
 
     fn poll_write_vectored(
@@ -330,8 +392,11 @@ where
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let len = bufs.iter().map(|buf| buf.len()).sum();
         self.get_mut()
-            .track_io(Origin::WRITING, |conn| conn.poll_write_vectored(cx, bufs))
+            .track_io(Origin::unless_empty(Origin::WRITING, len), |conn| {
+                conn.poll_write_vectored(cx, bufs)
+            })
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -354,8 +419,10 @@ where
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.get_mut()
-            .track_io(Origin::READING, |conn| conn.poll_read(cx, buf))
+        self.get_mut().track_io(
+            Origin::unless_empty(Origin::READING, buf.remaining()),
+            |conn| conn.poll_read(cx, buf),
+        )
     }
 }
 
@@ -366,12 +433,16 @@ where
     D::Conn: tokio::io::AsyncBufRead + Unpin,
 {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
-        self.get_mut()
-            .track_io(Origin::READING, |conn| conn.poll_fill_buf(cx))
+        // Bytes handed out and not yet consumed are an answer half taken.
+        self.get_mut().track_io_until(
+            Origin::READING,
+            |conn| conn.poll_fill_buf(cx),
+            |buf| buf.is_empty(),
+        )
     }
 
     fn consume(self: Pin<&mut Self>, amt: usize) {
-        Pin::new(self.get_mut().conn_mut()).consume(amt);
+        Pin::new(self.get_mut().consumed()).consume(amt);
     }
 }
 
@@ -386,7 +457,9 @@ where
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .track_io(Origin::WRITING, |conn| conn.poll_write(cx, buf))
+            .track_io(Origin::unless_empty(Origin::WRITING, buf.len()), |conn| {
+                conn.poll_write(cx, buf)
+            })
     }
 
     fn poll_write_vectored(
@@ -394,8 +467,11 @@ where
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let len = bufs.iter().map(|buf| buf.len()).sum();
         self.get_mut()
-            .track_io(Origin::WRITING, |conn| conn.poll_write_vectored(cx, bufs))
+            .track_io(Origin::unless_empty(Origin::WRITING, len), |conn| {
+                conn.poll_write_vectored(cx, bufs)
+            })
     }
 
     fn is_write_vectored(&self) -> bool {

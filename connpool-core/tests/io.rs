@@ -1,7 +1,8 @@
 //! The guard's own I/O (futures-io's traits, and tokio's with the `tokio` feature, which
 //! `cargo test --workspace` turns on): a read (buffered or not), write or flush left unfinished
-//! through it, or a shutdown, keeps its connection from going back to the pool; I/O that finished
-//! does not.
+//! through it (waiting, failed without having happened, panicked, or bytes not consumed), or a
+//! shutdown, keeps its connection from going back to the pool; I/O that finished does not, nor
+//! does a read or write of no bytes.
 
 mod support;
 
@@ -20,7 +21,7 @@ use futures::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, IoSlice,
     IoSliceMut,
 };
-use futures::FutureExt;
+use futures::{FutureExt, TryFutureExt};
 use support::{addr, poll_once};
 
 /// What a [`Wire`]'s buffered reads find.
@@ -30,10 +31,19 @@ const LINE: &[u8] = b"ok\n";
 const SILENT: u8 = 0;
 const ANSWERING: u8 = 1;
 const FAILING: u8 = 2;
+/// Fail with an error that says the operation did not happen: a stream's own timeout...
+const TIMING_OUT: u8 = 3;
+/// ... a non-blocking socket with nothing to give...
+const BLOCKING: u8 = 4;
+/// ... a signal.
+const INTERRUPTED: u8 = 5;
+/// Panic in the poll.
+const PANICKING: u8 = 6;
 
 /// A connection whose reads and writes wait (`SILENT`), succeed at once (`ANSWERING`) or fail
 /// (`FAILING`), as its dialer's switch says: a peer that has not answered yet, has, or is gone.
-/// It never wakes anyone: a test polls again once it has turned the switch.
+/// Or they fail without having happened, or panic. It never wakes anyone: a test polls again
+/// once it has turned the switch. A read or write of no bytes succeeds at once, as on a socket.
 #[derive(Debug)]
 struct Wire {
     id: usize,
@@ -45,8 +55,20 @@ impl Wire {
         match self.mode.load(Ordering::SeqCst) {
             SILENT => Poll::Pending,
             ANSWERING => Poll::Ready(Ok(ok)),
-            _ => Poll::Ready(Err(io::ErrorKind::ConnectionReset.into())),
+            FAILING => Poll::Ready(Err(io::ErrorKind::ConnectionReset.into())),
+            TIMING_OUT => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+            BLOCKING => Poll::Ready(Err(io::ErrorKind::WouldBlock.into())),
+            INTERRUPTED => Poll::Ready(Err(io::ErrorKind::Interrupted.into())),
+            _ => panic!("the connection panicked in a poll"),
         }
+    }
+
+    /// [`Wire::ready`] for a read or write of `len` bytes.
+    fn ready_len(&self, len: usize) -> Poll<io::Result<usize>> {
+        if len == 0 {
+            return Poll::Ready(Ok(0));
+        }
+        self.ready(len)
     }
 }
 
@@ -57,7 +79,7 @@ impl AsyncRead for Wire {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         buf.fill(b'a');
-        self.ready(buf.len())
+        self.ready_len(buf.len())
     }
 }
 
@@ -76,7 +98,7 @@ impl AsyncWrite for Wire {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.ready(buf.len())
+        self.ready_len(buf.len())
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -95,11 +117,11 @@ impl tokio::io::AsyncRead for Wire {
         _: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let ready = self.ready(());
+        let ready = self.ready_len(buf.remaining());
         if ready.is_ready() {
             buf.put_slice(&vec![b'a'; buf.remaining()]);
         }
-        ready
+        ready.map_ok(drop)
     }
 }
 
@@ -119,7 +141,7 @@ impl tokio::io::AsyncWrite for Wire {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.ready(buf.len())
+        self.ready_len(buf.len())
     }
 
     fn poll_write_vectored(
@@ -127,7 +149,7 @@ impl tokio::io::AsyncWrite for Wire {
         _: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.ready(bufs.iter().map(|buf| buf.len()).sum())
+        self.ready_len(bufs.iter().map(|buf| buf.len()).sum())
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -453,4 +475,169 @@ fn a_guard_left_pending_counts_its_close_as_panicking_or_pool_closed_where_that_
     let counters = pool.stats().counters;
     assert_eq!((counters.closed_pool_closed, counters.released), (1, 0));
     assert_eq!(counters.dials, counters.closed());
+}
+
+#[test]
+fn io_that_failed_without_happening_is_left_unfinished() {
+    for (name, op) in ops() {
+        for end in [TIMING_OUT, BLOCKING, INTERRUPTED] {
+            let (pool, dialer) = pool();
+            let mut conn = get(&pool);
+            {
+                let mut call = op(&mut conn);
+                assert!(poll_once(&mut call).is_pending(), "{name}");
+                dialer.set(end);
+                assert!(
+                    matches!(poll_once(&mut call), Poll::Ready(Err(_))),
+                    "{name}"
+                );
+            }
+            drop(conn);
+            // The request may still be answered: as after `Pending`.
+            let stats = pool.stats();
+            assert_eq!(
+                (stats.total(), stats.counters.released),
+                (0, 1),
+                "{name}, mode {end}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_poll_that_panics_leaves_its_operation_unfinished() {
+    for (name, op) in ops() {
+        let (pool, dialer) = pool();
+        let mut conn = get(&pool);
+        dialer.set(PANICKING);
+        // Caught around the call, not the guard, which outlives the panic.
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            poll_once(&mut op(&mut conn))
+        }));
+        assert!(caught.is_err(), "{name}");
+        dialer.set(ANSWERING);
+        drop(conn);
+        let stats = pool.stats();
+        assert_eq!(
+            (stats.total(), stats.counters.released),
+            (0, 1),
+            "{name}: the stream may hold part of a request"
+        );
+    }
+}
+
+/// A read and a write of no bytes on each trait family, with the read or write each leaves alone.
+fn empty_ops() -> Vec<(&'static str, Op, Op)> {
+    let op = |name| ops().into_iter().find(|(n, _)| *n == name).unwrap().1;
+    vec![
+        ("empty read", op("read"), |conn| {
+            async { conn.read(&mut []).await.map(drop) }.boxed()
+        }),
+        ("empty write", op("write"), |conn| {
+            async { conn.write(&[]).await.map(drop) }.boxed()
+        }),
+        ("empty read_vectored", op("read"), |conn| {
+            async { conn.read_vectored(&mut []).await.map(drop) }.boxed()
+        }),
+        ("empty write_vectored", op("write"), |conn| {
+            async { conn.write_vectored(&[]).await.map(drop) }.boxed()
+        }),
+        #[cfg(feature = "tokio")]
+        ("tokio empty poll_read", tokio_read, |conn| {
+            let mut buf = tokio::io::ReadBuf::new(&mut []);
+            poll_fn(move |cx| tokio::io::AsyncRead::poll_read(Pin::new(&mut *conn), cx, &mut buf))
+                .boxed()
+        }),
+        #[cfg(feature = "tokio")]
+        ("tokio empty poll_write", tokio_write, |conn| {
+            let write =
+                poll_fn(|cx| tokio::io::AsyncWrite::poll_write(Pin::new(&mut *conn), cx, &[]));
+            async { write.await.map(drop) }.boxed()
+        }),
+        #[cfg(feature = "tokio")]
+        ("tokio empty poll_write_vectored", tokio_write, |conn| {
+            poll_fn(|cx| tokio::io::AsyncWrite::poll_write_vectored(Pin::new(&mut *conn), cx, &[]))
+                .map_ok(drop)
+                .boxed()
+        }),
+    ]
+}
+
+#[test]
+fn a_read_or_write_of_no_bytes_settles_nothing() {
+    for (name, pending, empty) in empty_ops() {
+        let (pool, _) = pool();
+        let mut conn = get(&pool);
+        assert!(poll_once(&mut pending(&mut conn)).is_pending(), "{name}");
+        // Answered at once, as a socket answers it, whatever is under way.
+        assert!(
+            matches!(poll_once(&mut empty(&mut conn)), Poll::Ready(Ok(()))),
+            "{name}"
+        );
+        drop(conn);
+        let stats = pool.stats();
+        assert_eq!(
+            (stats.total(), stats.counters.released),
+            (0, 1),
+            "{name} settled what was left pending"
+        );
+    }
+}
+
+/// A writer that never takes anything: a slow client an answer is streamed to.
+struct Stuck;
+
+impl AsyncWrite for Stuck {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Pending
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Pending
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Pending
+    }
+}
+
+#[test]
+fn a_buffered_read_whose_bytes_were_not_consumed_is_unfinished() {
+    // An answer streamed out of the guard to a slow sink, cut off half-way.
+    let (pool, dialer) = crate::pool();
+    dialer.set(ANSWERING);
+    let mut conn = get(&pool);
+    assert!(poll_once(&mut futures::io::copy_buf(&mut conn, &mut Stuck)).is_pending());
+    drop(conn);
+    let stats = pool.stats();
+    assert_eq!((stats.total(), stats.counters.released), (0, 1), "copy_buf");
+
+    #[cfg(feature = "tokio")]
+    {
+        use tokio::io::AsyncBufRead as TokioBufRead;
+        let (pool, dialer) = crate::pool();
+        dialer.set(ANSWERING);
+        let mut conn = get(&pool);
+        let filled = poll_once(&mut poll_fn(|cx| {
+            TokioBufRead::poll_fill_buf(Pin::new(&mut conn), cx).map_ok(|buf| buf.len())
+        }));
+        assert!(matches!(filled, Poll::Ready(Ok(3))));
+        drop(conn);
+        let stats = pool.stats();
+        assert_eq!(
+            (stats.total(), stats.counters.released),
+            (0, 1),
+            "tokio poll_fill_buf"
+        );
+    }
+
+    // Consumed, the same bytes leave it to the pool.
+    let (pool, dialer) = crate::pool();
+    dialer.set(ANSWERING);
+    let mut conn = get(&pool);
+    let buf = poll_once(&mut conn.fill_buf()).map_ok(|buf| buf.len());
+    assert!(matches!(buf, Poll::Ready(Ok(3))));
+    Pin::new(&mut conn).consume(3);
+    drop(conn);
+    assert_eq!(pool.stats().idle(), 1);
 }
