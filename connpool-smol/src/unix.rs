@@ -22,7 +22,11 @@ use crate::socket::{dial_error, is_open, timed_out};
 /// away at once, so the dialer connects again after a pause (1 ms, doubling up to 64 ms) until the
 /// backlog has room, the [`connect_timeout`](Self::connect_timeout) passes, or the dial is dropped
 /// (the pool's `dial_timeout` drops it). Elsewhere the system refuses such a connect, and the dial
-/// fails as a blocking connect would. Paths are taken as smol's connect takes them.
+/// fails as a blocking connect would.
+///
+/// Paths are taken as on Tokio: on Linux and Android, one that starts with a NUL byte names an
+/// abstract socket (the bytes after it); an empty path, or one with a NUL byte inside, is a dial
+/// error of kind [`io::ErrorKind::InvalidInput`].
 #[derive(Debug, Clone, Default)]
 pub struct UnixDialer {
     connect_timeout: Option<Duration>,
@@ -42,6 +46,14 @@ impl UnixDialer {
     }
 
     async fn connect(&self, path: &Path) -> io::Result<UnixStream> {
+        // smol's connect would hand it to the system as the abstract address of no name, on
+        // Linux, and connect to a socket nobody named.
+        if path.as_os_str().is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an empty path names no socket",
+            ));
+        }
         match self.connect_timeout {
             Some(limit) => {
                 let give_up = async {

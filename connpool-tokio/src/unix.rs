@@ -27,6 +27,10 @@ const LONGEST_PAUSE: Duration = Duration::from_millis(64);
 /// dropped (the pool's `dial_timeout` drops it). The pauses sleep on tokio's timer: on a runtime
 /// without time enabled, a dial that meets a full backlog panics, as
 /// [`builder`](crate::builder)'s reaper does there.
+///
+/// Paths are taken as tokio's connect takes them: on Linux and Android, one that starts with a NUL
+/// byte names an abstract socket (the bytes after it); an empty path, or one with a NUL byte
+/// inside, is a dial error of kind [`io::ErrorKind::InvalidInput`].
 #[derive(Debug, Clone, Default)]
 pub struct UnixDialer {
     readiness_first: bool,

@@ -143,6 +143,7 @@ macro_rules! suite {
             unix_dial_waits_for_room_in_a_full_backlog,
             unix_connect_timeout_gives_up_on_a_full_backlog,
             unix_path_with_an_inner_nul_is_a_dial_error,
+            unix_paths_mean_the_same_on_both_runtimes,
         );
         #[cfg(unix)]
         $crate::suite!(@tests $rt;
@@ -696,6 +697,44 @@ pub fn unix_path_with_an_inner_nul_is_a_dial_error<R: Runtime>() {
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
     });
     assert_eq!(server.accepted(), 0, "the prefix of the path was dialed");
+}
+
+/// An empty path is a dial error; one that starts with a NUL byte names an abstract socket (Linux),
+/// on both runtimes alike. On smol, whose connect reads the empty path as the abstract socket of
+/// no name, the first needs the dialer's own check.
+#[cfg(target_os = "linux")]
+pub fn unix_paths_mean_the_same_on_both_runtimes<R: Runtime>() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+
+    let listen = |name: &[u8]| {
+        let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name).ok()?).ok()?;
+        listener.set_nonblocking(true).unwrap();
+        Some(listener)
+    };
+    // Where another test or process holds the empty name, the dial's kind alone tells.
+    let nameless = listen(b"");
+    let name = format!(
+        "connpool-suite-{}-{}",
+        std::process::id(),
+        std::any::type_name::<R>()
+    );
+    let named = listen(name.as_bytes()).unwrap();
+    R::block_on(async {
+        let pool = unix_pool::<R>();
+        let err = dial_error(&pool, &PathBuf::new()).await;
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        let conn = pool.get(&PathBuf::from(format!("\0{name}"))).await;
+        assert!(conn.is_ok(), "{conn:?}");
+    });
+    if let Some(nameless) = nameless {
+        let accepted = nameless.accept();
+        assert!(
+            matches!(&accepted, Err(err) if err.kind() == io::ErrorKind::WouldBlock),
+            "the empty path was dialed: {accepted:?}"
+        );
+    }
+    assert!(named.accept().is_ok(), "the abstract socket was not dialed");
 }
 
 /// A loopback address nothing listens on: a port the system handed out, then let go.
