@@ -75,8 +75,10 @@
 //!
 //! A paused clock jumps to the next timer whenever the runtime has no task to run, sockets still
 //! waiting on the network included. A `wait_timeout`, `dial_timeout` or `connect_timeout` then
-//! runs out at once, while a real connection or request is still on its way: a test that needs
-//! them to wait for real sockets belongs on a runtime whose clock runs.
+//! runs out at once, while a real connection or request is still on its way, and so does
+//! [`Pool::shutdown`](connpool_core::Pool::shutdown)'s grace; the reaper's sleep jumps too, so
+//! idle connections expire while the test waits on real I/O. A test that needs time to wait for
+//! real sockets belongs on a runtime whose clock runs.
 
 #![forbid(unsafe_code)]
 
