@@ -872,3 +872,84 @@ fn coarse_clock_lag() -> Duration {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     Duration::ZERO
 }
+
+#[test]
+fn a_connection_dialed_after_years_of_pool_time_still_ends_at_its_lifetime() {
+    let clock = ManualClock::new();
+    let pool = Pool::builder(TestDialer::new())
+        .idle_timeout(Duration::from_secs(7200)) // longer than the lifetime: only it can end it
+        .max_lifetime(Duration::from_secs(3600))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    // Past 2^58 ns (9 years), the guard keeps the dial time in units of 64 ns.
+    clock.advance(Duration::from_secs(150 * 365 * 24 * 3600));
+    let conn = block_on(pool.get(&addr("a:1"))).unwrap();
+    clock.advance(Duration::from_secs(1800));
+    drop(conn); // back idle with half its lifetime left
+    assert_eq!(pool.stats().idle(), 1);
+    clock.advance(Duration::from_secs(1800));
+    let conn = block_on(pool.get(&addr("a:1"))).unwrap();
+    assert!(!conn.is_reused(), "the first one reached its lifetime");
+    let c = pool.stats().counters;
+    assert_eq!((c.closed_lifetime, c.closed_expired, c.dials), (1, 0, 2));
+}
+
+#[test]
+fn a_guard_prints_its_destination_whether_reused_and_its_connection() {
+    let (pool, _dialer, _) = pool(2);
+    let conn = get(&pool, "a:1");
+    let printed = format!("{conn:?}");
+    assert!(printed.starts_with("Pooled {"), "{printed}");
+    assert!(printed.contains(r#"addr: "a:1""#), "{printed}");
+    assert!(printed.contains("reused: false"), "{printed}");
+    assert!(printed.contains("conn: Conn {"), "{printed}");
+    drop(conn);
+    assert!(format!("{:?}", get(&pool, "a:1")).contains("reused: true"));
+}
+
+#[test]
+fn a_manual_sleep_polled_from_another_task_wakes_that_task() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let clock = ManualClock::new();
+    let mut sleep = clock.sleep(MINUTE);
+    let (first, second) = (
+        Arc::new(Count(AtomicUsize::new(0))),
+        Arc::new(Count(AtomicUsize::new(0))),
+    );
+    for task in [&first, &second] {
+        let waker = Waker::from(task.clone());
+        assert!(sleep
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+    }
+    clock.advance(MINUTE);
+    assert_eq!(
+        second.0.load(Ordering::SeqCst),
+        1,
+        "the task that polled last is woken"
+    );
+    assert_eq!(first.0.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn a_manual_clock_prints_its_time_and_its_sleeps() {
+    let clock = ManualClock::new();
+    let printed = format!("{clock:?}");
+    assert!(printed.starts_with("ManualClock {"), "{printed}");
+    assert!(
+        printed.contains("now: ") && printed.contains("sleepers: 0"),
+        "{printed}"
+    );
+    let _sleep = clock.sleep(MINUTE);
+    assert!(format!("{clock:?}").contains("sleepers: 1"));
+}

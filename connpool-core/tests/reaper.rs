@@ -536,3 +536,65 @@ fn the_reaper_sleeps_once_the_pools_time_is_past_what_it_counts() {
         );
     }
 }
+
+#[test]
+fn no_reaper_is_spawned_for_a_pool_where_nothing_can_expire() {
+    // Nothing is kept idle: nothing for a reaper to close.
+    for configure in [
+        (|b: Builder<TestDialer>| b.capacity(0)) as fn(_) -> _,
+        |b| b.max_idle_total(0),
+        // Kept idle, but for longer than the pool's time can count, and no lifetime.
+        |b| b.idle_timeout(Duration::MAX),
+        |b| b.idle_timeout(Duration::MAX).max_lifetime(Duration::MAX),
+    ] {
+        let (pool, _dialer, _clock, spawner) = pool_with(configure);
+        assert_eq!(spawner.pending(), 0, "no task spawned");
+        drop(pool);
+    }
+    // A lifetime the pool's time counts does start one.
+    let (_pool, _dialer, _clock, spawner) =
+        pool_with(|b| b.idle_timeout(Duration::MAX).max_lifetime(TIMEOUT));
+    assert_eq!(spawner.pending(), 1);
+}
+
+#[test]
+fn a_nap_that_ends_costs_the_reaper_one_poll() {
+    let (pool, _dialer, clock, spawner) = pool();
+    spawner.run();
+    drop(block_on(pool.get(&addr("a:1"))).unwrap());
+    assert_eq!(spawner.run(), 1, "woken from its park, it looks and naps");
+    assert_eq!(clock.pending_sleeps(), 1);
+    clock.advance(TIMEOUT);
+    assert_eq!(
+        spawner.run(),
+        1,
+        "at the nap's end one poll reaps and parks"
+    );
+    assert_eq!(pool.stats().idle(), 0);
+}
+
+#[test]
+fn a_lifetime_still_cuts_short_a_nap_planned_at_the_end_of_the_pools_time() {
+    // A lifetime that, for a connection dialed at 2^63 ns, ends at u64::MAX - 1 ns: the reaper's
+    // plan for it is the highest it can make, just below its marks.
+    let lifetime = Duration::from_nanos((1 << 63) - 2);
+    let granularity = lifetime / 16;
+    let (pool, _dialer, clock, spawner) =
+        pool_with(|b| b.idle_timeout(Duration::MAX).max_lifetime(lifetime));
+    spawner.run();
+    clock.advance(Duration::from_nanos(64));
+    let early = block_on(pool.get(&addr("a:1"))).unwrap(); // its lifetime ends at 2^63 + 62
+    clock.advance(Duration::from_nanos((1 << 63) - 64));
+    drop(block_on(pool.get(&addr("a:1"))).unwrap()); // dialed at 2^63: ends at u64::MAX - 1
+    spawner.run();
+    drop(early); // goes idle with its lifetime ending long before the reaper's plan
+    spawner.run();
+    clock.advance(granularity + Duration::from_secs(1));
+    spawner.run();
+    let c = pool.stats().counters;
+    assert_eq!(
+        c.closed_lifetime, 1,
+        "the reaper woke for the early lifetime: {c:?}"
+    );
+    assert_eq!(pool.stats().idle(), 1);
+}
