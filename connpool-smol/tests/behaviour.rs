@@ -167,3 +167,19 @@ fn reaper_runs_on_an_executor_of_the_application() {
     }));
     assert_eq!(pool.stats().counters.closed_expired, 1);
 }
+
+/// `SmolSpawner::on` puts the reaper on the executor it is given, not on smol's global one: the
+/// executor holds the reaper's task from the build on, before it ever runs.
+#[test]
+fn reaper_is_spawned_on_the_executor_it_is_given() {
+    let executor = Arc::new(smol::Executor::new());
+    assert!(executor.is_empty());
+    let pool = connpool_smol::Pool::builder(TcpDialer::new())
+        .idle_timeout(Duration::from_millis(50))
+        .clock(connpool_smol::SmolClock)
+        .spawner(connpool_smol::SmolSpawner::on(executor.clone()))
+        .build()
+        .unwrap();
+    assert!(!executor.is_empty(), "the reaper is not on the executor");
+    drop(pool);
+}

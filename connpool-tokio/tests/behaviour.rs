@@ -285,6 +285,83 @@ fn is_open_leaves_a_pending_readers_wake_up_alone() {
     });
 }
 
+/// As for TCP: a Unix connection whose runtime has shut down is counted closed, not handed out.
+#[cfg(unix)]
+#[test]
+fn a_unix_idle_connection_of_a_runtime_that_shut_down_is_not_handed_out() {
+    let server = EchoServer::unix();
+    let path = server.path();
+    let pool = connpool_core::Pool::new(UnixDialer::new(), 4, Duration::from_secs(90)).unwrap();
+    let first = runtime(false);
+    first.block_on(async {
+        let mut conn = pool.get(&path).await.unwrap();
+        echo(&mut *conn, b"on the first runtime").await.unwrap();
+    });
+    drop(first);
+    assert_eq!(pool.stats().idle(), 1);
+
+    runtime(false).block_on(async {
+        let mut conn = pool.get(&path).await.unwrap();
+        assert!(
+            !conn.is_reused(),
+            "a connection of a dead runtime was handed out"
+        );
+        echo(&mut *conn, b"on the second").await.unwrap();
+    });
+    assert_eq!(pool.stats().counters.closed_not_open, 1);
+}
+
+/// While the backlog is full, the Unix dialer connects again after pauses that double from 1 ms
+/// up to 64 ms: its tries fall near 0, 1, 3, 7, 15, 31, 63, 127, 191, 255 and 319 ms (on a clock
+/// moved a millisecond at a time, each a step late or so), so room made at 300 ms is taken at the
+/// try near 319 ms, not at once (pauses that do not grow) nor at 511 ms (pauses past 64 ms).
+#[cfg(target_os = "linux")]
+#[test]
+fn unix_dial_pauses_double_up_to_64_ms_while_the_backlog_is_full() {
+    use socket2::{Domain, SockAddr, Socket, Type};
+
+    let path = suite::socket_path();
+    let listener = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+    listener.bind(&SockAddr::unix(&path).unwrap()).unwrap();
+    listener.listen(0).unwrap();
+    // One connection nobody accepted fills a backlog of zero.
+    let _queued = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    runtime(true).block_on(async {
+        let start = tokio::time::Instant::now();
+        let dial = tokio::spawn({
+            let path = path.clone();
+            async move { UnixDialer::new().dial(&path).await }
+        });
+        // The test moves the clock itself, and keeps the runtime busy so that it never jumps.
+        let step = || tokio::time::advance(Duration::from_millis(1));
+        while start.elapsed() < Duration::from_millis(300) {
+            step().await;
+            assert!(
+                !dial.is_finished(),
+                "the dial ended while the backlog was full"
+            );
+        }
+        // Room for one: the queued connection leaves the backlog.
+        let _accepted = listener.accept().unwrap();
+        while !dial.is_finished() {
+            assert!(
+                start.elapsed() < Duration::from_millis(500),
+                "the dial did not connect once the backlog had room"
+            );
+            step().await;
+        }
+        let connected_at = start.elapsed();
+        dial.await
+            .unwrap()
+            .expect("room in the backlog: the dial connects");
+        assert!(
+            (Duration::from_millis(310)..Duration::from_millis(400)).contains(&connected_at),
+            "connected at {connected_at:?}, not at the try near 319 ms"
+        );
+    });
+    std::fs::remove_file(&path).unwrap();
+}
+
 #[test]
 fn tokio_clock_is_system_time_only_where_tokio_cannot_pause_it() {
     let clock = connpool_tokio::TokioClock;
