@@ -2089,6 +2089,50 @@ mod tests {
         }
     }
 
+    /// The return's fast path, which a pool with one lane takes from the first return (its bucket
+    /// reserves the whole capacity at once): it keeps a connection only when nothing idle at its
+    /// destination has reached its idle timeout and the connection has not reached its lifetime,
+    /// to the nanosecond, as the slow path counts them. Otherwise the slow path closes what is due.
+    #[test]
+    fn the_returns_fast_path_keeps_nothing_past_its_time() {
+        let idle_timeout = Duration::from_secs(60);
+        let lifetime = Duration::from_secs(3600);
+        let cases = [
+            ("idle timeout reached", idle_timeout),
+            (
+                "idle timeout passed",
+                idle_timeout + Duration::from_secs(10),
+            ),
+            ("lifetime reached", lifetime),
+        ];
+        for (how, after) in cases {
+            let clock = ManualClock::new();
+            let pool = Pool::builder(noop_dialer())
+                .lanes(1)
+                .capacity(4)
+                .idle_timeout(idle_timeout)
+                .max_lifetime(lifetime)
+                .clock(clock.clone())
+                .build()
+                .unwrap();
+            let held = block_on(pool.get(&1)).unwrap();
+            if after == lifetime {
+                clock.advance(after);
+                drop(held);
+                let counters = pool.stats().counters;
+                assert_eq!(counters.closed_lifetime, 1, "{how}: {counters:?}");
+                assert_eq!(pool.stats().idle(), 0, "{how}");
+            } else {
+                drop(block_on(pool.get(&1)).unwrap());
+                clock.advance(after);
+                drop(held);
+                let counters = pool.stats().counters;
+                assert_eq!(counters.closed_expired, 1, "{how}: {counters:?}");
+                assert_eq!(pool.stats().idle(), 1, "{how}: only the one just returned");
+            }
+        }
+    }
+
     /// With nothing kept idle, one lane: several would only send every get through the others
     /// before it dials, and every return to them for room.
     #[test]

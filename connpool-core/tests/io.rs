@@ -152,8 +152,9 @@ impl tokio::io::AsyncWrite for Wire {
         self.ready_len(bufs.iter().map(|buf| buf.len()).sum())
     }
 
+    /// Even-numbered wires write vectored, odd ones do not.
     fn is_write_vectored(&self) -> bool {
-        true
+        self.id % 2 == 0
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -408,6 +409,36 @@ fn a_guard_whose_stream_was_shut_down_closes_its_connection_whether_or_not_it_fi
         dialer.set(ANSWERING);
         assert_eq!(next(&pool), None);
     }
+}
+
+/// Tokio's shutdown, as futures-io's close: the guard's connection is not put back.
+#[cfg(feature = "tokio")]
+#[test]
+fn a_guard_shut_down_through_tokio_closes_its_connection_whether_or_not_it_finished() {
+    for mode in [SILENT, ANSWERING] {
+        let (pool, dialer) = pool();
+        dialer.set(mode);
+        let mut conn = get(&pool);
+        let shutdown = poll_once(&mut poll_fn(|cx| {
+            tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut conn), cx)
+        }));
+        assert_eq!(shutdown.is_ready(), mode == ANSWERING, "the wire's answer");
+        drop(conn);
+        assert_eq!(pool.stats().counters.released, 1);
+        dialer.set(ANSWERING);
+        assert_eq!(next(&pool), None);
+    }
+}
+
+/// A guard answers tokio's `is_write_vectored` as its connection does.
+#[cfg(feature = "tokio")]
+#[test]
+fn a_guard_writes_vectored_when_its_connection_does() {
+    let (pool, _) = pool();
+    let (even, odd) = (get(&pool), get(&pool));
+    assert_eq!((even.id, odd.id), (0, 1));
+    assert!(tokio::io::AsyncWrite::is_write_vectored(&even));
+    assert!(!tokio::io::AsyncWrite::is_write_vectored(&odd));
 }
 
 #[test]

@@ -660,3 +660,49 @@ fn limit_settings_are_checked() {
     drop(held);
     assert!(block_on(plain.shutdown(SECOND)));
 }
+
+/// A waiter is woken when it is handed something: a returned connection, a slot freed by a
+/// release, or the news that the pool closed. Polled once by a task that counts its wake-ups,
+/// and never again until woken.
+#[test]
+fn a_waiter_is_woken_when_it_is_handed_a_connection_a_slot_or_the_close() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    type End = fn(&Pool<TestDialer>, Pooled<TestDialer>);
+    let ends: [(&str, End); 3] = [
+        ("returned", |_, held| drop(held)),
+        ("released", |_, held| held.release()),
+        ("closed", |pool, held| {
+            pool.close();
+            drop(held);
+        }),
+    ];
+    for (how, end) in ends {
+        let (pool, _, _) = limited(1);
+        let a = addr("a:1");
+        let held = get(&pool, "a:1");
+        let mut waiter: Pending<'_> = Box::pin(pool.get(&a));
+        let task = Arc::new(Count::default());
+        let waker = Waker::from(task.clone());
+        let polled = waiter.as_mut().poll(&mut Context::from_waker(&waker));
+        assert!(polled.is_pending(), "{how}: expected to wait");
+        assert_eq!(task.0.load(Ordering::SeqCst), 0, "{how}");
+        end(&pool, held);
+        assert_eq!(
+            task.0.load(Ordering::SeqCst),
+            1,
+            "{how}: the waiter was not woken"
+        );
+        let got = ready(&mut waiter);
+        assert_eq!(got.is_ok(), how != "closed", "{how}");
+    }
+}

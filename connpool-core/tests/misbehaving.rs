@@ -927,3 +927,43 @@ fn the_reaper_outlives_a_connection_whose_drop_panics() {
     spawner.run();
     assert_eq!(dialer.live(), 0, "and closes what expires next");
 }
+
+/// A guard released or detached by a drop that runs while a panic unwinds: its count ends without
+/// a look at the clock (a user's, better left alone then), so the destination's expired idle
+/// connection stays until something reads the time.
+#[test]
+fn a_release_or_detach_while_a_panic_unwinds_leaves_the_clock_alone() {
+    struct EndOnDrop(Option<Pooled<TestDialer>>, fn(Pooled<TestDialer>));
+    impl Drop for EndOnDrop {
+        fn drop(&mut self) {
+            if let Some(conn) = self.0.take() {
+                (self.1)(conn);
+            }
+        }
+    }
+    let ends: [(&str, fn(Pooled<TestDialer>)); 2] = [
+        ("released", Pooled::release),
+        ("detached", |conn| drop(conn.detach())),
+    ];
+    for (how, end) in ends {
+        let (dialer, clock) = (TestDialer::new(), ManualClock::new());
+        let pool = Pool::builder(dialer.clone())
+            .idle_timeout(Duration::from_secs(1))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let a = addr("a:1");
+        let held = block_on(pool.get(&a)).unwrap();
+        drop(block_on(pool.get(&a)).unwrap());
+        clock.advance(Duration::from_secs(2));
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _ending = EndOnDrop(Some(held), end);
+            panic!("a handler failed");
+        }));
+        assert!(unwound.is_err());
+        let stats = pool.stats();
+        assert_eq!(stats.counters.closed_expired, 0, "{how}: {stats:?}");
+        assert_eq!(stats.idle(), 1, "{how}: the expired one waits for a read");
+        assert_eq!(pool.reap(), 1, "{how}");
+    }
+}

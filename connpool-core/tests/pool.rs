@@ -573,6 +573,12 @@ fn dial_fn_makes_a_dialer() {
     assert!(format!("{pool:?}").contains("capacity: 1"));
 }
 
+#[test]
+fn a_dial_fn_prints_its_name_and_not_its_function() {
+    let dialer = connpool_core::dial_fn(|port: u16| async move { Ok::<_, io::Error>(port) });
+    assert_eq!(format!("{dialer:?}"), "DialFn { .. }");
+}
+
 use connpool_core::Dialer as _;
 
 /// A connection whose drop, once armed, stops until the test lets it go: it holds `close` halfway
