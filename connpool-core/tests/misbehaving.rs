@@ -933,7 +933,9 @@ fn the_reaper_outlives_a_connection_whose_drop_panics() {
 /// connection stays until something reads the time.
 #[test]
 fn a_release_or_detach_while_a_panic_unwinds_leaves_the_clock_alone() {
-    struct EndOnDrop(Option<Pooled<TestDialer>>, fn(Pooled<TestDialer>));
+    /// How a guard's count ends.
+    type End = fn(Pooled<TestDialer>);
+    struct EndOnDrop(Option<Pooled<TestDialer>>, End);
     impl Drop for EndOnDrop {
         fn drop(&mut self) {
             if let Some(conn) = self.0.take() {
@@ -941,7 +943,7 @@ fn a_release_or_detach_while_a_panic_unwinds_leaves_the_clock_alone() {
             }
         }
     }
-    let ends: [(&str, fn(Pooled<TestDialer>)); 2] = [
+    let ends: [(&str, End); 2] = [
         ("released", Pooled::release),
         ("detached", |conn| drop(conn.detach())),
     ];
