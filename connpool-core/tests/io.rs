@@ -321,6 +321,17 @@ fn tokio_flush(conn: &mut Pooled<WireDialer>) -> BoxFuture<'_, io::Result<()>> {
     poll_fn(|cx| tokio::io::AsyncWrite::poll_flush(Pin::new(&mut *conn), cx)).boxed()
 }
 
+/// Asserts the dropped guard's connection was closed as by `release`, not kept for the next
+/// caller; `what` says which case failed.
+fn assert_closed(pool: &Pool<WireDialer>, what: impl std::fmt::Display) {
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.total(), stats.counters.released),
+        (0, 1),
+        "{what}: the connection went back"
+    );
+}
+
 /// The connection `get` hands out next: reused (`Some` with its id) or dialed afresh (`None`).
 fn next(pool: &Pool<WireDialer>) -> Option<usize> {
     let conn = get(pool);
@@ -338,8 +349,7 @@ fn a_guard_dropped_with_its_io_pending_closes_its_connection() {
         // Cut off, as by a timeout: the future goes, then the guard.
         drop(pending);
         drop(conn);
-        let stats = pool.stats();
-        assert_eq!((stats.total(), stats.counters.released), (0, 1), "{name}");
+        assert_closed(&pool, format_args!("{name}"));
         dialer.set(ANSWERING);
         assert_eq!(
             next(&pool),
@@ -380,12 +390,7 @@ fn assert_not_settled_by(first: Op, then: Op) {
     dialer.set(ANSWERING);
     assert!(poll_once(&mut then(&mut conn)).is_ready());
     drop(conn);
-    let stats = pool.stats();
-    assert_eq!(
-        (stats.total(), stats.counters.released),
-        (0, 1),
-        "half a request went back"
-    );
+    assert_closed(&pool, "half a request");
 }
 
 #[test]
@@ -525,12 +530,7 @@ fn io_that_failed_without_happening_is_left_unfinished() {
             }
             drop(conn);
             // The request may still be answered: as after `Pending`.
-            let stats = pool.stats();
-            assert_eq!(
-                (stats.total(), stats.counters.released),
-                (0, 1),
-                "{name}, mode {end}"
-            );
+            assert_closed(&pool, format_args!("{name}, mode {end}"));
         }
     }
 }
@@ -548,11 +548,9 @@ fn a_poll_that_panics_leaves_its_operation_unfinished() {
         assert!(caught.is_err(), "{name}");
         dialer.set(ANSWERING);
         drop(conn);
-        let stats = pool.stats();
-        assert_eq!(
-            (stats.total(), stats.counters.released),
-            (0, 1),
-            "{name}: the stream may hold part of a request"
+        assert_closed(
+            &pool,
+            format_args!("{name}: the stream may hold part of a request"),
         );
     }
 }
@@ -606,12 +604,7 @@ fn a_read_or_write_of_no_bytes_settles_nothing() {
             "{name}"
         );
         drop(conn);
-        let stats = pool.stats();
-        assert_eq!(
-            (stats.total(), stats.counters.released),
-            (0, 1),
-            "{name} settled what was left pending"
-        );
+        assert_closed(&pool, format_args!("{name} settled what was left pending"));
     }
 }
 
@@ -640,8 +633,7 @@ fn a_buffered_read_whose_bytes_were_not_consumed_is_unfinished() {
     let mut conn = get(&pool);
     assert!(poll_once(&mut futures::io::copy_buf(&mut conn, &mut Stuck)).is_pending());
     drop(conn);
-    let stats = pool.stats();
-    assert_eq!((stats.total(), stats.counters.released), (0, 1), "copy_buf");
+    assert_closed(&pool, "copy_buf");
 
     #[cfg(feature = "tokio")]
     {
@@ -654,12 +646,7 @@ fn a_buffered_read_whose_bytes_were_not_consumed_is_unfinished() {
         }));
         assert!(matches!(filled, Poll::Ready(Ok(3))));
         drop(conn);
-        let stats = pool.stats();
-        assert_eq!(
-            (stats.total(), stats.counters.released),
-            (0, 1),
-            "tokio poll_fill_buf"
-        );
+        assert_closed(&pool, "tokio poll_fill_buf");
     }
 
     // Consumed, the same bytes leave it to the pool.
