@@ -29,7 +29,8 @@ use crate::Dialer;
 ///   it, and the next caller would read that answer as its own. Unfinished means its last poll
 ///   was `Pending`, failed with an error that says the operation did not happen (`TimedOut`,
 ///   from a stream's own timeout; `WouldBlock`; `Interrupted`), or panicked; for a buffered
-///   read, that it handed out bytes not yet consumed. A read or write of no bytes says nothing
+///   read, that not all the bytes it handed out were consumed (a line taken from a buffer that
+///   holds two leaves the second for the next caller). A read or write of no bytes says nothing
 ///   of the stream and changes nothing.
 ///
 /// The guard cannot tell a read awaiting an answer from one awaiting bytes nobody asked for: a
@@ -56,6 +57,9 @@ pub struct Pooled<D: Dialer> {
     /// `None` only once `release`, `detach` or the drop has taken it.
     held: Option<Held<D>>,
     origin: Origin,
+    /// How many of the bytes the last buffered read handed out are not consumed yet: while any
+    /// are, that read is unfinished (the next caller would read them as its own).
+    unconsumed: usize,
 }
 
 /// The connection and the destination it counts for, lent by the destination's bucket while the
@@ -165,6 +169,7 @@ impl<D: Dialer> Pooled<D> {
         Pooled {
             held: Some(Held { conn, dest }),
             origin: Origin::new(born, reused),
+            unconsumed: 0,
         }
     }
 
@@ -196,6 +201,7 @@ impl<D: Dialer> Pooled<D> {
     /// (with the same checks). A shutdown through the guard is not forgotten.
     pub fn forget_pending(&mut self) {
         self.origin.0 &= !Origin::PENDING;
+        self.unconsumed = 0;
     }
 
     /// Takes the connection out of the pool's accounting and hands it over (to upgrade a protocol,
@@ -225,11 +231,12 @@ impl<D: Dialer> Pooled<D> {
         self.parts().0
     }
 
-    /// The connection and the origin word, borrowed apart: what a poll through the guard returns
-    /// may borrow the connection (a buffered read's bytes) while the word notes how it ended.
-    fn parts(&mut self) -> (&mut D::Conn, &mut Origin) {
+    /// The connection, the origin word and the count of bytes unconsumed, borrowed apart: what a
+    /// poll through the guard returns may borrow the connection (a buffered read's bytes) while
+    /// the others note how it ended.
+    fn parts(&mut self) -> (&mut D::Conn, &mut Origin, &mut usize) {
         match &mut self.held {
-            Some(held) => (&mut held.conn, &mut self.origin),
+            Some(held) => (&mut held.conn, &mut self.origin, &mut self.unconsumed),
             None => unreachable!("a guard's connection is taken only by value"),
         }
     }
@@ -254,10 +261,11 @@ impl<D: Dialer> Pooled<D> {
     where
         D::Conn: Unpin,
     {
-        self.track_io_until(op, poll, |_| true)
+        self.track_io_until(op, poll, |_, _| true)
     }
 
-    /// [`Pooled::track_io`] for a poll whose ready answer `done` may still leave unfinished.
+    /// [`Pooled::track_io`] for a poll whose ready answer `done` may still leave unfinished (and
+    /// may note, in its second argument, how many bytes it handed out to be consumed).
     ///
     /// The operation is noted before the poll and crossed off after it only if it is over, so a
     /// poll that panics leaves it unfinished: the stream may hold part of a request, and a guard
@@ -267,23 +275,42 @@ impl<D: Dialer> Pooled<D> {
         &'a mut self,
         op: u64,
         poll: impl FnOnce(Pin<&'a mut D::Conn>) -> Poll<io::Result<T>>,
-        done: impl FnOnce(&T) -> bool,
+        done: impl FnOnce(&T, &mut usize) -> bool,
     ) -> Poll<io::Result<T>>
     where
         D::Conn: Unpin,
     {
-        let (conn, origin) = self.parts();
+        let (conn, origin, unconsumed) = self.parts();
         origin.0 |= op;
         let poll = poll(Pin::new(conn));
-        if over(&poll, done) {
+        if over(&poll, |ready| done(ready, unconsumed)) {
             origin.0 &= !op;
         }
         poll
     }
 
-    /// A buffered read's bytes were taken: the read is over.
-    fn consumed(&mut self) -> &mut D::Conn {
-        self.origin.0 &= !Origin::READING;
+    /// Polls a buffered read, which stays unfinished until every byte it hands out is consumed.
+    fn track_fill_buf<'a>(
+        &'a mut self,
+        poll: impl FnOnce(Pin<&'a mut D::Conn>) -> Poll<io::Result<&'a [u8]>>,
+    ) -> Poll<io::Result<&'a [u8]>>
+    where
+        D::Conn: Unpin,
+    {
+        self.unconsumed = 0;
+        self.track_io_until(Origin::READING, poll, |buf, unconsumed| {
+            *unconsumed = buf.len();
+            buf.is_empty()
+        })
+    }
+
+    /// `amt` of a buffered read's bytes were taken: once all are, the read is over. Some left
+    /// (a line taken from a buffer that holds two) are bytes the next caller would read.
+    fn consumed(&mut self, amt: usize) -> &mut D::Conn {
+        self.unconsumed = self.unconsumed.saturating_sub(amt);
+        if self.unconsumed == 0 {
+            self.origin.0 &= !Origin::READING;
+        }
         self.conn_mut()
     }
 }
@@ -360,15 +387,11 @@ where
 {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
         // Bytes handed out and not yet consumed are an answer half taken.
-        self.get_mut().track_io_until(
-            Origin::READING,
-            |conn| conn.poll_fill_buf(cx),
-            |buf| buf.is_empty(),
-        )
+        self.get_mut().track_fill_buf(|conn| conn.poll_fill_buf(cx))
     }
 
     fn consume(self: Pin<&mut Self>, amt: usize) {
-        Pin::new(self.get_mut().consumed()).consume(amt);
+        Pin::new(self.get_mut().consumed(amt)).consume(amt);
     }
 }
 
@@ -434,15 +457,11 @@ where
 {
     fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
         // Bytes handed out and not yet consumed are an answer half taken.
-        self.get_mut().track_io_until(
-            Origin::READING,
-            |conn| conn.poll_fill_buf(cx),
-            |buf| buf.is_empty(),
-        )
+        self.get_mut().track_fill_buf(|conn| conn.poll_fill_buf(cx))
     }
 
     fn consume(self: Pin<&mut Self>, amt: usize) {
-        Pin::new(self.get_mut().consumed()).consume(amt);
+        Pin::new(self.get_mut().consumed(amt)).consume(amt);
     }
 }
 

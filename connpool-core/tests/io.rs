@@ -659,3 +659,73 @@ fn a_buffered_read_whose_bytes_were_not_consumed_is_unfinished() {
     drop(conn);
     assert_eq!(pool.stats().idle(), 1);
 }
+
+/// Consumes `amts` of what one buffered read hands out (3 bytes), through futures-io or tokio.
+fn consume_in_parts(conn: &mut Pooled<WireDialer>, tokio: bool, amts: &[usize]) {
+    if tokio {
+        #[cfg(feature = "tokio")]
+        {
+            use tokio::io::AsyncBufRead as TokioBufRead;
+            let filled = poll_once(&mut poll_fn(|cx| {
+                TokioBufRead::poll_fill_buf(Pin::new(&mut *conn), cx).map_ok(|buf| buf.len())
+            }));
+            assert!(matches!(filled, Poll::Ready(Ok(3))));
+            for &amt in amts {
+                TokioBufRead::consume(Pin::new(&mut *conn), amt);
+            }
+        }
+    } else {
+        let filled = poll_once(&mut conn.fill_buf()).map_ok(|buf| buf.len());
+        assert!(matches!(filled, Poll::Ready(Ok(3))));
+        for &amt in amts {
+            Pin::new(&mut *conn).consume(amt);
+        }
+    }
+}
+
+#[test]
+fn a_buffered_read_consumed_in_part_is_unfinished_until_the_rest_is() {
+    // A line taken from a buffer that holds two answers leaves the second for the next caller.
+    for tokio in [false, cfg!(feature = "tokio")] {
+        for (amts, finished) in [
+            (&[2][..], false),
+            (&[0], false),
+            (&[1, 1], false),
+            (&[1, 2], true),
+            (&[2, 5], true),
+        ] {
+            let (pool, dialer) = crate::pool();
+            dialer.set(ANSWERING);
+            let mut conn = get(&pool);
+            consume_in_parts(&mut conn, tokio, amts);
+            drop(conn);
+            let what = format_args!("tokio: {tokio}, consumed {amts:?} of 3");
+            if finished {
+                assert_eq!(pool.stats().idle(), 1, "{what}");
+            } else {
+                assert_closed(&pool, what);
+            }
+        }
+    }
+
+    // A second buffered read counts afresh: what the first left is in what the second hands out.
+    let (pool, dialer) = crate::pool();
+    dialer.set(ANSWERING);
+    let mut conn = get(&pool);
+    consume_in_parts(&mut conn, false, &[1]);
+    consume_in_parts(&mut conn, false, &[3]);
+    drop(conn);
+    assert_eq!(pool.stats().idle(), 1);
+
+    // `read_line` takes its line and leaves the connection to the pool.
+    let (pool, dialer) = crate::pool();
+    dialer.set(ANSWERING);
+    let mut conn = get(&pool);
+    let mut line = String::new();
+    assert!(matches!(
+        poll_once(&mut conn.read_line(&mut line)),
+        Poll::Ready(Ok(3))
+    ));
+    drop(conn);
+    assert_eq!(pool.stats().idle(), 1);
+}
