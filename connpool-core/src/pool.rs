@@ -97,7 +97,7 @@ pub(crate) struct PoolInner<D: Dialer> {
 }
 
 impl<D: Dialer> PoolInner<D> {
-    fn close(&self) -> usize {
+    fn close(&self) {
         /// Stops the reaper when dropped: after the store closes, even should closing a
         /// connection panic.
         struct StopReaper<'a>(&'a ReaperSignal);

@@ -1662,21 +1662,19 @@ impl<D: Dialer> Store<D> {
             .sum()
     }
 
-    /// Marks the store closed, closes every idle connection and turns every waiter away; returns
-    /// how many connections it closed. Idempotent.
+    /// Marks the store closed, closes every idle connection and turns every waiter away.
+    /// Idempotent.
     ///
     /// Every shard is emptied, and every waiter told, before any connection is closed, as in
     /// [`Store::reap`]: a connection whose own drop panics leaves nothing behind.
-    pub(crate) fn close(&self) -> usize {
+    pub(crate) fn close(&self) {
         // Sequentially consistent for the aftermaths still closing connections: one that ends
         // its count after a `shutdown` read it sees the flag, and wakes that `shutdown`.
         self.closed.store(true, Ordering::SeqCst);
-        let mut closed = 0;
         let mut after = self.aftermath();
         for shard in self.shards.iter() {
             let mut guard = lock(&shard.0);
             let Shard { buckets, books } = &mut *guard;
-            let before = books.idle;
             buckets.retain(|bucket| {
                 let idle = bucket.idle.len();
                 bucket.close_oldest(idle, Reason::PoolClosed, books, &mut after);
@@ -1686,9 +1684,7 @@ impl<D: Dialer> Store<D> {
                 !bucket.is_empty()
             });
             shrink_if_sparse(buckets);
-            closed += before - books.idle;
         }
-        closed
     }
 
     pub(crate) fn has_idle(&self) -> bool {
