@@ -181,10 +181,19 @@ async fn echo_ok<C: Stream>(conn: &mut C, msg: &str) {
 }
 
 /// The dial error of a `get` that must fail.
-async fn dial_error<D: Dialer<Conn: Debug>>(pool: &Pool<D>, addr: &D::Addr) -> io::Error {
-    match pool.get(addr).await {
-        Err(Error::Dial(err)) => err,
-        other => panic!("expected a dial error for {addr:?}, got {other:?}"),
+async fn dial_error<R: Runtime, D: Dialer<Conn: Debug>>(
+    pool: &Pool<D>,
+    addr: &D::Addr,
+) -> io::Error {
+    use futures::future::{select, Either};
+    use std::pin::pin;
+
+    // Bounded, with room for a slow resolver: a dial that never ends fails the test, not CI.
+    let get = pin!(pool.get(addr));
+    match select(get, pin!(R::sleep(Duration::from_secs(30)))).await {
+        Either::Left((Err(Error::Dial(err)), _)) => err,
+        Either::Left((other, _)) => panic!("expected a dial error for {addr:?}, got {other:?}"),
+        Either::Right(_) => panic!("the dial to {addr:?} did not end"),
     }
 }
 
@@ -445,7 +454,7 @@ pub fn refused_connection_is_a_dial_error<R: Runtime>() {
     let addr = closed_port();
     R::block_on(async {
         let pool = tcp_pool::<R>(4);
-        let err = dial_error(&pool, &addr).await;
+        let err = dial_error::<R, _>(&pool, &addr).await;
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
         assert!(err.to_string().contains(&addr), "{err}");
         assert_eq!(pool.stats().counters.dial_errors, 1);
@@ -457,7 +466,7 @@ pub fn unresolvable_name_is_a_dial_error<R: Runtime>() {
     R::block_on(async {
         let pool = tcp_pool::<R>(4);
         let addr = "no-such-host.invalid:80".to_string();
-        let err = dial_error(&pool, &addr).await;
+        let err = dial_error::<R, _>(&pool, &addr).await;
         assert!(err.to_string().contains(&addr), "{err}");
         assert_eq!(pool.stats().total(), 0);
     });
@@ -467,7 +476,7 @@ pub fn malformed_addresses_are_dial_errors<R: Runtime>() {
     R::block_on(async {
         let pool = tcp_pool::<R>(4);
         for addr in ["not an address", "127.0.0.1", "127.0.0.1:99999", ""] {
-            let err = dial_error(&pool, &addr.to_string()).await;
+            let err = dial_error::<R, _>(&pool, &addr.to_string()).await;
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{addr:?}: {err}");
             assert!(
                 err.to_string()
@@ -607,7 +616,7 @@ pub fn unix_missing_socket_is_a_dial_error<R: Runtime>() {
     R::block_on(async {
         let pool = unix_pool::<R>();
         let path = socket_path();
-        let err = dial_error(&pool, &path).await;
+        let err = dial_error::<R, _>(&pool, &path).await;
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
         assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
     });
@@ -693,7 +702,7 @@ pub fn unix_path_with_an_inner_nul_is_a_dial_error<R: Runtime>() {
     let bogus = PathBuf::from(bogus);
     R::block_on(async {
         let pool = unix_pool::<R>();
-        let err = dial_error(&pool, &bogus).await;
+        let err = dial_error::<R, _>(&pool, &bogus).await;
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
     });
     assert_eq!(server.accepted(), 0, "the prefix of the path was dialed");
@@ -722,7 +731,7 @@ pub fn unix_paths_mean_the_same_on_both_runtimes<R: Runtime>() {
     let named = listen(name.as_bytes()).unwrap();
     R::block_on(async {
         let pool = unix_pool::<R>();
-        let err = dial_error(&pool, &PathBuf::new()).await;
+        let err = dial_error::<R, _>(&pool, &PathBuf::new()).await;
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
         let conn = pool.get(&PathBuf::from(format!("\0{name}"))).await;
         assert!(conn.is_ok(), "{conn:?}");
