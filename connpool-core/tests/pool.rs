@@ -959,3 +959,24 @@ fn a_manual_clock_prints_its_time_and_its_sleeps() {
     let _sleep = clock.sleep(MINUTE);
     assert!(format!("{clock:?}").contains("sleepers: 1"));
 }
+
+#[test]
+fn a_manual_clock_forgets_sleeps_dropped_before_their_time() {
+    // A test that sleeps often (a wait_timeout per get, say) without moving the clock.
+    let clock = ManualClock::new();
+    let live = clock.sleep(MINUTE);
+    for _ in 0..10_000 {
+        drop(clock.sleep(MINUTE));
+    }
+    let printed = format!("{clock:?}");
+    let kept: usize = printed
+        .split("sleepers: ")
+        .nth(1)
+        .and_then(|rest| rest.trim_end_matches(" }").parse().ok())
+        .unwrap_or_else(|| panic!("{printed}"));
+    // As many as the live ones, give or take the list's spare room; not one per sleep.
+    assert!(kept < 16, "{kept} sleeps kept, one of them live");
+    assert_eq!(clock.pending_sleeps(), 1);
+    clock.advance(MINUTE);
+    assert!(futures::FutureExt::now_or_never(live).is_some());
+}
