@@ -29,9 +29,9 @@ use crate::Dialer;
 ///   it, and the next caller would read that answer as its own. Unfinished means its last poll
 ///   was `Pending`, failed with an error that says the operation did not happen (`TimedOut`,
 ///   from a stream's own timeout; `WouldBlock`; `Interrupted`), or panicked; for a buffered
-///   read, that not all the bytes it handed out were consumed (a line taken from a buffer that
-///   holds two leaves the second for the next caller). A read or write of no bytes says nothing
-///   of the stream and changes nothing.
+///   read, that not all the bytes it handed out were taken, by `consume` or by the reads after it
+///   (a line taken from a buffer that holds two leaves the second for the next caller). A read
+///   or write of no bytes says nothing of the stream and changes nothing.
 ///
 /// The guard cannot tell a read awaiting an answer from one awaiting bytes nobody asked for: a
 /// reader loop stopped once every answer had arrived also leaves a read pending. A caller that
@@ -41,7 +41,9 @@ use crate::Dialer;
 /// what wraps the guard: `tokio::io::split(&mut guard)`, a codec over it), not the I/O done on the
 /// connection it dereferences to (a `&mut *guard`, tokio's `guard.split()`, smol's
 /// `guard.clone()`, or a method the guard does not have and the connection does, which a call on
-/// the guard reaches through `DerefMut`). Nor does it see a future cut off while it waited on
+/// the guard reaches through `DerefMut`), nor what a buffer around the guard (a `BufReader` over
+/// it) read ahead and was dropped with: buffer the connection instead, in the dialer, and the
+/// guard reads through its `AsyncBufRead`. Nor does it see a future cut off while it waited on
 /// something else in the middle of an exchange: between the request and its answer, on the
 /// source of a request's body, on a sink the answer is copied to (`futures::io::copy` and
 /// `tokio::io::copy` also keep bytes read from the guard in a buffer of their own). A request
@@ -198,7 +200,8 @@ impl<D: Dialer> Pooled<D> {
     /// knows its stream is between requests although one of them did not finish: a reader loop
     /// stopped once every answer had arrived, a probe for stray bytes that found none. Dropped
     /// after this, the guard puts the connection back as it would one whose I/O all finished
-    /// (with the same checks). A shutdown through the guard is not forgotten.
+    /// (with the same checks). That includes bytes a buffered read handed out and nobody took: the
+    /// caller vouches for those too. A shutdown through the guard is not forgotten.
     pub fn forget_pending(&mut self) {
         self.origin.0 &= !Origin::PENDING;
         self.unconsumed = 0;
@@ -305,13 +308,46 @@ impl<D: Dialer> Pooled<D> {
     }
 
     /// `amt` of a buffered read's bytes were taken: once all are, the read is over. Some left
-    /// (a line taken from a buffer that holds two) are bytes the next caller would read.
-    fn consumed(&mut self, amt: usize) -> &mut D::Conn {
+    /// (a line taken from a buffer that holds two) are bytes the next caller would read. With
+    /// nothing handed out, a consume settles nothing (a read left pending stays so).
+    fn consumed(&mut self, amt: usize) {
+        if self.unconsumed == 0 {
+            return;
+        }
         self.unconsumed = self.unconsumed.saturating_sub(amt);
         if self.unconsumed == 0 {
             self.origin.0 &= !Origin::READING;
         }
-        self.conn_mut()
+    }
+
+    /// A plain read of `n` bytes ended: on a buffered stream it took them from what a buffered
+    /// read handed out first (a buffered stream's read empties its buffer before it reads the
+    /// stream), so the read stays unfinished while some of that is left, as after a header read
+    /// with `read_line` and a body that does not take all the stream holds.
+    fn read_from_buffer(&mut self, n: usize) {
+        if self.unconsumed == 0 {
+            return;
+        }
+        self.unconsumed = self.unconsumed.saturating_sub(n);
+        if self.unconsumed > 0 {
+            self.origin.0 |= Origin::READING;
+        }
+    }
+
+    /// [`Pooled::track_io`] for a futures-io read, which may take from a buffered read's bytes.
+    fn track_read(
+        &mut self,
+        len: usize,
+        poll: impl FnOnce(Pin<&mut D::Conn>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>>
+    where
+        D::Conn: Unpin,
+    {
+        let poll = self.track_io(Origin::unless_empty(Origin::READING, len), poll);
+        if let Poll::Ready(Ok(n)) = poll {
+            self.read_from_buffer(n);
+        }
+        poll
     }
 }
 
@@ -361,9 +397,7 @@ where
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .track_io(Origin::unless_empty(Origin::READING, buf.len()), |conn| {
-                conn.poll_read(cx, buf)
-            })
+            .track_read(buf.len(), |conn| conn.poll_read(cx, buf))
     }
 
     fn poll_read_vectored(
@@ -373,9 +407,7 @@ where
     ) -> Poll<io::Result<usize>> {
         let len = bufs.iter().map(|buf| buf.len()).sum();
         self.get_mut()
-            .track_io(Origin::unless_empty(Origin::READING, len), |conn| {
-                conn.poll_read_vectored(cx, bufs)
-            })
+            .track_read(len, |conn| conn.poll_read_vectored(cx, bufs))
     }
 }
 
@@ -391,7 +423,10 @@ where
     }
 
     fn consume(self: Pin<&mut Self>, amt: usize) {
-        Pin::new(self.get_mut().consumed(amt)).consume(amt);
+        // Crossed off only once the connection took it: a consume that panics leaves it unsettled.
+        let this = self.get_mut();
+        Pin::new(this.conn_mut()).consume(amt);
+        this.consumed(amt);
     }
 }
 
@@ -442,10 +477,16 @@ where
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.get_mut().track_io(
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = this.track_io(
             Origin::unless_empty(Origin::READING, buf.remaining()),
             |conn| conn.poll_read(cx, buf),
-        )
+        );
+        if let Poll::Ready(Ok(())) = poll {
+            this.read_from_buffer(buf.filled().len().saturating_sub(before));
+        }
+        poll
     }
 }
 
@@ -461,7 +502,10 @@ where
     }
 
     fn consume(self: Pin<&mut Self>, amt: usize) {
-        Pin::new(self.get_mut().consumed(amt)).consume(amt);
+        // Crossed off only once the connection took it: a consume that panics leaves it unsettled.
+        let this = self.get_mut();
+        Pin::new(this.conn_mut()).consume(amt);
+        this.consumed(amt);
     }
 }
 

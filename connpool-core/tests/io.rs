@@ -21,7 +21,9 @@ use futures::io::{
     AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, IoSlice,
     IoSliceMut,
 };
-use futures::{FutureExt, TryFutureExt};
+use futures::FutureExt;
+#[cfg(feature = "tokio")]
+use futures::TryFutureExt;
 use support::{addr, poll_once};
 
 /// What a [`Wire`]'s buffered reads find.
@@ -63,6 +65,13 @@ impl Wire {
         }
     }
 
+    /// What a consume does in [`PANICKING`] mode (in the others it takes the bytes at once).
+    fn panic_if_panicking(&self) {
+        if self.mode.load(Ordering::SeqCst) == PANICKING {
+            panic!("the connection panicked in a consume");
+        }
+    }
+
     /// [`Wire::ready`] for a read or write of `len` bytes.
     fn ready_len(&self, len: usize) -> Poll<io::Result<usize>> {
         if len == 0 {
@@ -89,7 +98,9 @@ impl AsyncBufRead for Wire {
         self.ready(LINE)
     }
 
-    fn consume(self: Pin<&mut Self>, _: usize) {}
+    fn consume(self: Pin<&mut Self>, _: usize) {
+        self.panic_if_panicking();
+    }
 }
 
 impl AsyncWrite for Wire {
@@ -131,7 +142,9 @@ impl tokio::io::AsyncBufRead for Wire {
         self.ready(LINE)
     }
 
-    fn consume(self: Pin<&mut Self>, _: usize) {}
+    fn consume(self: Pin<&mut Self>, _: usize) {
+        self.panic_if_panicking();
+    }
 }
 
 #[cfg(feature = "tokio")]
@@ -571,6 +584,16 @@ fn empty_ops() -> Vec<(&'static str, Op, Op)> {
         ("empty write_vectored", op("write"), |conn| {
             async { conn.write_vectored(&[]).await.map(drop) }.boxed()
         }),
+        // What a reader that answers a buffered read itself (a `take(0)`) asks of the guard.
+        ("consume of nothing", op("read"), |conn| {
+            Pin::new(&mut *conn).consume(0);
+            async { Ok(()) }.boxed()
+        }),
+        #[cfg(feature = "tokio")]
+        ("tokio consume of nothing", tokio_read, |conn| {
+            tokio::io::AsyncBufRead::consume(Pin::new(&mut *conn), 0);
+            async { Ok(()) }.boxed()
+        }),
         #[cfg(feature = "tokio")]
         ("tokio empty poll_read", tokio_read, |conn| {
             let mut buf = tokio::io::ReadBuf::new(&mut []);
@@ -660,33 +683,60 @@ fn a_buffered_read_whose_bytes_were_not_consumed_is_unfinished() {
     assert_eq!(pool.stats().idle(), 1);
 }
 
-/// Consumes `amts` of what one buffered read hands out (3 bytes), through futures-io or tokio.
-fn consume_in_parts(conn: &mut Pooled<WireDialer>, tokio: bool, amts: &[usize]) {
+/// The trait families the guard reads through: futures-io's (`false`), and tokio's (`true`) with
+/// the feature.
+fn tokio_or_not() -> Vec<bool> {
+    let mut families = vec![false];
+    if cfg!(feature = "tokio") {
+        families.push(true);
+    }
+    families
+}
+
+/// Has one buffered read hand out its 3 bytes, through futures-io or tokio.
+fn fill(conn: &mut Pooled<WireDialer>, tokio: bool) {
+    let filled = if tokio {
+        fill_through_tokio(conn)
+    } else {
+        poll_once(&mut conn.fill_buf()).map_ok(|buf| buf.len())
+    };
+    assert!(matches!(filled, Poll::Ready(Ok(3))));
+}
+
+#[cfg(feature = "tokio")]
+fn fill_through_tokio(conn: &mut Pooled<WireDialer>) -> Poll<io::Result<usize>> {
+    poll_once(&mut poll_fn(|cx| {
+        tokio::io::AsyncBufRead::poll_fill_buf(Pin::new(&mut *conn), cx).map_ok(|buf| buf.len())
+    }))
+}
+
+#[cfg(not(feature = "tokio"))]
+fn fill_through_tokio(_: &mut Pooled<WireDialer>) -> Poll<io::Result<usize>> {
+    unreachable!("tokio's traits without the feature")
+}
+
+/// Consumes `amt` of what a buffered read handed out, through futures-io or tokio.
+fn consume(conn: &mut Pooled<WireDialer>, tokio: bool, amt: usize) {
     if tokio {
         #[cfg(feature = "tokio")]
-        {
-            use tokio::io::AsyncBufRead as TokioBufRead;
-            let filled = poll_once(&mut poll_fn(|cx| {
-                TokioBufRead::poll_fill_buf(Pin::new(&mut *conn), cx).map_ok(|buf| buf.len())
-            }));
-            assert!(matches!(filled, Poll::Ready(Ok(3))));
-            for &amt in amts {
-                TokioBufRead::consume(Pin::new(&mut *conn), amt);
-            }
-        }
+        tokio::io::AsyncBufRead::consume(Pin::new(conn), amt);
     } else {
-        let filled = poll_once(&mut conn.fill_buf()).map_ok(|buf| buf.len());
-        assert!(matches!(filled, Poll::Ready(Ok(3))));
-        for &amt in amts {
-            Pin::new(&mut *conn).consume(amt);
-        }
+        Pin::new(conn).consume(amt);
+    }
+}
+
+/// Consumes `amts` of what one buffered read hands out (3 bytes), through futures-io or tokio.
+fn consume_in_parts(conn: &mut Pooled<WireDialer>, tokio: bool, amts: &[usize]) {
+    fill(conn, tokio);
+    for &amt in amts {
+        consume(conn, tokio, amt);
     }
 }
 
 #[test]
 fn a_buffered_read_consumed_in_part_is_unfinished_until_the_rest_is() {
     // A line taken from a buffer that holds two answers leaves the second for the next caller.
-    for tokio in [false, cfg!(feature = "tokio")] {
+    for tokio in tokio_or_not() {
         for (amts, finished) in [
             (&[2][..], false),
             (&[0], false),
@@ -728,4 +778,71 @@ fn a_buffered_read_consumed_in_part_is_unfinished_until_the_rest_is() {
     ));
     drop(conn);
     assert_eq!(pool.stats().idle(), 1);
+}
+
+/// Reads `len` bytes with a plain read, through futures-io (`read`, `read_vectored`) or tokio.
+fn read_plainly(conn: &mut Pooled<WireDialer>, how: &str, len: usize) {
+    let mut buf = vec![0; len];
+    let read = match how {
+        "read" => poll_once(&mut conn.read(&mut buf)),
+        "read_vectored" => poll_once(&mut conn.read_vectored(&mut [IoSliceMut::new(&mut buf)])),
+        #[cfg(feature = "tokio")]
+        "tokio poll_read" => {
+            let mut buf = tokio::io::ReadBuf::new(&mut buf);
+            poll_once(&mut poll_fn(|cx| {
+                tokio::io::AsyncRead::poll_read(Pin::new(&mut *conn), cx, &mut buf)
+            }))
+            .map_ok(|()| buf.filled().len())
+        }
+        _ => unreachable!("{how}"),
+    };
+    assert!(matches!(read, Poll::Ready(Ok(n)) if n == len), "{how}");
+}
+
+#[test]
+fn a_read_after_a_buffered_read_takes_from_what_it_handed_out() {
+    // A header taken with `read_line`, then a body with `read_exact`: a buffered stream's reads
+    // empty its buffer first, so a body that does not take all of it leaves the rest behind.
+    let mut reads = vec![(false, "read"), (false, "read_vectored")];
+    if cfg!(feature = "tokio") {
+        reads.push((true, "tokio poll_read"));
+    }
+    for (tokio, how) in reads {
+        for (consumed, read, finished) in [(1, 1, false), (1, 2, true), (0, 3, true), (0, 4, true)]
+        {
+            let (pool, dialer) = crate::pool();
+            dialer.set(ANSWERING);
+            let mut conn = get(&pool);
+            consume_in_parts(&mut conn, tokio, &[consumed]);
+            read_plainly(&mut conn, how, read);
+            drop(conn);
+            let what = format_args!("{how}: consumed {consumed} of 3, then read {read}");
+            if finished {
+                assert_eq!(pool.stats().idle(), 1, "{what}");
+            } else {
+                assert_closed(&pool, what);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_consume_that_panics_leaves_its_read_unfinished() {
+    for tokio in tokio_or_not() {
+        let (pool, dialer) = crate::pool();
+        dialer.set(ANSWERING);
+        let mut conn = get(&pool);
+        fill(&mut conn, tokio);
+        dialer.set(PANICKING);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            consume(&mut conn, tokio, 3);
+        }));
+        assert!(caught.is_err());
+        dialer.set(ANSWERING);
+        drop(conn);
+        assert_closed(
+            &pool,
+            format_args!("tokio: {tokio}: the bytes were not taken"),
+        );
+    }
 }
