@@ -418,6 +418,10 @@ impl Clock for ManualClock {
             // that sleeps often without moving the clock keeps it as long as its live sleeps.
             if state.sleepers.len() == state.sleepers.capacity() {
                 state.sleepers.retain(|weak| weak.strong_count() > 0);
+                // Room for as many again as are live: the next look is as many sleeps away, so
+                // each sleep pays for one entry looked at, however many stay live.
+                let live = state.sleepers.len();
+                state.sleepers.reserve(live);
             }
             state.sleepers.push(Arc::downgrade(&sleeper));
         }
