@@ -24,6 +24,7 @@ impl Runtime for Smol {
     type Tcp = TcpDialer;
     #[cfg(unix)]
     type Unix = UnixDialer;
+    type Buffered = Buffered;
 
     // smol has no test clock: a short timeout in real time.
     const REAPER_IDLE_TIMEOUT: Duration = Duration::from_millis(100);
@@ -84,6 +85,30 @@ impl Runtime for Smol {
         echo(conn, msg).await
     }
 
+    fn buffered() -> Buffered {
+        Buffered(TcpDialer::new())
+    }
+
+    async fn guarded_line(
+        conn: &mut connpool_smol::Pooled<Buffered>,
+        msg: &[u8],
+    ) -> io::Result<String> {
+        conn.write_all(msg).await?;
+        conn.flush().await?;
+        let mut line = String::new();
+        conn.read_line(&mut line).await?;
+        Ok(line)
+    }
+
+    async fn guarded_exact(
+        conn: &mut connpool_smol::Pooled<Buffered>,
+        len: usize,
+    ) -> io::Result<Vec<u8>> {
+        let mut bytes = vec![0; len];
+        conn.read_exact(&mut bytes).await?;
+        Ok(bytes)
+    }
+
     #[cfg(unix)]
     fn unix() -> UnixDialer {
         UnixDialer::new()
@@ -115,6 +140,24 @@ impl Stream for smol::net::TcpStream {
 impl Stream for smol::net::unix::UnixStream {
     async fn echo(&mut self, msg: &[u8]) -> io::Result<Vec<u8>> {
         echo(self, msg).await
+    }
+}
+
+/// TCP streams behind smol's read buffer, open as `TcpDialer` says.
+#[derive(Debug)]
+struct Buffered(TcpDialer);
+
+#[connpool_smol::async_trait]
+impl Dialer for Buffered {
+    type Addr = String;
+    type Conn = BufReader<smol::net::TcpStream>;
+
+    async fn dial(&self, addr: &String) -> io::Result<Self::Conn> {
+        Ok(BufReader::new(self.0.dial(addr).await?))
+    }
+
+    fn is_open(&self, conn: &Self::Conn) -> bool {
+        self.0.is_open(conn.get_ref())
     }
 }
 

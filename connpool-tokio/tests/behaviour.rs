@@ -10,7 +10,7 @@ use std::time::Duration;
 use connpool_tokio::UnixDialer;
 use connpool_tokio::{Builder, Clock, Dialer, TcpDialer};
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
 use tokio_util::codec::{Framed, LinesCodec};
 
 use suite::{EchoServer, Runtime, Stream};
@@ -21,6 +21,7 @@ impl Runtime for Tokio {
     type Tcp = TcpDialer;
     #[cfg(unix)]
     type Unix = UnixDialer;
+    type Buffered = Buffered;
 
     // Tokio's paused clock makes the default idle timeout pass at once.
     const REAPER_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -84,6 +85,30 @@ impl Runtime for Tokio {
         echo(conn, msg).await
     }
 
+    fn buffered() -> Buffered {
+        Buffered(TcpDialer::new())
+    }
+
+    async fn guarded_line(
+        conn: &mut connpool_tokio::Pooled<Buffered>,
+        msg: &[u8],
+    ) -> io::Result<String> {
+        conn.write_all(msg).await?;
+        conn.flush().await?;
+        let mut line = String::new();
+        conn.read_line(&mut line).await?;
+        Ok(line)
+    }
+
+    async fn guarded_exact(
+        conn: &mut connpool_tokio::Pooled<Buffered>,
+        len: usize,
+    ) -> io::Result<Vec<u8>> {
+        let mut bytes = vec![0; len];
+        conn.read_exact(&mut bytes).await?;
+        Ok(bytes)
+    }
+
     #[cfg(unix)]
     fn unix() -> UnixDialer {
         UnixDialer::new()
@@ -132,6 +157,24 @@ impl Stream for tokio::net::TcpStream {
 impl Stream for tokio::net::UnixStream {
     async fn echo(&mut self, msg: &[u8]) -> io::Result<Vec<u8>> {
         echo(self, msg).await
+    }
+}
+
+/// TCP streams behind tokio's read buffer, open as `TcpDialer` says.
+#[derive(Debug)]
+struct Buffered(TcpDialer);
+
+#[connpool_tokio::async_trait]
+impl Dialer for Buffered {
+    type Addr = String;
+    type Conn = BufStream<tokio::net::TcpStream>;
+
+    async fn dial(&self, addr: &String) -> io::Result<Self::Conn> {
+        Ok(BufStream::new(self.0.dial(addr).await?))
+    }
+
+    fn is_open(&self, conn: &Self::Conn) -> bool {
+        self.0.is_open(conn.get_ref())
     }
 }
 
@@ -569,68 +612,4 @@ fn unix_readiness_first_sees_what_the_reactor_saw_and_only_that() {
         );
         std::fs::remove_file(&path).unwrap();
     }
-}
-
-/// A backend whose every answer is two lines, sent in one write: the second is for nobody.
-async fn two_line_backend() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut stream = tokio::io::BufStream::new(stream);
-                let mut line = String::new();
-                while matches!(stream.read_line(&mut line).await, Ok(1..)) {
-                    line.clear();
-                    stream.write_all(b"first\nsecond\n").await?;
-                    stream.flush().await?;
-                }
-                io::Result::Ok(())
-            });
-        }
-    });
-    addr
-}
-
-/// Sends a request through the guard and reads the first line of its answer.
-async fn ask<D: Dialer>(mut conn: connpool_core::Pooled<D>) -> (connpool_core::Pooled<D>, String)
-where
-    D::Conn: tokio::io::AsyncBufRead + AsyncWrite + Unpin,
-{
-    conn.write_all(b"ask\n").await.unwrap();
-    conn.flush().await.unwrap();
-    let mut line = String::new();
-    conn.read_line(&mut line).await.unwrap();
-    (conn, line)
-}
-
-#[tokio::test]
-async fn a_line_left_in_a_buffered_guard_is_not_handed_to_the_next_caller() {
-    let addr = two_line_backend().await;
-    let dialer = connpool_core::dial_fn(|addr: String| async move {
-        Ok(tokio::io::BufStream::new(
-            tokio::net::TcpStream::connect(addr).await?,
-        ))
-    });
-    let pool = connpool_tokio::builder(dialer).build().unwrap();
-    // Both lines arrive in one read into the stream's buffer; the caller takes the first.
-    let (conn, line) = ask(pool.get(&addr).await.unwrap()).await;
-    assert_eq!(line, "first\n");
-    drop(conn);
-    let stats = pool.stats();
-    assert_eq!((stats.total(), stats.counters.released), (0, 1));
-
-    // A fresh connection, whose first answer is its own; taking both lines leaves it to the pool.
-    let (mut conn, line) = ask(pool.get(&addr).await.unwrap()).await;
-    assert!(!conn.is_reused());
-    assert_eq!(line, "first\n");
-    let mut line = String::new();
-    conn.read_line(&mut line).await.unwrap();
-    assert_eq!(line, "second\n");
-    drop(conn);
-    assert_eq!(pool.stats().idle(), 1);
-    let (conn, line) = ask(pool.get(&addr).await.unwrap()).await;
-    assert!(conn.is_reused());
-    assert_eq!(line, "first\n");
-    conn.release();
 }

@@ -34,6 +34,8 @@ pub trait Runtime: 'static {
     /// The adapter's `UnixDialer`.
     #[cfg(unix)]
     type Unix: Dialer<Addr = PathBuf, Conn: Stream> + Clone;
+    /// [`Runtime::buffered`]'s dialer.
+    type Buffered: Dialer<Addr = String, Conn: Debug>;
 
     /// The idle timeout the reaper test waits out: long where the test clock can be moved (tokio's
     /// paused clock), short where it is real time.
@@ -73,6 +75,19 @@ pub trait Runtime: 'static {
     fn guarded_echo(
         conn: &mut Pooled<Self::Tcp>,
         msg: &[u8],
+    ) -> impl Future<Output = io::Result<Vec<u8>>>;
+    /// The adapter's TCP streams behind a read buffer (tokio's `BufStream`, smol's `BufReader`),
+    /// whose guard reads through its `AsyncBufRead`; open as the adapter's `TcpDialer` says.
+    fn buffered() -> Self::Buffered;
+    /// Writes `msg` through the guard (nothing when it is empty), then reads one line through it.
+    fn guarded_line(
+        conn: &mut Pooled<Self::Buffered>,
+        msg: &[u8],
+    ) -> impl Future<Output = io::Result<String>>;
+    /// Reads exactly `len` bytes through the guard.
+    fn guarded_exact(
+        conn: &mut Pooled<Self::Buffered>,
+        len: usize,
     ) -> impl Future<Output = io::Result<Vec<u8>>>;
     /// `UnixDialer::new()`.
     #[cfg(unix)]
@@ -126,6 +141,7 @@ macro_rules! suite {
             faults_unsolicited_bytes_on_idle_connections,
             faults_restart_on_the_same_port,
             faults_request_cut_off_through_its_guard,
+            bytes_left_in_a_buffered_guard_are_not_handed_to_the_next_caller,
             limit_holds_a_burst_of_64_tasks_to_4_open_connections,
             limit_wait_timeout_when_all_are_held,
             limit_zero_wait_turns_away_at_once,
@@ -608,6 +624,55 @@ pub fn unix_dead_idle_connection_is_skipped<R: Runtime>() {
         assert!(!conn.is_reused());
         echo_ok(&mut *conn, "after").await;
         assert_eq!(pool.stats().counters.closed_not_open, 1);
+    });
+}
+
+/// A guard over a buffered stream whose caller took only part of what arrived (one line of two, or
+/// a header and a body shorter than the bytes that came with it) leaves the rest in the stream's
+/// buffer, where the next caller would read it as its own answer: it is closed, not put back.
+pub fn bytes_left_in_a_buffered_guard_are_not_handed_to_the_next_caller<R: Runtime>() {
+    let server = EchoServer::tcp();
+    let addr = server.addr();
+    R::block_on(async {
+        let pool = R::builder(R::buffered()).build().unwrap();
+        // Each message is written at once and echoed at once: it lands in the buffer whole.
+        let mut conn = pool.get(&addr).await.unwrap();
+        let line = R::guarded_line(&mut conn, b"first\nsecond\n")
+            .await
+            .unwrap();
+        assert_eq!(line, "first\n");
+        drop(conn);
+        let mut conn = pool.get(&addr).await.unwrap();
+        assert!(!conn.is_reused(), "a line was left for the next caller");
+        assert_eq!(
+            R::guarded_line(&mut conn, b"3\nabcEXTRA").await.unwrap(),
+            "3\n"
+        );
+        assert_eq!(R::guarded_exact(&mut conn, 3).await.unwrap(), b"abc");
+        drop(conn);
+        let stats = pool.stats();
+        assert_eq!((stats.total(), stats.counters.released), (0, 2));
+
+        // All taken, the connection goes back and serves the next caller.
+        let mut conn = pool.get(&addr).await.unwrap();
+        assert!(
+            !conn.is_reused(),
+            "the rest of a body was left for the next caller"
+        );
+        let line = R::guarded_line(&mut conn, b"first\nsecond\n")
+            .await
+            .unwrap();
+        assert_eq!(line, "first\n");
+        assert_eq!(R::guarded_line(&mut conn, b"").await.unwrap(), "second\n");
+        assert_eq!(R::guarded_line(&mut conn, b"3\nabc").await.unwrap(), "3\n");
+        assert_eq!(R::guarded_exact(&mut conn, 3).await.unwrap(), b"abc");
+        drop(conn);
+        let mut conn = pool.get(&addr).await.unwrap();
+        assert!(conn.is_reused());
+        assert_eq!(
+            R::guarded_line(&mut conn, b"again\n").await.unwrap(),
+            "again\n"
+        );
     });
 }
 
