@@ -13,11 +13,22 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// A fresh socket path in the temporary directory.
+///
+/// Named after the process and the time it first asked, not the process alone: a test process
+/// killed before its sockets' files were removed leaves them behind, and a later process given
+/// the same id would find its paths taken.
 #[cfg(unix)]
 pub fn socket_path() -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static STARTED: std::sync::OnceLock<u128> = std::sync::OnceLock::new();
+    let started = STARTED.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos())
+    });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    std::env::temp_dir().join(format!("connpool-{}-{n}.sock", std::process::id()))
+    let name = format!("connpool-{}-{started:x}-{n}.sock", std::process::id());
+    std::env::temp_dir().join(name)
 }
 
 /// A listening socket the echo server can serve.
