@@ -61,8 +61,9 @@ pub struct Pooled<D: Dialer> {
     /// `None` only once `release`, `detach` or the drop has taken it.
     held: Option<Held<D>>,
     origin: Origin,
-    /// How many of the bytes the last buffered read handed out are not consumed yet: while any
-    /// are, that read is unfinished (the next caller would read them as its own).
+    /// How many of the bytes the last buffered read handed out are not taken yet (by `consume`,
+    /// or by the plain reads after it): while any are, that read is unfinished (the next caller
+    /// would read them as its own).
     unconsumed: usize,
 }
 
@@ -322,10 +323,11 @@ impl<D: Dialer> Pooled<D> {
         }
     }
 
-    /// A plain read of `n` bytes ended: on a buffered stream it took them from what a buffered
-    /// read handed out first (a buffered stream's read empties its buffer before it reads the
-    /// stream), so the read stays unfinished while some of that is left, as after a header read
-    /// with `read_line` and a body that does not take all the stream holds.
+    /// A plain read that took `n` bytes (0 for one that failed) ended: on a buffered stream it
+    /// took them from what a buffered read handed out first (a buffered stream's read empties its
+    /// buffer before it reads the stream), so the read stays unfinished while some of that is
+    /// left, as after a header read with `read_line` and a body that does not take all the
+    /// stream holds.
     fn read_from_buffer(&mut self, n: usize) {
         if self.unconsumed == 0 {
             return;
@@ -346,8 +348,8 @@ impl<D: Dialer> Pooled<D> {
         D::Conn: Unpin,
     {
         let poll = self.track_io(Origin::unless_empty(Origin::READING, len), poll);
-        if let Poll::Ready(Ok(n)) = poll {
-            self.read_from_buffer(n);
+        if let Poll::Ready(read) = &poll {
+            self.read_from_buffer(*read.as_ref().unwrap_or(&0));
         }
         poll
     }
@@ -485,8 +487,12 @@ where
             Origin::unless_empty(Origin::READING, buf.remaining()),
             |conn| conn.poll_read(cx, buf),
         );
-        if let Poll::Ready(Ok(())) = poll {
-            this.read_from_buffer(buf.filled().len().saturating_sub(before));
+        if let Poll::Ready(read) = &poll {
+            let n = match read {
+                Ok(()) => buf.filled().len().saturating_sub(before),
+                Err(_) => 0,
+            };
+            this.read_from_buffer(n);
         }
         poll
     }

@@ -782,8 +782,18 @@ fn a_buffered_read_consumed_in_part_is_unfinished_until_the_rest_is() {
 
 /// Reads `len` bytes with a plain read, through futures-io (`read`, `read_vectored`) or tokio.
 fn read_plainly(conn: &mut Pooled<WireDialer>, how: &str, len: usize) {
+    let read = try_read_plainly(conn, how, len);
+    assert!(matches!(read, Poll::Ready(Ok(n)) if n == len), "{how}");
+}
+
+/// [`read_plainly`]'s poll, however it ends.
+fn try_read_plainly(
+    conn: &mut Pooled<WireDialer>,
+    how: &str,
+    len: usize,
+) -> Poll<io::Result<usize>> {
     let mut buf = vec![0; len];
-    let read = match how {
+    match how {
         "read" => poll_once(&mut conn.read(&mut buf)),
         "read_vectored" => poll_once(&mut conn.read_vectored(&mut [IoSliceMut::new(&mut buf)])),
         #[cfg(feature = "tokio")]
@@ -795,8 +805,7 @@ fn read_plainly(conn: &mut Pooled<WireDialer>, how: &str, len: usize) {
             .map_ok(|()| buf.filled().len())
         }
         _ => unreachable!("{how}"),
-    };
-    assert!(matches!(read, Poll::Ready(Ok(n)) if n == len), "{how}");
+    }
 }
 
 #[test]
@@ -823,6 +832,19 @@ fn a_read_after_a_buffered_read_takes_from_what_it_handed_out() {
                 assert_closed(&pool, what);
             }
         }
+
+        // A read that failed took none of them.
+        let (pool, dialer) = crate::pool();
+        dialer.set(ANSWERING);
+        let mut conn = get(&pool);
+        fill(&mut conn, tokio);
+        dialer.set(FAILING);
+        assert!(matches!(
+            try_read_plainly(&mut conn, how, 3),
+            Poll::Ready(Err(_))
+        ));
+        drop(conn);
+        assert_closed(&pool, format_args!("{how}: failed after a buffered read"));
     }
 }
 
