@@ -203,11 +203,16 @@ impl<D: Dialer> Pooled<D> {
     /// knows its stream is between requests although one of them did not finish: a reader loop
     /// stopped once every answer had arrived, a probe for stray bytes that found none. Dropped
     /// after this, the guard puts the connection back as it would one whose I/O all finished
-    /// (with the same checks). That includes bytes a buffered read handed out and nobody took: the
-    /// caller vouches for those too. A shutdown through the guard is not forgotten.
+    /// (with the same checks). Neither a shutdown through the guard nor the bytes a buffered read
+    /// handed out and nobody took are forgotten: those bytes are there, and the next caller would
+    /// read them (`consume` them to throw them away).
     pub fn forget_pending(&mut self) {
-        self.origin.0 &= !Origin::PENDING;
-        self.unconsumed = 0;
+        let keep = if self.unconsumed > 0 {
+            Origin::READING
+        } else {
+            0
+        };
+        self.origin.0 &= !(Origin::PENDING & !keep);
     }
 
     /// Takes the connection out of the pool's accounting and hands it over (to upgrade a protocol,

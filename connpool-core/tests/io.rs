@@ -491,6 +491,35 @@ fn forget_pending_puts_back_a_connection_left_waiting_for_bytes_nobody_asked_for
 }
 
 #[test]
+fn forget_pending_does_not_forget_bytes_handed_out_and_not_taken() {
+    // A probe for stray bytes that found some.
+    for tokio in tokio_or_not() {
+        let (pool, dialer) = crate::pool();
+        dialer.set(ANSWERING);
+        let mut conn = get(&pool);
+        fill(&mut conn, tokio);
+        conn.forget_pending();
+        drop(conn);
+        assert_closed(
+            &pool,
+            format_args!("tokio: {tokio}: forgot 3 bytes waiting"),
+        );
+
+        // Thrown away, they leave nothing to keep it from the pool.
+        let (pool, dialer) = crate::pool();
+        dialer.set(ANSWERING);
+        let mut conn = get(&pool);
+        fill(&mut conn, tokio);
+        consume(&mut conn, tokio, 3);
+        dialer.set(SILENT);
+        assert!(poll_once(&mut conn.read(&mut [0; 8])).is_pending());
+        conn.forget_pending();
+        drop(conn);
+        assert_eq!(pool.stats().idle(), 1, "tokio: {tokio}");
+    }
+}
+
+#[test]
 fn forget_pending_does_not_forget_a_shutdown() {
     let (pool, dialer) = pool();
     dialer.set(ANSWERING);
