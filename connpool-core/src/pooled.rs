@@ -43,9 +43,12 @@ use crate::Dialer;
 /// `guard.clone()`, or a method the guard does not have and the connection does, which a call on
 /// the guard reaches through `DerefMut`), nor what a buffer around the guard (a `BufReader` over
 /// it) read ahead and was dropped with: buffer the connection instead, in the dialer, and the
-/// guard reads through its `AsyncBufRead`. What such a connection reads ahead on its own and never
-/// hands out is for its dialer's [`is_open`](crate::Dialer::is_open) to see (a `BufStream`'s
-/// `buffer()` is empty). Nor does it see a future cut off while it waited on
+/// guard reads through its `AsyncBufRead`. What such a connection holds that never went through
+/// the guard is for its dialer's [`is_open`](crate::Dialer::is_open) to see: bytes its own reads
+/// fetched ahead (a plain read smaller than its buffer fills the buffer and takes part), writes
+/// it has not flushed. For tokio's `BufReader<BufWriter<TcpStream>>`, that is
+/// `conn.buffer().is_empty() && conn.get_ref().buffer().is_empty()` (tokio's `BufStream` does not
+/// show its buffers). Nor does it see a future cut off while it waited on
 /// something else in the middle of an exchange: between the request and its answer, on the
 /// source of a request's body, on a sink the answer is copied to (`futures::io::copy` and
 /// `tokio::io::copy` also keep bytes read from the guard in a buffer of their own). A request

@@ -102,8 +102,11 @@ impl Runtime for Smol {
 
     async fn guarded_exact(
         conn: &mut connpool_smol::Pooled<Buffered>,
+        msg: &[u8],
         len: usize,
     ) -> io::Result<Vec<u8>> {
+        conn.write_all(msg).await?;
+        conn.flush().await?;
         let mut bytes = vec![0; len];
         conn.read_exact(&mut bytes).await?;
         Ok(bytes)
@@ -143,7 +146,7 @@ impl Stream for smol::net::unix::UnixStream {
     }
 }
 
-/// TCP streams behind smol's read buffer, open as `TcpDialer` says.
+/// TCP streams behind smol's `BufReader`, open as `TcpDialer` says and with nothing read ahead.
 #[derive(Debug)]
 struct Buffered(TcpDialer);
 
@@ -156,8 +159,9 @@ impl Dialer for Buffered {
         Ok(BufReader::new(self.0.dial(addr).await?))
     }
 
+    /// Nothing the stream read ahead on its own is left in its buffer, where the guard cannot see.
     fn is_open(&self, conn: &Self::Conn) -> bool {
-        self.0.is_open(conn.get_ref())
+        conn.buffer().is_empty() && self.0.is_open(conn.get_ref())
     }
 }
 

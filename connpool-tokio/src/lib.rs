@@ -51,7 +51,7 @@
 //!   [`connpool_core`]).
 //!
 //! A [`Pooled`] connection implements tokio's `AsyncRead` and `AsyncWrite` (and `AsyncBufRead`
-//! over a buffered stream, such as a dialer's `BufStream<TcpStream>`), so it works with
+//! over a buffered stream, such as a dialer's `BufReader<TcpStream>`), so it works with
 //! `AsyncReadExt`, `tokio::io::split` and `tokio_util::codec::Framed` like the stream it holds.
 //!
 //! # Pools and runtimes

@@ -10,7 +10,7 @@ use std::time::Duration;
 use connpool_tokio::UnixDialer;
 use connpool_tokio::{Builder, Clock, Dialer, TcpDialer};
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::codec::{Framed, LinesCodec};
 
 use suite::{EchoServer, Runtime, Stream};
@@ -102,8 +102,11 @@ impl Runtime for Tokio {
 
     async fn guarded_exact(
         conn: &mut connpool_tokio::Pooled<Buffered>,
+        msg: &[u8],
         len: usize,
     ) -> io::Result<Vec<u8>> {
+        conn.write_all(msg).await?;
+        conn.flush().await?;
         let mut bytes = vec![0; len];
         conn.read_exact(&mut bytes).await?;
         Ok(bytes)
@@ -160,21 +163,22 @@ impl Stream for tokio::net::UnixStream {
     }
 }
 
-/// TCP streams behind tokio's read buffer, open as `TcpDialer` says.
+/// TCP streams behind tokio's `BufReader`, open as `TcpDialer` says and with nothing read ahead.
 #[derive(Debug)]
 struct Buffered(TcpDialer);
 
 #[connpool_tokio::async_trait]
 impl Dialer for Buffered {
     type Addr = String;
-    type Conn = BufStream<tokio::net::TcpStream>;
+    type Conn = BufReader<tokio::net::TcpStream>;
 
     async fn dial(&self, addr: &String) -> io::Result<Self::Conn> {
-        Ok(BufStream::new(self.0.dial(addr).await?))
+        Ok(BufReader::new(self.0.dial(addr).await?))
     }
 
+    /// Nothing the stream read ahead on its own is left in its buffer, where the guard cannot see.
     fn is_open(&self, conn: &Self::Conn) -> bool {
-        self.0.is_open(conn.get_ref())
+        conn.buffer().is_empty() && self.0.is_open(conn.get_ref())
     }
 }
 

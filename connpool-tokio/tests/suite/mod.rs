@@ -76,17 +76,20 @@ pub trait Runtime: 'static {
         conn: &mut Pooled<Self::Tcp>,
         msg: &[u8],
     ) -> impl Future<Output = io::Result<Vec<u8>>>;
-    /// The adapter's TCP streams behind a read buffer (tokio's `BufStream`, smol's `BufReader`),
-    /// whose guard reads through its `AsyncBufRead`; open as the adapter's `TcpDialer` says.
+    /// The adapter's TCP streams behind a `BufReader`, whose guard reads through its
+    /// `AsyncBufRead`; open as the adapter's `TcpDialer` says and with nothing left in the
+    /// buffer.
     fn buffered() -> Self::Buffered;
     /// Writes `msg` through the guard (nothing when it is empty), then reads one line through it.
     fn guarded_line(
         conn: &mut Pooled<Self::Buffered>,
         msg: &[u8],
     ) -> impl Future<Output = io::Result<String>>;
-    /// Reads exactly `len` bytes through the guard.
+    /// Writes `msg` through the guard (nothing when it is empty), then reads exactly `len` bytes
+    /// through it.
     fn guarded_exact(
         conn: &mut Pooled<Self::Buffered>,
+        msg: &[u8],
         len: usize,
     ) -> impl Future<Output = io::Result<Vec<u8>>>;
     /// `UnixDialer::new()`.
@@ -629,12 +632,17 @@ pub fn unix_dead_idle_connection_is_skipped<R: Runtime>() {
 
 /// A guard over a buffered stream whose caller took only part of what arrived (one line of two, or
 /// a header and a body shorter than the bytes that came with it) leaves the rest in the stream's
-/// buffer, where the next caller would read it as its own answer: it is closed, not put back.
+/// buffer, where the next caller would read it as its own answer: it is closed, not put back. The
+/// guard sees what it handed out; what the stream read ahead on its own, the dialer's `is_open`.
 pub fn bytes_left_in_a_buffered_guard_are_not_handed_to_the_next_caller<R: Runtime>() {
     let server = EchoServer::tcp();
     let addr = server.addr();
     R::block_on(async {
-        let pool = R::builder(R::buffered()).build().unwrap();
+        // The guard alone: nothing asks `is_open` at the return.
+        let pool = R::builder(R::buffered())
+            .check_on_return(false)
+            .build()
+            .unwrap();
         // Each message is written at once and echoed at once: it lands in the buffer whole.
         let mut conn = pool.get(&addr).await.unwrap();
         let line = R::guarded_line(&mut conn, b"first\nsecond\n")
@@ -648,7 +656,7 @@ pub fn bytes_left_in_a_buffered_guard_are_not_handed_to_the_next_caller<R: Runti
             R::guarded_line(&mut conn, b"3\nabcEXTRA").await.unwrap(),
             "3\n"
         );
-        assert_eq!(R::guarded_exact(&mut conn, 3).await.unwrap(), b"abc");
+        assert_eq!(R::guarded_exact(&mut conn, b"", 3).await.unwrap(), b"abc");
         drop(conn);
         let stats = pool.stats();
         assert_eq!((stats.total(), stats.counters.released), (0, 2));
@@ -665,7 +673,7 @@ pub fn bytes_left_in_a_buffered_guard_are_not_handed_to_the_next_caller<R: Runti
         assert_eq!(line, "first\n");
         assert_eq!(R::guarded_line(&mut conn, b"").await.unwrap(), "second\n");
         assert_eq!(R::guarded_line(&mut conn, b"3\nabc").await.unwrap(), "3\n");
-        assert_eq!(R::guarded_exact(&mut conn, 3).await.unwrap(), b"abc");
+        assert_eq!(R::guarded_exact(&mut conn, b"", 3).await.unwrap(), b"abc");
         drop(conn);
         let mut conn = pool.get(&addr).await.unwrap();
         assert!(conn.is_reused());
@@ -673,6 +681,19 @@ pub fn bytes_left_in_a_buffered_guard_are_not_handed_to_the_next_caller<R: Runti
             R::guarded_line(&mut conn, b"again\n").await.unwrap(),
             "again\n"
         );
+        drop(conn);
+
+        // A body that came after its header, with more behind it: the stream's own read filled
+        // its buffer and took three bytes, where the guard could not see. `is_open` at the
+        // return does.
+        let pool = R::builder(R::buffered()).build().unwrap();
+        let mut conn = pool.get(&addr).await.unwrap();
+        assert_eq!(R::guarded_line(&mut conn, b"3\n").await.unwrap(), "3\n");
+        let body = R::guarded_exact(&mut conn, b"abcEXTRA", 3).await.unwrap();
+        assert_eq!(body, b"abc");
+        drop(conn);
+        let stats = pool.stats();
+        assert_eq!((stats.total(), stats.counters.closed_not_open), (0, 1));
     });
 }
 
