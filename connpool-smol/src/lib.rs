@@ -61,6 +61,33 @@
 //! socket, whichever caller the pool has handed it to since, and the guard does not see I/O done
 //! on the clone (see [`Pooled`] for what it does with I/O left unfinished through it).
 //!
+//! A dialer of buffered streams says in `is_open` whether the buffer is empty: the guard sees what
+//! it hands out, not what the stream read ahead on its own (see [`Pooled`]).
+//!
+//! ```
+//! use connpool_smol::{async_trait, Dialer, TcpDialer};
+//! use smol::io::BufReader;
+//! use smol::net::TcpStream;
+//!
+//! /// TCP streams behind a read buffer, for line-based protocols.
+//! struct BufferedDialer(TcpDialer);
+//!
+//! #[async_trait]
+//! impl Dialer for BufferedDialer {
+//!     type Addr = String;
+//!     type Conn = BufReader<TcpStream>;
+//!
+//!     async fn dial(&self, addr: &String) -> std::io::Result<Self::Conn> {
+//!         Ok(BufReader::new(self.0.dial(addr).await?))
+//!     }
+//!
+//!     fn is_open(&self, conn: &Self::Conn) -> bool {
+//!         conn.buffer().is_empty() && self.0.is_open(conn.get_ref())
+//!     }
+//! }
+//! # let _ = BufferedDialer(TcpDialer::new());
+//! ```
+//!
 //! # Runtimes
 //!
 //! The pool needs no particular executor: [`SmolClock`] sleeps on async-io timers, and the reaper

@@ -54,6 +54,33 @@
 //! over a buffered stream, such as a dialer's `BufReader<TcpStream>`), so it works with
 //! `AsyncReadExt`, `tokio::io::split` and `tokio_util::codec::Framed` like the stream it holds.
 //!
+//! A dialer of buffered streams says in `is_open` whether the buffer is empty: the guard sees what
+//! it hands out, not what the stream read ahead on its own (see [`Pooled`]).
+//!
+//! ```
+//! use connpool_tokio::{async_trait, Dialer, TcpDialer};
+//! use tokio::io::BufReader;
+//! use tokio::net::TcpStream;
+//!
+//! /// TCP streams behind a read buffer, for line-based protocols.
+//! struct BufferedDialer(TcpDialer);
+//!
+//! #[async_trait]
+//! impl Dialer for BufferedDialer {
+//!     type Addr = String;
+//!     type Conn = BufReader<TcpStream>;
+//!
+//!     async fn dial(&self, addr: &String) -> std::io::Result<Self::Conn> {
+//!         Ok(BufReader::new(self.0.dial(addr).await?))
+//!     }
+//!
+//!     fn is_open(&self, conn: &Self::Conn) -> bool {
+//!         conn.buffer().is_empty() && self.0.is_open(conn.get_ref())
+//!     }
+//! }
+//! # let _ = BufferedDialer(TcpDialer::new());
+//! ```
+//!
 //! # Pools and runtimes
 //!
 //! A connection is registered with the reactor of the runtime it was dialed on, and its reads and
