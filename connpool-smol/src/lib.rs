@@ -55,7 +55,8 @@
 //!
 //! A [`Pooled`] connection implements futures-io's `AsyncRead` and `AsyncWrite` (and
 //! `AsyncBufRead` over a buffered stream), so it works with `smol::io`'s extension traits,
-//! `BufReader` and `split` like the stream it holds. Split it that
+//! `BufReader` and `split` like the stream it holds (what a `BufReader` around the guard reads
+//! ahead goes with it, unseen by the guard: see [`Pooled`]). Split it that
 //! way rather than by cloning the stream it dereferences to: smol's streams are shared handles, so
 //! a clone kept past the guard's drop or [`release`](Pooled::release) still reads and writes the
 //! socket, whichever caller the pool has handed it to since, and the guard does not see I/O done
