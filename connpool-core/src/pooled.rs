@@ -303,7 +303,7 @@ impl<D: Dialer> Pooled<D> {
         poll
     }
 
-    /// Polls a buffered read, which stays unfinished until every byte it hands out is consumed.
+    /// Polls a buffered read, which stays unfinished until every byte it hands out is taken.
     fn track_fill_buf<'a>(
         &'a mut self,
         poll: impl FnOnce(Pin<&'a mut D::Conn>) -> Poll<io::Result<&'a [u8]>>,
@@ -318,30 +318,20 @@ impl<D: Dialer> Pooled<D> {
         })
     }
 
-    /// `amt` of a buffered read's bytes were taken: once all are, the read is over. Some left
-    /// (a line taken from a buffer that holds two) are bytes the next caller would read. With
-    /// nothing handed out, a consume settles nothing (a read left pending stays so).
-    fn consumed(&mut self, amt: usize) {
-        if self.unconsumed == 0 {
-            return;
-        }
-        self.unconsumed = self.unconsumed.saturating_sub(amt);
-        if self.unconsumed == 0 {
-            self.origin.0 &= !Origin::READING;
-        }
-    }
-
-    /// A plain read that took `n` bytes (0 for one that failed) ended: on a buffered stream it
-    /// took them from what a buffered read handed out first (a buffered stream's read empties its
-    /// buffer before it reads the stream), so the read stays unfinished while some of that is
-    /// left, as after a header read with `read_line` and a body that does not take all the
-    /// stream holds.
-    fn read_from_buffer(&mut self, n: usize) {
+    /// `n` of the bytes a buffered read handed out were taken: by `consume`, or by a plain read
+    /// after it (a buffered stream's read empties its buffer before it reads the stream; `n` is 0
+    /// for one that failed). The read is over once all are, and unfinished while some are left,
+    /// which the next caller would read: a line taken from a buffer that holds two, a body that
+    /// does not take all that came with its header. With nothing handed out, this settles nothing
+    /// (a read left pending stays so).
+    fn took(&mut self, n: usize) {
         if self.unconsumed == 0 {
             return;
         }
         self.unconsumed = self.unconsumed.saturating_sub(n);
-        if self.unconsumed > 0 {
+        if self.unconsumed == 0 {
+            self.origin.0 &= !Origin::READING;
+        } else {
             self.origin.0 |= Origin::READING;
         }
     }
@@ -357,7 +347,7 @@ impl<D: Dialer> Pooled<D> {
     {
         let poll = self.track_io(Origin::unless_empty(Origin::READING, len), poll);
         if let Poll::Ready(read) = &poll {
-            self.read_from_buffer(*read.as_ref().unwrap_or(&0));
+            self.took(*read.as_ref().unwrap_or(&0));
         }
         poll
     }
@@ -438,7 +428,7 @@ where
         // Crossed off only once the connection took it: a consume that panics leaves it unsettled.
         let this = self.get_mut();
         Pin::new(this.conn_mut()).consume(amt);
-        this.consumed(amt);
+        this.took(amt);
     }
 }
 
@@ -500,7 +490,7 @@ where
                 Ok(()) => buf.filled().len().saturating_sub(before),
                 Err(_) => 0,
             };
-            this.read_from_buffer(n);
+            this.took(n);
         }
         poll
     }
@@ -521,7 +511,7 @@ where
         // Crossed off only once the connection took it: a consume that panics leaves it unsettled.
         let this = self.get_mut();
         Pin::new(this.conn_mut()).consume(amt);
-        this.consumed(amt);
+        this.took(amt);
     }
 }
 
