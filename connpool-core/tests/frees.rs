@@ -9,6 +9,7 @@ mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::task::Poll;
@@ -86,6 +87,12 @@ fn live() -> (isize, isize) {
         LIVE_BYTES.load(Ordering::SeqCst),
         LIVE_ALLOCS.load(Ordering::SeqCst),
     )
+}
+
+/// `fut`, polled once and found waiting.
+fn pending<F: Future + Unpin>(mut fut: F) -> F {
+    assert!(poll_once(&mut fut).is_pending());
+    fut
 }
 
 /// The pools' idle timeout.
@@ -184,21 +191,17 @@ fn a_pool_gone_with_all_it_handed_out_leaves_nothing_allocated() {
             let a = addr("a:1");
             let held = block_on(pool.get(&a))?;
             // In line, then dropped.
-            let mut waiting = pool.get(&a).boxed();
-            assert!(poll_once(&mut waiting).is_pending());
+            let waiting = pending(pool.get(&a).boxed());
             drop(waiting);
             // In line, handed the returned connection, dropped before it took it.
-            let mut waiting = pool.get(&a).boxed();
-            assert!(poll_once(&mut waiting).is_pending());
+            let waiting = pending(pool.get(&a).boxed());
             drop(held);
             drop(waiting);
             // Dialing, then dropped; a dial holding the pool's last handle, dropped while dialing.
             let (b, gate) = (addr("b:1"), dialer.hold());
-            let mut dialing = pool.get(&b).boxed();
-            assert!(poll_once(&mut dialing).is_pending());
+            let dialing = pending(pool.get(&b).boxed());
             drop(dialing);
-            let mut dialing = async move { pool.dial(&b).await }.boxed();
-            assert!(poll_once(&mut dialing).is_pending());
+            let dialing = pending(async move { pool.dial(&b).await }.boxed());
             gate.open();
             drop(dialing);
             Ok(())
@@ -216,11 +219,9 @@ fn a_pool_gone_with_all_it_handed_out_leaves_nothing_allocated() {
                 .unwrap();
             let (a, b) = (addr("a:1"), addr("b:1"));
             let held = block_on(pool.get(&a))?;
-            let mut waiting = pool.get(&a).boxed();
+            let mut waiting = pending(pool.get(&a).boxed());
             let _gate = dialer.hold();
-            let mut dialing = pool.get(&b).boxed();
-            assert!(poll_once(&mut waiting).is_pending());
-            assert!(poll_once(&mut dialing).is_pending());
+            let mut dialing = pending(pool.get(&b).boxed());
             clock.advance(Duration::from_secs(1));
             assert!(matches!(
                 poll_once(&mut waiting),
@@ -259,8 +260,7 @@ fn a_pool_gone_with_all_it_handed_out_leaves_nothing_allocated() {
             let held = block_on(pool.get(&addr("a:1")))?;
             drop(block_on(pool.get(&addr("b:1")))?);
             pool.close();
-            let mut shutdown = pool.shutdown(Duration::from_secs(1)).boxed();
-            assert!(poll_once(&mut shutdown).is_pending());
+            let mut shutdown = pending(pool.shutdown(Duration::from_secs(1)).boxed());
             drop(held);
             assert_eq!(poll_once(&mut shutdown), Poll::Ready(true));
             Ok(())

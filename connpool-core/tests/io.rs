@@ -345,6 +345,23 @@ fn assert_closed(pool: &Pool<WireDialer>, what: impl std::fmt::Display) {
     );
 }
 
+/// A pool whose connections answer at once, its dialer, and a connection from it.
+fn answered() -> (Pool<WireDialer>, WireDialer, Pooled<WireDialer>) {
+    let (pool, dialer) = pool();
+    dialer.set(ANSWERING);
+    let conn = get(&pool);
+    (pool, dialer, conn)
+}
+
+/// The connection dropped last went back idle if `finished`, else it was closed.
+fn assert_kept_or_closed(pool: &Pool<WireDialer>, finished: bool, what: impl std::fmt::Display) {
+    if finished {
+        assert_eq!(pool.stats().idle(), 1, "{what}");
+    } else {
+        assert_closed(pool, what);
+    }
+}
+
 /// The connection `get` hands out next: reused (`Some` with its id) or dialed afresh (`None`).
 fn next(pool: &Pool<WireDialer>) -> Option<usize> {
     let conn = get(pool);
@@ -494,9 +511,7 @@ fn forget_pending_puts_back_a_connection_left_waiting_for_bytes_nobody_asked_for
 fn forget_pending_does_not_forget_bytes_handed_out_and_not_taken() {
     // A probe for stray bytes that found some.
     for tokio in tokio_or_not() {
-        let (pool, dialer) = crate::pool();
-        dialer.set(ANSWERING);
-        let mut conn = get(&pool);
+        let (pool, _, mut conn) = answered();
         fill(&mut conn, tokio);
         conn.forget_pending();
         drop(conn);
@@ -506,9 +521,7 @@ fn forget_pending_does_not_forget_bytes_handed_out_and_not_taken() {
         );
 
         // Thrown away, they leave nothing to keep it from the pool.
-        let (pool, dialer) = crate::pool();
-        dialer.set(ANSWERING);
-        let mut conn = get(&pool);
+        let (pool, dialer, mut conn) = answered();
         fill(&mut conn, tokio);
         consume(&mut conn, tokio, 3);
         dialer.set(SILENT);
@@ -521,9 +534,7 @@ fn forget_pending_does_not_forget_bytes_handed_out_and_not_taken() {
 
 #[test]
 fn forget_pending_does_not_forget_a_shutdown() {
-    let (pool, dialer) = pool();
-    dialer.set(ANSWERING);
-    let mut conn = get(&pool);
+    let (pool, _, mut conn) = answered();
     assert!(poll_once(&mut conn.close()).is_ready());
     conn.forget_pending();
     drop(conn);
@@ -680,9 +691,7 @@ impl AsyncWrite for Stuck {
 #[test]
 fn a_buffered_read_whose_bytes_were_not_consumed_is_unfinished() {
     // An answer streamed out of the guard to a slow sink, cut off half-way.
-    let (pool, dialer) = crate::pool();
-    dialer.set(ANSWERING);
-    let mut conn = get(&pool);
+    let (pool, _, mut conn) = answered();
     assert!(poll_once(&mut futures::io::copy_buf(&mut conn, &mut Stuck)).is_pending());
     drop(conn);
     assert_closed(&pool, "copy_buf");
@@ -690,9 +699,7 @@ fn a_buffered_read_whose_bytes_were_not_consumed_is_unfinished() {
     #[cfg(feature = "tokio")]
     {
         use tokio::io::AsyncBufRead as TokioBufRead;
-        let (pool, dialer) = crate::pool();
-        dialer.set(ANSWERING);
-        let mut conn = get(&pool);
+        let (pool, _, mut conn) = answered();
         let filled = poll_once(&mut poll_fn(|cx| {
             TokioBufRead::poll_fill_buf(Pin::new(&mut conn), cx).map_ok(|buf| buf.len())
         }));
@@ -702,9 +709,7 @@ fn a_buffered_read_whose_bytes_were_not_consumed_is_unfinished() {
     }
 
     // Consumed, the same bytes leave it to the pool.
-    let (pool, dialer) = crate::pool();
-    dialer.set(ANSWERING);
-    let mut conn = get(&pool);
+    let (pool, _, mut conn) = answered();
     let buf = poll_once(&mut conn.fill_buf()).map_ok(|buf| buf.len());
     assert!(matches!(buf, Poll::Ready(Ok(3))));
     Pin::new(&mut conn).consume(3);
@@ -773,33 +778,23 @@ fn a_buffered_read_consumed_in_part_is_unfinished_until_the_rest_is() {
             (&[1, 2], true),
             (&[2, 5], true),
         ] {
-            let (pool, dialer) = crate::pool();
-            dialer.set(ANSWERING);
-            let mut conn = get(&pool);
+            let (pool, _, mut conn) = answered();
             consume_in_parts(&mut conn, tokio, amts);
             drop(conn);
             let what = format_args!("tokio: {tokio}, consumed {amts:?} of 3");
-            if finished {
-                assert_eq!(pool.stats().idle(), 1, "{what}");
-            } else {
-                assert_closed(&pool, what);
-            }
+            assert_kept_or_closed(&pool, finished, what);
         }
     }
 
     // A second buffered read counts afresh: what the first left is in what the second hands out.
-    let (pool, dialer) = crate::pool();
-    dialer.set(ANSWERING);
-    let mut conn = get(&pool);
+    let (pool, _, mut conn) = answered();
     consume_in_parts(&mut conn, false, &[1]);
     consume_in_parts(&mut conn, false, &[3]);
     drop(conn);
     assert_eq!(pool.stats().idle(), 1);
 
     // `read_line` takes its line and leaves the connection to the pool.
-    let (pool, dialer) = crate::pool();
-    dialer.set(ANSWERING);
-    let mut conn = get(&pool);
+    let (pool, _, mut conn) = answered();
     let mut line = String::new();
     assert!(matches!(
         poll_once(&mut conn.read_line(&mut line)),
@@ -848,24 +843,16 @@ fn a_read_after_a_buffered_read_takes_from_what_it_handed_out() {
     for (tokio, how) in reads {
         for (consumed, read, finished) in [(1, 1, false), (1, 2, true), (0, 3, true), (0, 4, true)]
         {
-            let (pool, dialer) = crate::pool();
-            dialer.set(ANSWERING);
-            let mut conn = get(&pool);
+            let (pool, _, mut conn) = answered();
             consume_in_parts(&mut conn, tokio, &[consumed]);
             read_plainly(&mut conn, how, read);
             drop(conn);
             let what = format_args!("{how}: consumed {consumed} of 3, then read {read}");
-            if finished {
-                assert_eq!(pool.stats().idle(), 1, "{what}");
-            } else {
-                assert_closed(&pool, what);
-            }
+            assert_kept_or_closed(&pool, finished, what);
         }
 
         // A read that failed took none of them.
-        let (pool, dialer) = crate::pool();
-        dialer.set(ANSWERING);
-        let mut conn = get(&pool);
+        let (pool, dialer, mut conn) = answered();
         fill(&mut conn, tokio);
         dialer.set(FAILING);
         assert!(matches!(
@@ -880,9 +867,7 @@ fn a_read_after_a_buffered_read_takes_from_what_it_handed_out() {
 #[test]
 fn a_consume_that_panics_leaves_its_read_unfinished() {
     for tokio in tokio_or_not() {
-        let (pool, dialer) = crate::pool();
-        dialer.set(ANSWERING);
-        let mut conn = get(&pool);
+        let (pool, dialer, mut conn) = answered();
         fill(&mut conn, tokio);
         dialer.set(PANICKING);
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
