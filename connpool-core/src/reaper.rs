@@ -155,6 +155,7 @@ async fn run<D: Dialer>(
     clock: Arc<dyn Clock>,
     signal: Arc<ReaperSignal>,
 ) {
+    let _forget = ForgetWaker(&signal);
     loop {
         let nap = {
             let Some(pool) = pool.upgrade() else { return };
@@ -167,6 +168,18 @@ async fn run<D: Dialer>(
             }
         };
         signal.wait(nap.map(|d| clock.sleep(d))).await;
+    }
+}
+
+/// Takes the reaper's waker out of its signal when the reaper ends, and above all when its
+/// executor drops it unfinished (a runtime shut down while the pool lives on): a waker holds its
+/// executor, and a runtime's waker its I/O and timer drivers, which the pool would otherwise keep
+/// open for as long as it lives.
+struct ForgetWaker<'a>(&'a ReaperSignal);
+
+impl Drop for ForgetWaker<'_> {
+    fn drop(&mut self) {
+        drop(self.0.waker.take());
     }
 }
 

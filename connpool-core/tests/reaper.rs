@@ -379,6 +379,32 @@ fn the_reaper_ends_when_the_last_handle_is_dropped_even_with_a_guard_out() {
     assert_eq!(dialer.live(), 0);
 }
 
+/// A runtime shut down while its pool lives on (a pool in a `static`, or one handed to another
+/// runtime) drops the reaper's task unfinished: the pool must not keep the task's waker, which
+/// holds the runtime (on tokio, its I/O and timer drivers, with their descriptors).
+#[test]
+fn a_reaper_dropped_by_its_executor_leaves_no_waker_behind() {
+    for idle in [false, true] {
+        let (pool, dialer, clock, spawner) = pool();
+        if idle {
+            drop(block_on(pool.get(&addr("a:1"))).unwrap());
+        }
+        spawner.run(); // parked, or asleep until the idle deadline
+        assert_eq!(spawner.pending(), 1);
+        assert!(spawner.wakers_out() > 0, "idle {idle}: the reaper waits");
+        spawner.shut_down();
+        assert_eq!(
+            spawner.wakers_out(),
+            0,
+            "idle {idle}: a waker outlived its task"
+        );
+        // The pool goes on without a reaper, closing what expires lazily.
+        clock.advance(TIMEOUT);
+        drop(block_on(pool.get(&addr("a:1"))).unwrap());
+        assert_eq!(dialer.dials(), if idle { 2 } else { 1 });
+    }
+}
+
 #[test]
 fn a_get_never_hands_out_an_expired_connection_before_the_reaper_runs() {
     let (pool, dialer, clock, spawner) = pool();

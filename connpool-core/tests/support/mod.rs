@@ -260,6 +260,22 @@ impl TestSpawner {
             .count()
     }
 
+    /// Drops every unfinished task's future, as a runtime does with its tasks when it shuts down.
+    pub fn shut_down(&self) {
+        let tasks: Vec<_> = self.tasks.lock().clone();
+        for task in tasks {
+            let future = task.future.lock().unwrap().take();
+            drop(future);
+        }
+    }
+
+    /// How many of the tasks' wakers are held anywhere (a runtime's waker holds the runtime).
+    pub fn wakers_out(&self) -> usize {
+        let tasks = self.tasks.lock();
+        // The list holds each task once; every other holder is one of its wakers.
+        tasks.iter().map(|t| Arc::strong_count(t) - 1).sum()
+    }
+
     /// How many times the tasks have been polled in all.
     pub fn polls(&self) -> usize {
         self.tasks
