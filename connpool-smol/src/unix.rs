@@ -25,8 +25,9 @@ use crate::socket::{dial_error, is_open, timed_out};
 /// fails as a blocking connect would.
 ///
 /// Paths are taken as on Tokio: on Linux and Android, one that starts with a NUL byte names an
-/// abstract socket (the bytes after it); an empty path, or one with a NUL byte inside, is a dial
-/// error of kind [`io::ErrorKind::InvalidInput`].
+/// abstract socket (the bytes after it); an empty path, one with a NUL byte inside, or one too long
+/// for a socket address (108 bytes or more on Linux) is a dial error of kind
+/// [`io::ErrorKind::InvalidInput`].
 #[derive(Debug, Clone, Default)]
 pub struct UnixDialer {
     connect_timeout: Option<Duration>,
@@ -54,6 +55,7 @@ impl UnixDialer {
                 "an empty path names no socket",
             ));
         }
+        socket_address(path)?;
         match self.connect_timeout {
             Some(limit) => {
                 let give_up = async {
@@ -65,6 +67,28 @@ impl UnixDialer {
             None => connect_when_room(path).await,
         }
     }
+}
+
+/// Checks that `path` makes a socket address, by the rules tokio's connect reads it with (std's):
+/// on Linux and Android, a leading NUL byte names an abstract socket; no other NUL byte, and
+/// short enough for the address (under 108 bytes on Linux). smol's connect would hand a path too
+/// long to the system, which fails it with another kind of error (or, at exactly 108 bytes,
+/// takes it).
+fn socket_address(path: &Path) -> io::Result<()> {
+    use std::os::unix::net::SocketAddr;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        #[cfg(target_os = "android")]
+        use std::os::android::net::SocketAddrExt;
+        #[cfg(target_os = "linux")]
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::ffi::OsStrExt;
+
+        if let Some(name) = path.as_os_str().as_bytes().strip_prefix(b"\0") {
+            return SocketAddr::from_abstract_name(name).map(drop);
+        }
+    }
+    SocketAddr::from_pathname(path).map(drop)
 }
 
 /// Connects to `path`, again after a pause each time the backend's backlog is full.

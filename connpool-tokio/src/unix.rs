@@ -29,8 +29,9 @@ const LONGEST_PAUSE: Duration = Duration::from_millis(64);
 /// [`builder`](crate::builder)'s reaper does there.
 ///
 /// Paths are taken as tokio's connect takes them: on Linux and Android, one that starts with a NUL
-/// byte names an abstract socket (the bytes after it); an empty path, or one with a NUL byte
-/// inside, is a dial error of kind [`io::ErrorKind::InvalidInput`].
+/// byte names an abstract socket (the bytes after it); an empty path, one with a NUL byte inside,
+/// or one too long for a socket address (108 bytes or more on Linux) is a dial error of kind
+/// [`io::ErrorKind::InvalidInput`].
 #[derive(Debug, Clone, Default)]
 pub struct UnixDialer {
     readiness_first: bool,

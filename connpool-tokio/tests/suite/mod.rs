@@ -163,6 +163,7 @@ macro_rules! suite {
             unix_connect_timeout_gives_up_on_a_full_backlog,
             unix_path_with_an_inner_nul_is_a_dial_error,
             unix_paths_mean_the_same_on_both_runtimes,
+            unix_paths_too_long_for_a_socket_address_are_a_dial_error,
         );
         #[cfg(unix)]
         $crate::suite!(@tests $rt;
@@ -830,6 +831,31 @@ pub fn unix_paths_mean_the_same_on_both_runtimes<R: Runtime>() {
         );
     }
     assert!(named.accept().is_ok(), "the abstract socket was not dialed");
+}
+
+/// A path or abstract name too long for a socket address (108 bytes of path on Linux, NUL
+/// included) is the same dial error on both runtimes. smol's connect handed such paths to the
+/// system, which took one of exactly 108 bytes and failed longer ones with another kind.
+#[cfg(target_os = "linux")]
+pub fn unix_paths_too_long_for_a_socket_address_are_a_dial_error<R: Runtime>() {
+    // Under the root, where nothing of that name is.
+    let long = |len: usize| PathBuf::from(format!("/{}", "c".repeat(len - 1)));
+    R::block_on(async {
+        let pool = unix_pool::<R>();
+        let abstract_name = PathBuf::from(format!("\0{}", "c".repeat(108)));
+        for path in [long(108), long(200), abstract_name] {
+            let err = dial_error::<R, _>(&pool, &path).await;
+            let len = path.as_os_str().len();
+            assert_eq!(
+                err.kind(),
+                io::ErrorKind::InvalidInput,
+                "{len} bytes: {err}"
+            );
+        }
+        // The longest that fits is dialed (and missing).
+        let err = dial_error::<R, _>(&pool, &long(107)).await;
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+    });
 }
 
 /// A loopback address nothing listens on: a port the system handed out, then let go.
