@@ -51,6 +51,48 @@ pub(crate) struct Destination<D: Dialer> {
     pub(crate) pool: Arc<PoolInner<D>>,
 }
 
+impl<D: Dialer> Destination<D> {
+    /// Whether this is `addr`'s destination.
+    #[inline(always)]
+    fn is_for(&self, addr: &D::Addr) -> bool {
+        same_addr(&self.addr, addr)
+    }
+}
+
+/// `a == b`, with `String` addresses (the adapters' TCP addresses, and the usual kind) compared
+/// in line where they are 8 to 16 bytes long ("10.0.0.7:8080"), as two overlapping words a side.
+/// `String`'s `==` calls `memcmp`, a call out of line to compare two words, on the hot path's
+/// longest chain of loads: 1.3 ns of the one-destination get and return here, 3 ns at 1000
+/// destinations (BENCHMARKS.md, item 24). The type is told at compile time; other types, and
+/// other lengths, compare with their own `==`.
+#[inline(always)]
+fn same_addr<A: Eq + 'static>(a: &A, b: &A) -> bool {
+    use std::any::Any;
+    match (
+        (a as &dyn Any).downcast_ref::<String>(),
+        (b as &dyn Any).downcast_ref::<String>(),
+    ) {
+        (Some(a), Some(b)) => same_text(a.as_bytes(), b.as_bytes()),
+        _ => a == b,
+    }
+}
+
+/// `a == b` for byte strings, in line for lengths of 8 to 16.
+#[inline(always)]
+fn same_text(a: &[u8], b: &[u8]) -> bool {
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    if (8..=16).contains(&len) {
+        let word = |text: &[u8], at: usize| {
+            u64::from_ne_bytes(text[at..at + 8].try_into().expect("8 bytes"))
+        };
+        return (word(a, 0) ^ word(b, 0)) | (word(a, len - 8) ^ word(b, len - 8)) == 0;
+    }
+    a == b
+}
+
 /// The destination a guard holds: its bucket's `Arc`, lent without a count, so that handing a
 /// connection out and taking it back moves no reference count (two atomic read-modify-writes,
 /// an eighth of the hot path: BENCHMARKS.md).
@@ -973,7 +1015,7 @@ impl<D: Dialer> Store<D> {
     ) -> Option<(Lent<D>, D::Conn, Nanos)> {
         let mut guard = lock(self.shard(lane, hash));
         let Shard { buckets, books } = &mut *guard;
-        let mut entry = buckets.find_entry(hash, |b| b.dest.addr == *addr).ok()?;
+        let mut entry = buckets.find_entry(hash, |b| b.dest.is_for(addr)).ok()?;
         let slot = entry.bucket_index();
         let bucket = entry.get_mut();
         let (oldest, newest) = (bucket.idle.first()?, bucket.idle.last()?);
@@ -1097,7 +1139,7 @@ impl<D: Dialer> Store<D> {
             return Checkout::Closed;
         }
         let Shard { buckets, books } = &mut *guard;
-        let Ok(mut entry) = buckets.find_entry(hash, |b| b.dest.addr == *addr) else {
+        let Ok(mut entry) = buckets.find_entry(hash, |b| b.dest.is_for(addr)) else {
             if !may_dial {
                 return Checkout::Miss;
             }
@@ -1219,7 +1261,7 @@ impl<D: Dialer> Store<D> {
                 return None;
             }
             let Shard { buckets, books } = &mut *theirs;
-            let Ok(mut entry) = buckets.find_entry(hash, |b| b.dest.addr == *addr) else {
+            let Ok(mut entry) = buckets.find_entry(hash, |b| b.dest.is_for(addr)) else {
                 continue;
             };
             let bucket = entry.get_mut();
@@ -1237,7 +1279,7 @@ impl<D: Dialer> Store<D> {
                 books: own_books,
             } = &mut *own;
             let own_bucket = own_buckets
-                .entry(hash, |b| b.dest.addr == *addr, |b| b.dest.hash)
+                .entry(hash, |b| b.dest.is_for(addr), |b| b.dest.hash)
                 .or_insert_with(|| self.new_bucket(pool, own_shard, addr, hash))
                 .into_mut();
             let Some(idle) = bucket.pop_newest(books) else {
@@ -1487,7 +1529,7 @@ impl<D: Dialer> Store<D> {
             if lane == own {
                 continue;
             }
-            if let Ok(mut entry) = buckets.find_entry(dest.hash, |b| b.dest.addr == dest.addr) {
+            if let Ok(mut entry) = buckets.find_entry(dest.hash, |b| b.dest.is_for(&dest.addr)) {
                 entry.get_mut().expire(now, books, &mut after);
                 if entry.get().is_empty() {
                     remove_bucket(entry);
@@ -1496,7 +1538,7 @@ impl<D: Dialer> Store<D> {
         }
         let reserved: usize = guards
             .iter()
-            .filter_map(|shard| shard.buckets.find(dest.hash, |b| b.dest.addr == dest.addr))
+            .filter_map(|shard| shard.buckets.find(dest.hash, |b| b.dest.is_for(&dest.addr)))
             .map(|bucket| bucket.reserved)
             .sum();
         let mut granted = reserved < self.limits.capacity;
@@ -1507,7 +1549,7 @@ impl<D: Dialer> Store<D> {
                 }
                 let spare = shard
                     .buckets
-                    .find_mut(dest.hash, |b| b.dest.addr == dest.addr)
+                    .find_mut(dest.hash, |b| b.dest.is_for(&dest.addr))
                     .filter(|bucket| bucket.reserved > bucket.idle.len());
                 if let Some(bucket) = spare {
                     bucket.reserved -= 1;
@@ -1647,7 +1689,7 @@ impl<D: Dialer> Store<D> {
             .map(|lane| {
                 let mut guard = lock(self.shard(lane, hash));
                 let Shard { buckets, books } = &mut *guard;
-                let Ok(mut entry) = buckets.find_entry(hash, |b| b.dest.addr == *addr) else {
+                let Ok(mut entry) = buckets.find_entry(hash, |b| b.dest.is_for(addr)) else {
                     return 0;
                 };
                 let bucket = entry.get_mut();
@@ -1904,6 +1946,28 @@ mod tests {
     use futures::executor::block_on;
 
     use crate::{dial_fn, ManualClock, Pool, Pooled};
+
+    /// The in-line compare of `String` addresses agrees with `==` at every length around the
+    /// words it loads, whichever byte differs.
+    #[test]
+    fn string_addresses_compare_as_their_eq_does() {
+        for len in 0..=24 {
+            let text: String = (0..len).map(|i| char::from(b'a' + i as u8)).collect();
+            assert!(super::same_addr(&text, &text.clone()), "{len} bytes");
+            for at in 0..len {
+                let mut other = text.clone().into_bytes();
+                other[at] = b'-';
+                let other = String::from_utf8(other).unwrap();
+                assert!(!super::same_addr(&text, &other), "{len} bytes, byte {at}");
+            }
+            let longer = format!("{text}z");
+            assert!(!super::same_addr(&text, &longer), "{len} bytes and one more");
+            assert!(!super::same_addr(&longer, &text), "{len} bytes and one fewer");
+        }
+        // Other types keep their own `==`.
+        assert!(super::same_addr(&("a", 1), &("a", 1)));
+        assert!(!super::same_addr(&("a", 1), &("a", 2)));
+    }
 
     #[test]
     fn on_a_coarse_clock_the_limits_keep_a_margin_and_never_stays_never() {
