@@ -18,8 +18,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Where the pool reads the time and how its reaper sleeps.
 ///
 /// The pool stamps idle connections with [`Clock::now`] and compares those stamps with later
-/// readings, so every reading must come from the same clock. A runtime adapter implements this with
-/// its runtime's timer (so a paused test clock moves the pool too); tests use [`ManualClock`].
+/// readings, so every reading must come from the same clock, and should never go back, as an
+/// `Instant` never does: the pool counts its time from its reading when it is built and takes an
+/// earlier reading as that moment, so a clock set back past it shortens the idle times it
+/// measures (a connection could then be handed out past its idle timeout). A runtime adapter
+/// implements this with its runtime's timer (so a paused test clock moves the pool too); tests use
+/// [`ManualClock`].
 ///
 /// Neither method should panic. Should one panic in the background reaper, the reaper ends for
 /// good (the panic goes to its task, which the spawner's executor reports or drops) and the pool

@@ -1961,8 +1961,14 @@ mod tests {
                 assert!(!super::same_addr(&text, &other), "{len} bytes, byte {at}");
             }
             let longer = format!("{text}z");
-            assert!(!super::same_addr(&text, &longer), "{len} bytes and one more");
-            assert!(!super::same_addr(&longer, &text), "{len} bytes and one fewer");
+            assert!(
+                !super::same_addr(&text, &longer),
+                "{len} bytes and one more"
+            );
+            assert!(
+                !super::same_addr(&longer, &text),
+                "{len} bytes and one fewer"
+            );
         }
         // Other types keep their own `==`.
         assert!(super::same_addr(&("a", 1), &("a", 1)));
