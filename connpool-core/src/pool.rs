@@ -808,6 +808,14 @@ impl<D: Dialer> Builder<D> {
     /// `max_lifetime` and, with `check_on_get`, [`Dialer::is_open`] are asked when it does), and a
     /// caller dropped before taking it gives it back as any holder does, its idle time starting
     /// then.
+    ///
+    /// A connection the pool closes itself (past its idle time or lifetime, evicted, purged, or
+    /// beyond `capacity` as it comes back) leaves the count when the pool takes it out, and is
+    /// closed just after, outside the destination's lock, so that no other caller waits on that
+    /// close: a get that dials in between may open a connection beside it for as long as the
+    /// close takes. Callers waiting in line are woken only once such closes are done. A backend
+    /// that counts its connections sees any close only when it reads the end of the stream, so
+    /// its count runs behind the pool's in any case.
     pub fn max_open_per_host(mut self, n: usize) -> Self {
         self.limits.max_open_per_host = n;
         self
