@@ -364,13 +364,20 @@ async fn worker(plan: Arc<Plan>) -> Report {
 }
 
 /// One request on `conn`: sends `payload`, reads the echo into `reply`, and checks it.
+///
+/// Reads while it writes: an echo server sends back what it has read while the rest arrives, and
+/// a payload larger than the sockets' buffers would otherwise stall both ends, each waiting for
+/// the other to read.
 async fn exchange<C>(conn: &mut C, payload: &[u8], reply: &mut [u8]) -> io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    conn.write_all(payload).await?;
-    conn.flush().await?;
-    conn.read_exact(reply).await?;
+    let (mut reader, mut writer) = smol::io::split(conn);
+    let send = async {
+        writer.write_all(payload).await?;
+        writer.flush().await
+    };
+    smol::future::try_zip(send, reader.read_exact(reply)).await?;
     if reply != payload {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
