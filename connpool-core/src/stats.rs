@@ -56,7 +56,8 @@ pub struct Counters {
     pub hits: u64,
     /// Connections dialed successfully.
     pub dials: u64,
-    /// Dials that failed.
+    /// Dials that failed with an error of the dialer's (those abandoned after `dial_timeout` are
+    /// counted in `dial_timeouts` instead).
     pub dial_errors: u64,
     /// Idle connections closed because their idle time was up.
     pub closed_expired: u64,
