@@ -30,7 +30,19 @@ use futures_io::{AsyncRead, AsyncWrite};
 
 const REQUESTS: usize = 20;
 
+const ABOUT: &str = "\
+runtime_agnostic: one echo client library, written once against connpool-core, used from Tokio
+and from smol (each behind the cargo feature of its name; both on by default) against two echo
+servers it starts on 127.0.0.1. Takes no arguments.
+
+Usage: cargo run --release --example runtime_agnostic [--no-default-features --features smol]
+
+Exit status: 0 when every answer was right and the pools reused their connections, 1 otherwise.";
+
 fn main() -> ExitCode {
+    if let Some(refused) = connpool_examples::no_arguments("runtime_agnostic", ABOUT) {
+        return refused;
+    }
     match run() {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

@@ -17,6 +17,21 @@
 
 pub mod echo;
 
+use std::process::ExitCode;
+
+/// For an example that takes no arguments: `None` when there are none, so that it runs.
+/// Otherwise it does not run: `-h` or `--help` prints `about` (exit status 0), and anything else
+/// is refused with a line on standard error (exit status 2).
+pub fn no_arguments(name: &str, about: &str) -> Option<ExitCode> {
+    let first = std::env::args().nth(1)?;
+    if first == "-h" || first == "--help" {
+        println!("{about}");
+        return Some(ExitCode::SUCCESS);
+    }
+    eprintln!("{name}: takes no arguments, got {first:?} (--help says what it does)");
+    Some(ExitCode::from(2))
+}
+
 /// The code blocks of the README, compiled and run as doctests so that they stay correct.
 #[cfg(all(doctest, feature = "tokio", feature = "smol"))]
 #[doc = include_str!("../../README.md")]

@@ -29,6 +29,14 @@ use story::Story;
 
 type Result<T, E = Box<dyn Error>> = std::result::Result<T, E>;
 
+const ABOUT: &str = "\
+tour: connpool at work on Tokio against echo backends it starts on 127.0.0.1, chapter by
+chapter, every claim checked with the pool's own numbers. Takes no arguments.
+
+Usage: cargo run --release --example tour
+
+Exit status: 0 when every check held, 1 otherwise.";
+
 /// Idle connections the main pool keeps per backend.
 const CAPACITY: usize = 4;
 /// The bytes every request sends and expects back.
@@ -36,6 +44,9 @@ const PAYLOAD: [u8; 64] = *b"connpool tour: one request, sixty-four bytes, echoe
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if let Some(refused) = connpool_examples::no_arguments("tour", ABOUT) {
+        return refused;
+    }
     let started = Instant::now();
     let mut story = Story::default();
     if let Err(err) = tour(&mut story).await {
