@@ -236,11 +236,53 @@ fn callers(c: &mut Criterion) {
     );
 }
 
+/// The one-thread cycle through the pool Tokio's `builder` makes on a current-thread runtime,
+/// driven from inside that runtime: such a runtime's time may be paused, so the pool reads Tokio's
+/// clock ([`connpool_tokio::TokioClock`]) at every get and every return, where the `tokio` cells
+/// above, built in a multi-thread runtime, read the system's coarse clock. `task` runs the loop in
+/// a spawned task, `block_on` in the future the runtime blocks on (as a `#[tokio::test]` body).
+fn current_thread(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    let mut group = c.benchmark_group("hot_path_tokio_current_thread");
+    for dests in [1, 1000] {
+        let addrs = addresses(dests);
+        let pool = runtime.block_on(async {
+            connpool_tokio::builder(NoopDialer)
+                .check_on_get(false)
+                .build()
+                .expect("valid settings")
+        });
+        warm(&pool, &addrs, 1);
+        // One thread: `cycles` runs on the calling thread, here inside the runtime.
+        group.bench_with_input(BenchmarkId::new("block_on", dests), &addrs, |b, addrs| {
+            b.iter_custom(|iters| runtime.block_on(async { cycles(&pool, addrs, 1, iters) }));
+        });
+        group.bench_with_input(BenchmarkId::new("task", dests), &addrs, |b, addrs| {
+            b.iter_custom(|iters| {
+                let (pool, addrs) = (pool.clone(), addrs.clone());
+                let task = async move { cycles(&pool, &addrs, 1, iters) };
+                runtime
+                    .block_on(runtime.spawn(task))
+                    .expect("the loop does not panic")
+            });
+        });
+        assert_eq!(
+            pool.stats().counters.dials,
+            dests as u64,
+            "a get in the timed loop dialed"
+        );
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = hot_path, callers, oversubscribed, reference
+    targets = hot_path, callers, oversubscribed, current_thread, reference
 }
 criterion_main!(benches);
