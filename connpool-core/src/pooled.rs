@@ -28,10 +28,14 @@ use crate::Dialer;
 ///   timeout or a `select!`): the peer may still answer the abandoned request, or hold part of
 ///   it, and the next caller would read that answer as its own. Unfinished means its last poll
 ///   was `Pending`, failed with an error that says the operation did not happen (`TimedOut`,
-///   from a stream's own timeout; `WouldBlock`; `Interrupted`), or panicked; for a buffered
-///   read, that not all the bytes it handed out were taken, by `consume` or by the reads after it
-///   (a line taken from a buffer that holds two leaves the second for the next caller). A read
-///   or write of no bytes says nothing of the stream and changes nothing.
+///   from a stream's own timeout; `WouldBlock`; `Interrupted`), or panicked; for a write, that it
+///   wrote only part of its bytes (given up there, where `write_all` goes on with the rest); for
+///   a buffered read, that not all the bytes it handed out were taken, by `consume` or by the
+///   reads after it (a line taken from a buffer that holds two leaves the second for the next
+///   caller). A read or write of no bytes says nothing of the stream and changes nothing. The
+///   guard keeps one mark for reads, one for writes and one for flushes, not one per request: a
+///   read or write that finishes after another was cut off crosses that one off too, so a
+///   request retried on the same guard after a cut-off one leaves the guard looking settled.
 ///
 /// The guard cannot tell a read awaiting an answer from one awaiting bytes nobody asked for: a
 /// reader loop stopped once every answer had arrived also leaves a read pending. A caller that
@@ -52,9 +56,11 @@ use crate::Dialer;
 /// something else in the middle of an exchange: between the request and its answer, on the
 /// source of a request's body, on a sink the answer is copied to (`futures::io::copy` and
 /// `tokio::io::copy` also keep bytes read from the guard in a buffer of their own). A request
-/// abandoned in any of those places still calls for [`Pooled::release`]: keep the guard outside
-/// the future that can be cut off (`timeout(limit, handle(&mut guard))`) and release it when the
-/// future did not finish.
+/// abandoned in any of those places (or ended by an error or a caught panic of the caller's own
+/// between the request and the end of its answer) still calls for [`Pooled::release`]: keep the
+/// guard outside the future that can be cut off (`timeout(limit, handle(&mut guard))`) and
+/// release it when the future did not finish, as after a request cut off through the guard
+/// rather than retry on it.
 ///
 /// When the connection implements futures-io's `AsyncRead`, `AsyncWrite` or `AsyncBufRead` (and
 /// is `Unpin`), so does the guard; with the `tokio` feature, tokio's too.
@@ -303,6 +309,22 @@ impl<D: Dialer> Pooled<D> {
         poll
     }
 
+    /// Polls a write of `len` bytes, which stays unfinished when it writes only some of them: a
+    /// caller that gives up there (where `write_all` would go on with the rest) leaves part of a
+    /// request with the peer. The rest, written by the next write, finishes it.
+    #[inline]
+    fn track_write<'a>(
+        &'a mut self,
+        len: usize,
+        poll: impl FnOnce(Pin<&'a mut D::Conn>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>>
+    where
+        D::Conn: Unpin,
+    {
+        let op = Origin::unless_empty(Origin::WRITING, len);
+        self.track_io_until(op, poll, |written, _| *written >= len)
+    }
+
     /// Polls a buffered read, which stays unfinished until every byte it hands out is taken.
     fn track_fill_buf<'a>(
         &'a mut self,
@@ -442,9 +464,7 @@ where
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .track_io(Origin::unless_empty(Origin::WRITING, buf.len()), |conn| {
-                conn.poll_write(cx, buf)
-            })
+            .track_write(buf.len(), |conn| conn.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -454,9 +474,7 @@ where
     ) -> Poll<io::Result<usize>> {
         let len = bufs.iter().map(|buf| buf.len()).sum();
         self.get_mut()
-            .track_io(Origin::unless_empty(Origin::WRITING, len), |conn| {
-                conn.poll_write_vectored(cx, bufs)
-            })
+            .track_write(len, |conn| conn.poll_write_vectored(cx, bufs))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -526,9 +544,7 @@ where
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.get_mut()
-            .track_io(Origin::unless_empty(Origin::WRITING, buf.len()), |conn| {
-                conn.poll_write(cx, buf)
-            })
+            .track_write(buf.len(), |conn| conn.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -538,9 +554,7 @@ where
     ) -> Poll<io::Result<usize>> {
         let len = bufs.iter().map(|buf| buf.len()).sum();
         self.get_mut()
-            .track_io(Origin::unless_empty(Origin::WRITING, len), |conn| {
-                conn.poll_write_vectored(cx, bufs)
-            })
+            .track_write(len, |conn| conn.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -41,6 +41,9 @@ const BLOCKING: u8 = 4;
 const INTERRUPTED: u8 = 5;
 /// Panic in the poll.
 const PANICKING: u8 = 6;
+/// Answer, but take at most [`SHORT_WRITE`] bytes a write: a socket with little room.
+const SHORT: u8 = 7;
+const SHORT_WRITE: usize = 2;
 
 /// A connection whose reads and writes wait (`SILENT`), succeed at once (`ANSWERING`) or fail
 /// (`FAILING`), as its dialer's switch says: a peer that has not answered yet, has, or is gone.
@@ -56,7 +59,7 @@ impl Wire {
     fn ready<T>(&self, ok: T) -> Poll<io::Result<T>> {
         match self.mode.load(Ordering::SeqCst) {
             SILENT => Poll::Pending,
-            ANSWERING => Poll::Ready(Ok(ok)),
+            ANSWERING | SHORT => Poll::Ready(Ok(ok)),
             FAILING => Poll::Ready(Err(io::ErrorKind::ConnectionReset.into())),
             TIMING_OUT => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
             BLOCKING => Poll::Ready(Err(io::ErrorKind::WouldBlock.into())),
@@ -78,6 +81,14 @@ impl Wire {
             return Poll::Ready(Ok(0));
         }
         self.ready(len)
+    }
+
+    /// [`Wire::ready_len`] for a write, which takes only part of its bytes in [`SHORT`] mode.
+    fn written(&self, len: usize) -> Poll<io::Result<usize>> {
+        if self.mode.load(Ordering::SeqCst) == SHORT {
+            return Poll::Ready(Ok(len.min(SHORT_WRITE)));
+        }
+        self.ready_len(len)
     }
 }
 
@@ -109,7 +120,7 @@ impl AsyncWrite for Wire {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.ready_len(buf.len())
+        self.written(buf.len())
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -154,7 +165,7 @@ impl tokio::io::AsyncWrite for Wire {
         _: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.ready_len(buf.len())
+        self.written(buf.len())
     }
 
     fn poll_write_vectored(
@@ -162,7 +173,7 @@ impl tokio::io::AsyncWrite for Wire {
         _: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.ready_len(bufs.iter().map(|buf| buf.len()).sum())
+        self.written(bufs.iter().map(|buf| buf.len()).sum())
     }
 
     /// Even-numbered wires write vectored, odd ones do not.
@@ -360,6 +371,72 @@ fn assert_kept_or_closed(pool: &Pool<WireDialer>, finished: bool, what: impl std
     } else {
         assert_closed(pool, what);
     }
+}
+
+/// A write that takes only part of its bytes leaves the rest of the request unwritten: a caller
+/// that gives up there leaves part of a request with the peer, and the connection is unfinished.
+/// Written on to the end, as `write_all` does, it goes back.
+#[test]
+fn a_write_that_takes_part_of_its_bytes_is_unfinished_until_the_rest_is_written() {
+    let writes = [
+        "write",
+        "write_vectored",
+        "tokio poll_write",
+        "tokio poll_write_vectored",
+    ];
+    for (name, write) in ops().into_iter().filter(|(name, _)| writes.contains(name)) {
+        let (pool, dialer, mut conn) = answered();
+        dialer.set(SHORT);
+        block_on(write(&mut conn)).unwrap();
+        drop(conn);
+        assert_kept_or_closed(&pool, false, format!("{name}: 2 bytes of 4, given up"));
+    }
+    for tokio in tokio_or_not() {
+        let (pool, dialer, mut conn) = answered();
+        dialer.set(SHORT);
+        block_on(write_all(&mut conn, b"a request", tokio)).unwrap();
+        drop(conn);
+        assert_kept_or_closed(&pool, true, format!("tokio {tokio}: written on to the end"));
+    }
+}
+
+/// `write_all` of `bytes` through futures-io, or through tokio's `poll_write` (as tokio's
+/// `write_all` does it: again with the rest after each write).
+fn write_all<'a>(
+    conn: &'a mut Pooled<WireDialer>,
+    bytes: &'a [u8],
+    tokio: bool,
+) -> BoxFuture<'a, io::Result<()>> {
+    if tokio {
+        return write_all_through_tokio(conn, bytes);
+    }
+    conn.write_all(bytes).boxed()
+}
+
+#[cfg(feature = "tokio")]
+fn write_all_through_tokio<'a>(
+    conn: &'a mut Pooled<WireDialer>,
+    bytes: &'a [u8],
+) -> BoxFuture<'a, io::Result<()>> {
+    async move {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let write = |cx: &mut Context<'_>| {
+                tokio::io::AsyncWrite::poll_write(Pin::new(&mut *conn), cx, rest)
+            };
+            rest = &rest[poll_fn(write).await?..];
+        }
+        Ok(())
+    }
+    .boxed()
+}
+
+#[cfg(not(feature = "tokio"))]
+fn write_all_through_tokio<'a>(
+    _: &'a mut Pooled<WireDialer>,
+    _: &'a [u8],
+) -> BoxFuture<'a, io::Result<()>> {
+    unreachable!("tokio's traits without the feature")
 }
 
 /// The connection `get` hands out next: reused (`Some` with its id) or dialed afresh (`None`).

@@ -52,7 +52,9 @@
 //!
 //! A [`Pooled`] connection implements tokio's `AsyncRead` and `AsyncWrite` (and `AsyncBufRead`
 //! over a buffered stream, such as a dialer's `BufReader<TcpStream>`), so it works with
-//! `AsyncReadExt`, `tokio::io::split` and `tokio_util::codec::Framed` like the stream it holds.
+//! `AsyncReadExt`, `tokio::io::split` and `tokio_util::codec::Framed` like the stream it holds. A
+//! codec's read buffer is a buffer around the guard: frames it read ahead and was dropped with
+//! are not seen, so read every answer out of it before the guard goes back.
 //!
 //! A dialer of buffered streams says in `is_open` whether the buffer is empty: the guard sees what
 //! it hands out, not what the stream read ahead on its own (see [`Pooled`]).
