@@ -19,9 +19,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 ///
 /// The pool stamps idle connections with [`Clock::now`] and compares those stamps with later
 /// readings, so every reading must come from the same clock, and should never go back, as an
-/// `Instant` never does: the pool counts its time from its reading when it is built and takes an
-/// earlier reading as that moment, so a clock set back past it shortens the idle times it
-/// measures (a connection could then be handed out past its idle timeout). A runtime adapter
+/// `Instant` never does: a reading earlier than one before it shortens the idle times the pool
+/// measures (a connection could then be handed out past its idle timeout), and one earlier than
+/// the pool's first reading, when it was built, counts as that moment. A runtime adapter
 /// implements this with its runtime's timer (so a paused test clock moves the pool too); tests use
 /// [`ManualClock`].
 ///

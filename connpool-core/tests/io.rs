@@ -400,6 +400,25 @@ fn a_write_that_takes_part_of_its_bytes_is_unfinished_until_the_rest_is_written(
     }
 }
 
+/// A vectored write counts the bytes of all its slices: futures-io's default
+/// `poll_write_vectored` (the wire's) writes the first slice only.
+#[test]
+fn a_vectored_write_of_several_slices_is_unfinished_until_all_are_written() {
+    let bufs = [IoSlice::new(b"pi"), IoSlice::new(b"ng")];
+    let (pool, _dialer, mut conn) = answered();
+    assert_eq!(block_on(conn.write_vectored(&bufs)).unwrap(), 2);
+    drop(conn);
+    assert_kept_or_closed(&pool, false, "2 slices, the first written");
+    let (pool, _dialer, mut conn) = answered();
+    block_on(async {
+        let written = conn.write_vectored(&bufs).await?;
+        conn.write_all(&b"ping"[written..]).await
+    })
+    .unwrap();
+    drop(conn);
+    assert_kept_or_closed(&pool, true, "2 slices, the rest written after");
+}
+
 /// `write_all` of `bytes` through futures-io, or through tokio's `poll_write` (as tokio's
 /// `write_all` does it: again with the rest after each write).
 fn write_all<'a>(

@@ -26,7 +26,8 @@ use crate::socket::{dial_error, is_open, timed_out};
 ///
 /// Paths are taken as on Tokio: on Linux and Android, one that starts with a NUL byte names an
 /// abstract socket (the bytes after it); an empty path, one with a NUL byte inside, or one too long
-/// for a socket address (108 bytes or more on Linux) is a dial error of kind
+/// for a socket address (on Linux, a path of 108 bytes or more, or an abstract name of 108 or
+/// more after its NUL byte) is a dial error of kind
 /// [`io::ErrorKind::InvalidInput`].
 #[derive(Debug, Clone, Default)]
 pub struct UnixDialer {
@@ -71,7 +72,8 @@ impl UnixDialer {
 
 /// Checks that `path` makes a socket address, by the rules tokio's connect reads it with (std's):
 /// on Linux and Android, a leading NUL byte names an abstract socket; no other NUL byte, and
-/// short enough for the address (under 108 bytes on Linux). smol's connect would hand a path too
+/// short enough for the address (under 108 bytes on Linux, a path or an abstract name after its
+/// NUL byte). smol's connect would hand a path too
 /// long to the system, which fails it with another kind of error (or, at exactly 108 bytes,
 /// takes it).
 fn socket_address(path: &Path) -> io::Result<()> {

@@ -30,7 +30,8 @@ const LONGEST_PAUSE: Duration = Duration::from_millis(64);
 ///
 /// Paths are taken as tokio's connect takes them: on Linux and Android, one that starts with a NUL
 /// byte names an abstract socket (the bytes after it); an empty path, one with a NUL byte inside,
-/// or one too long for a socket address (108 bytes or more on Linux) is a dial error of kind
+/// or one too long for a socket address (on Linux, a path of 108 bytes or more, or an abstract
+/// name of 108 or more after its NUL byte) is a dial error of kind
 /// [`io::ErrorKind::InvalidInput`].
 #[derive(Debug, Clone, Default)]
 pub struct UnixDialer {

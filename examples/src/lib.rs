@@ -23,7 +23,7 @@ use std::process::ExitCode;
 /// Otherwise it does not run: `-h` or `--help` prints `about` (exit status 0), and anything else
 /// is refused with a line on standard error (exit status 2).
 pub fn no_arguments(name: &str, about: &str) -> Option<ExitCode> {
-    let first = std::env::args().nth(1)?;
+    let first = std::env::args_os().nth(1)?;
     if first == "-h" || first == "--help" {
         println!("{about}");
         return Some(ExitCode::SUCCESS);

@@ -833,8 +833,8 @@ pub fn unix_paths_mean_the_same_on_both_runtimes<R: Runtime>() {
     assert!(named.accept().is_ok(), "the abstract socket was not dialed");
 }
 
-/// A path or abstract name too long for a socket address (108 bytes of path on Linux, NUL
-/// included) is the same dial error on both runtimes. smol's connect handed such paths to the
+/// A path or abstract name too long for a socket address (on Linux, 108 bytes or more of path,
+/// or of name after the abstract name's NUL byte) is the same dial error on both runtimes. smol's connect handed such paths to the
 /// system, which took one of exactly 108 bytes and failed longer ones with another kind.
 #[cfg(target_os = "linux")]
 pub fn unix_paths_too_long_for_a_socket_address_are_a_dial_error<R: Runtime>() {
@@ -852,9 +852,12 @@ pub fn unix_paths_too_long_for_a_socket_address_are_a_dial_error<R: Runtime>() {
                 "{len} bytes: {err}"
             );
         }
-        // The longest that fits is dialed (and missing).
+        // The longest that fit are dialed (and missing).
         let err = dial_error::<R, _>(&pool, &long(107)).await;
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        let longest_name = PathBuf::from(format!("\0{}", "c".repeat(107)));
+        let err = dial_error::<R, _>(&pool, &longest_name).await;
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
     });
 }
 
