@@ -12,13 +12,14 @@
 //! `limits_contended`: 64 Tokio tasks on a two-worker runtime share 4 destinations, each task
 //! taking a connection, yielding once while it holds it (a stand-in for a request), and giving it
 //! back. Each destination is limited to 8 open connections, so most gets wait their turn. Time per
-//! iteration is per get + drop, aggregate over all tasks.
+//! iteration is per get + drop, aggregate over all tasks. The peers' maps hash with foldhash, as
+//! connpool's tables do (`peers`' `_foldhash` maps).
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use connpool_benches::peers::{Bb8Manager, DeadpoolManager, FixedMap};
+use connpool_benches::peers::{Bb8Manager, DeadpoolManager, FastHash, FixedMap};
 use connpool_benches::{addresses, ready, share, Cycle, NoopDialer};
 use connpool_core::Pool;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -145,7 +146,7 @@ fn contention(c: &mut Criterion) {
         );
     }
 
-    let deadpool = Arc::new(FixedMap::new(&addrs, || {
+    let deadpool = Arc::new(FixedMap::<_, FastHash>::hashed_with(&addrs, || {
         connpool_benches::peers::DeadpoolPool::builder(DeadpoolManager)
             .max_size(LIMIT)
             .build()
@@ -168,7 +169,7 @@ fn contention(c: &mut Criterion) {
 
     let bb8 = {
         let _context = runtime.enter();
-        Arc::new(FixedMap::new(&addrs, || {
+        Arc::new(FixedMap::<_, FastHash>::hashed_with(&addrs, || {
             bb8::Pool::builder()
                 .max_size(LIMIT as u32)
                 .connection_timeout(Duration::from_secs(60))
