@@ -216,12 +216,10 @@ impl<D: Dialer> Pooled<D> {
     /// handed out and nobody took are forgotten: those bytes are there, and the next caller would
     /// read them (`consume` them to throw them away).
     pub fn forget_pending(&mut self) {
-        let keep = if self.unconsumed > 0 {
-            Origin::READING
-        } else {
-            0
-        };
-        self.origin.0 &= !(Origin::PENDING & !keep);
+        self.origin.0 &= !Origin::PENDING;
+        if self.unconsumed > 0 {
+            self.origin.0 |= Origin::READING;
+        }
     }
 
     /// Takes the connection out of the pool's accounting and hands it over (to upgrade a protocol,

@@ -527,38 +527,47 @@ fn a_write_that_finished_does_not_settle_a_read_left_pending_nor_the_other_way_r
     }
 }
 
+/// A stream shut down through the guard (futures-io's `close`, tokio's `poll_shutdown`) is not
+/// put back, whether or not the shutdown finished.
 #[test]
 fn a_guard_whose_stream_was_shut_down_closes_its_connection_whether_or_not_it_finished() {
-    for mode in [SILENT, ANSWERING] {
-        let (pool, dialer) = pool();
-        dialer.set(mode);
-        let mut conn = get(&pool);
-        let closed = poll_once(&mut conn.close());
-        assert_eq!(closed.is_ready(), mode == ANSWERING);
-        drop(conn);
-        assert_eq!(pool.stats().counters.released, 1);
-        dialer.set(ANSWERING);
-        assert_eq!(next(&pool), None);
+    for tokio in tokio_or_not() {
+        for mode in [SILENT, ANSWERING] {
+            let (pool, dialer) = pool();
+            dialer.set(mode);
+            let mut conn = get(&pool);
+            let shutdown = shut_down(&mut conn, tokio);
+            assert_eq!(
+                shutdown.is_ready(),
+                mode == ANSWERING,
+                "tokio {tokio}: the wire's answer"
+            );
+            drop(conn);
+            assert_eq!(pool.stats().counters.released, 1);
+            dialer.set(ANSWERING);
+            assert_eq!(next(&pool), None);
+        }
     }
 }
 
-/// Tokio's shutdown, as futures-io's close: the guard's connection is not put back.
-#[cfg(feature = "tokio")]
-#[test]
-fn a_guard_shut_down_through_tokio_closes_its_connection_whether_or_not_it_finished() {
-    for mode in [SILENT, ANSWERING] {
-        let (pool, dialer) = pool();
-        dialer.set(mode);
-        let mut conn = get(&pool);
-        let shutdown = poll_once(&mut poll_fn(|cx| {
-            tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut conn), cx)
-        }));
-        assert_eq!(shutdown.is_ready(), mode == ANSWERING, "the wire's answer");
-        drop(conn);
-        assert_eq!(pool.stats().counters.released, 1);
-        dialer.set(ANSWERING);
-        assert_eq!(next(&pool), None);
+/// Shuts the guard's stream down, polled once: futures-io's `close`, or tokio's `poll_shutdown`.
+fn shut_down(conn: &mut Pooled<WireDialer>, tokio: bool) -> Poll<io::Result<()>> {
+    if tokio {
+        return shut_down_through_tokio(conn);
     }
+    poll_once(&mut conn.close())
+}
+
+#[cfg(feature = "tokio")]
+fn shut_down_through_tokio(conn: &mut Pooled<WireDialer>) -> Poll<io::Result<()>> {
+    poll_once(&mut poll_fn(|cx| {
+        tokio::io::AsyncWrite::poll_shutdown(Pin::new(&mut *conn), cx)
+    }))
+}
+
+#[cfg(not(feature = "tokio"))]
+fn shut_down_through_tokio(_: &mut Pooled<WireDialer>) -> Poll<io::Result<()>> {
+    unreachable!("tokio's traits without the feature")
 }
 
 /// A guard answers tokio's `is_write_vectored` as its connection does.

@@ -190,8 +190,7 @@ impl Drop for Tasks {
     fn drop(&mut self) {
         let tasks = std::mem::take(self.0.get_mut().unwrap_or_else(|p| p.into_inner()));
         for task in tasks {
-            let future = task.future.lock().unwrap_or_else(|p| p.into_inner()).take();
-            drop(future);
+            task.end();
         }
     }
 }
@@ -200,6 +199,14 @@ struct Task {
     future: Mutex<Option<BoxFuture<'static, ()>>>,
     woken: AtomicBool,
     polls: AtomicUsize,
+}
+
+impl Task {
+    /// Drops the task's future unfinished, as a runtime does with its tasks when it shuts down.
+    fn end(&self) {
+        let future = self.future.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(future);
+    }
 }
 
 impl Wake for Task {
@@ -264,8 +271,7 @@ impl TestSpawner {
     pub fn shut_down(&self) {
         let tasks: Vec<_> = self.tasks.lock().clone();
         for task in tasks {
-            let future = task.future.lock().unwrap().take();
-            drop(future);
+            task.end();
         }
     }
 
