@@ -61,6 +61,12 @@ pub trait Dialer: Send + Sync + 'static {
     /// before it hands out an idle connection and before it keeps a returned one, unless
     /// [`Builder::check_on_get`](crate::Builder::check_on_get) is off (and, for the return,
     /// unless [`Builder::check_on_return`](crate::Builder::check_on_return) is). Default: `true`.
+    ///
+    /// The return's question comes as the guard drops, often the instant its caller has what it
+    /// wanted: answer whether the connection can carry another request at all, not whether it is
+    /// ready for one this instant. A connection whose own task is still winding up the last
+    /// exchange (hyper's `SendRequest` says `is_ready() == false` then) is open; a `false` here
+    /// closes it for good.
     fn is_open(&self, conn: &Self::Conn) -> bool {
         let _ = conn;
         true
