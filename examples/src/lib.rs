@@ -12,10 +12,15 @@
 //! `connpool-core` and shipped with a ready-made constructor per runtime behind the cargo features
 //! `tokio` and `smol` (both on by default), the way a library author would ship a client without
 //! choosing the runtime for its users.
+//!
+//! [`http`] (feature `http`, on by default) is an HTTP/1.1 client on hyper and Tokio that pools
+//! hyper's request senders per backend: what to pool when a protocol library owns the stream.
 
 #![forbid(unsafe_code)]
 
 pub mod echo;
+#[cfg(feature = "http")]
+pub mod http;
 
 use std::process::ExitCode;
 
