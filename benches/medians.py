@@ -126,6 +126,35 @@ def limits(results):
             print(f"| {name} | {ns(contended[name])} | {ratio} |")
 
 
+HANDOFF = [
+    "no_pool",
+    "connpool_check_off",
+    "connpool_check_on",
+    "deadpool_fixed_map_foldhash",
+    "bb8_fixed_map_foldhash",
+    "naive_mutex_map_foldhash",
+]
+
+
+def handoff(results):
+    dests = sorted({int(v) for (g, _, v) in results if g.startswith("handoff_2t_")})
+    print("| pool | destinations | own thread | other thread | other - own | other thread, best map over it |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for d in dests:
+        group = f"handoff_2t_{d}dest"
+        cell = lambda pool, side: results.get((group, f"{pool}/{side}_thread", str(d)))
+        best = min(
+            (cell(p, "other")[0] for p in HANDOFF[3:5] if cell(p, "other")),
+            default=None,
+        )
+        for pool in HANDOFF:
+            own, other = cell(pool, "own"), cell(pool, "other")
+            if not (own and other):
+                continue
+            ratio = f"{best / other[0]:.2f}x" if best and pool.startswith("connpool") else "–"
+            print(f"| {pool} | {d} | {ns(own[0])} | {ns(other[0])} | {other[0] - own[0]:+.1f} | {ratio} |")
+
+
 POOLED_MODES = ("pooled", "pooled_readiness_first", "pooled_get_check_only", "pooled_check_off")
 ECHO_MODES = POOLED_MODES + ("unpooled", "dedicated")
 
@@ -162,6 +191,8 @@ def main():
     hot_path(results)
     print("\n## peers (median ns per get + drop)\n")
     peers(results)
+    print("\n## handoff (median ns per get + drop, two threads, aggregate)\n")
+    handoff(results)
     print("\n## limits (median ns per get + drop)\n")
     limits(results)
     print("\n## echo\n")
