@@ -6,9 +6,9 @@
 //! and it reads a response's body ahead into a channel. A guard around the stream would see the
 //! first as a read left unfinished and close every connection on drop, and would miss the second:
 //! a request cut off while its body was still coming looks finished to the stream's guard, and the
-//! rest of the body would reach the next caller. Around a sender, hyper answers both: a connection
-//! whose exchange was cut off is closed by hyper, and one that is only busy finishing is waited for
-//! by [`SendRequest::ready`].
+//! rest of the body would reach the next caller. Around a sender, hyper answers both: of a
+//! connection whose exchange was cut off, hyper reads what has already arrived and closes it unless
+//! that finished the exchange, and [`SendRequest::ready`] waits for it to be done either way.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -34,7 +34,7 @@ use connpool_tokio::{async_trait, Dialer, Pool, Pooled, TcpDialer};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::CONNECTION;
+use hyper::header::{HeaderMap, CONNECTION};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
@@ -64,7 +64,7 @@ impl Dialer for HttpDialer {
         let stream = self.tcp.dial(addr).await?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(io::Error::other)?;
+            .map_err(io_error)?;
         // The task ends with the connection; how it ended, the sender tells (`is_closed`).
         tokio::spawn(async move {
             let _ = connection.await;
@@ -94,7 +94,12 @@ pub fn pool() -> io::Result<Pool<HttpDialer>> {
 /// write is never sent twice. A response that says `Connection: close` releases its connection.
 ///
 /// Cut off (a timeout, a `select!`), it leaves the pool nothing to hand on half-read: hyper closes
-/// a connection whose exchange did not finish.
+/// a connection whose exchange it cannot finish with what has arrived, and the next request on it
+/// waits for `ready()`, which fails then.
+///
+/// Errors: the pool's, converted; hyper's as [`io::ErrorKind::UnexpectedEof`] for a connection
+/// closed in the middle of a message, the kind of the I/O error under them otherwise
+/// (`ConnectionReset`, ...), [`io::ErrorKind::Other`] for the rest (a malformed answer).
 pub async fn send(
     pool: &Pool<HttpDialer>,
     addr: &String,
@@ -134,18 +139,59 @@ async fn read_whole(
         Ok(body) => body.to_bytes(),
         Err(err) => return Err(give_up(conn, err)),
     };
-    let closing = parts
-        .headers
-        .get(CONNECTION)
-        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"));
-    if closing {
+    if says_close(&parts.headers) {
         conn.release();
     }
     Ok(Response::from_parts(parts, body))
 }
 
+/// Whether `Connection` headers name `close` among their options.
+fn says_close(headers: &HeaderMap) -> bool {
+    headers.get_all(CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&byte| byte == b',')
+            .any(|option| option.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
 /// Releases a connection whose exchange failed, and returns the failure.
 fn give_up(conn: Pooled<HttpDialer>, err: hyper::Error) -> io::Error {
     conn.release();
-    io::Error::other(err)
+    io_error(err)
+}
+
+/// hyper's error as an I/O error of the kind a caller's retry looks at.
+fn io_error(err: hyper::Error) -> io::Error {
+    let kind = if err.is_incomplete_message() {
+        io::ErrorKind::UnexpectedEof
+    } else {
+        std::error::Error::source(&err)
+            .and_then(|source| source.downcast_ref::<io::Error>())
+            .map_or(io::ErrorKind::Other, io::Error::kind)
+    };
+    io::Error::new(kind, err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_is_found_among_the_connection_options() {
+        let says = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for value in values {
+                headers.append(CONNECTION, value.parse().expect("a header value"));
+            }
+            says_close(&headers)
+        };
+        assert!(says(&["close"]));
+        assert!(says(&["Close"]));
+        assert!(says(&["keep-alive, close"]));
+        assert!(says(&["upgrade", " CLOSE "]));
+        assert!(!says(&[]));
+        assert!(!says(&["keep-alive"]));
+        assert!(!says(&["closed, keep-alive"]));
+    }
 }
