@@ -6,15 +6,15 @@
 //! batch the other one got; in `own_thread`, its own. Both cells move the same batches through the
 //! same mailboxes and barriers, so what differs between a pool's two cells is where its returns
 //! run: `other_thread - own_thread` is what a return from another core adds. `no_pool` hands over
-//! batches of bare connections the same way: the harness's own cost, for scale. Time per
-//! iteration is the aggregate per get + drop of both threads, as in the hot path's two-thread
-//! cells.
+//! batches of plain values as large as connpool's guards the same way: the harness's own cost,
+//! moving the guards' bytes included, for scale. Time per iteration is the aggregate per get +
+//! drop of both threads, as in the hot path's two-thread cells.
 //!
 //! The pools are connpool-core with its check off and on, and the peers' fixed maps hashing as
 //! connpool does (see `peers.rs`): deadpool's, bb8's and the naive mutex map.
 
 use std::hint::{black_box, spin_loop};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use connpool_benches::peers::{
     bb8_pool, deadpool_pool, Bb8Pool, DeadpoolPool, FastHash, FixedMap, NaiveMap,
 };
 use connpool_benches::{addresses, ready, run_on_threads, Conn, Cycle, NoopDialer};
-use connpool_core::Pool;
+use connpool_core::{Pool, Pooled};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 
@@ -46,15 +46,25 @@ fn start(thread: usize, dests: usize) -> usize {
 /// in every round), yielding after a while in case the other thread is not running.
 struct SpinBarrier {
     arrived: AtomicU64,
+    /// A thread panicked: the other would wait for it for ever.
+    broken: AtomicBool,
 }
 
 impl SpinBarrier {
     /// Waits until both threads have called this for `round` (rounds numbered from 0).
+    ///
+    /// # Panics
+    ///
+    /// When the other thread panicked (see [`SpinBarrier::break_on_panic`]).
     fn wait(&self, round: u64) {
         self.arrived.fetch_add(1, Ordering::AcqRel);
         let all = (round + 1) * THREADS as u64;
         let mut spins = 0_u32;
         while self.arrived.load(Ordering::Acquire) < all {
+            assert!(
+                !self.broken.load(Ordering::Relaxed),
+                "the other thread panicked"
+            );
             if spins < 1 << 8 {
                 spins += 1;
                 spin_loop();
@@ -63,7 +73,24 @@ impl SpinBarrier {
             }
         }
     }
+
+    /// Breaks the barrier if the calling thread panics before the returned value is dropped.
+    fn break_on_panic(&self) -> impl Drop + '_ {
+        struct OnPanic<'a>(&'a AtomicBool);
+        impl Drop for OnPanic<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        OnPanic(&self.broken)
+    }
 }
+
+/// What `no_pool` hands over: as many bytes as connpool's guard, so that the harness's own cost
+/// includes moving the guards' bytes from one core to the other.
+type Payload = [u64; std::mem::size_of::<Pooled<NoopDialer>>().div_ceil(8)];
 
 /// One mailbox on cache lines of its own.
 #[repr(align(128))]
@@ -94,8 +121,10 @@ fn handoff<'a, G: Send>(
     });
     let barrier = SpinBarrier {
         arrived: AtomicU64::new(0),
+        broken: AtomicBool::new(false),
     };
     let elapsed = run_on_threads(THREADS, iters, |thread, _| {
+        let _broken = barrier.break_on_panic();
         let _context = runtime.enter();
         let from = if to_other { 1 - thread } else { thread };
         let mut walk = Cycle::new(addrs, start(thread, addrs.len()));
@@ -246,7 +275,7 @@ fn handoffs(c: &mut Criterion) {
             runtime: &runtime,
         };
         let mut group = c.benchmark_group(format!("handoff_2t_{dests}dest"));
-        setup.bench(&mut group, "no_pool", |_| Conn);
+        setup.bench(&mut group, "no_pool", |_| Payload::default());
         setup.connpool(&mut group, "connpool_check_off", false);
         setup.connpool(&mut group, "connpool_check_on", true);
         setup.deadpool(&mut group);
