@@ -44,8 +44,10 @@ use crate::Dialer;
 /// The guard sees only the I/O done through it (its `AsyncRead`/`AsyncWrite`/`AsyncBufRead`, and
 /// what wraps the guard: `tokio::io::split(&mut guard)`, a codec over it), not the I/O done on the
 /// connection it dereferences to (a `&mut *guard`, tokio's `guard.split()`, smol's
-/// `guard.clone()`, or a method the guard does not have and the connection does, which a call on
-/// the guard reaches through `DerefMut`), nor what a buffer around the guard (a `BufReader` over
+/// `guard.clone()`, a `&mut guard` passed where a `&mut TcpStream` is taken, which the compiler
+/// turns into `&mut *guard` unasked, or a method the guard does not have and the connection does,
+/// which a call on the guard reaches through `DerefMut`: write helpers generic over the I/O
+/// traits rather than over the stream type), nor what a buffer around the guard (a `BufReader` over
 /// it) read ahead and was dropped with: buffer the connection instead, in the dialer, and the
 /// guard reads through its `AsyncBufRead`. What such a connection holds that never went through
 /// the guard is for its dialer's [`is_open`](crate::Dialer::is_open) to see: bytes its own reads

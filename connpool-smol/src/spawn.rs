@@ -11,6 +11,11 @@ use smol::Executor;
 ///
 /// By default on smol's global executor, which runs on threads of its own; or on an
 /// [`Executor`] the application runs itself.
+///
+/// The global executor starts its threads when first spawned on, so a pool built by
+/// [`builder`](crate::builder) starts them at `build()`, in a program that never spawned
+/// anything itself. With `SMOL_THREADS=0` in its environment, smol starts none, the reaper never
+/// runs, and idle connections are closed only lazily (by gets and returns).
 #[derive(Debug, Clone, Default)]
 pub struct SmolSpawner {
     executor: Option<Arc<Executor<'static>>>,
