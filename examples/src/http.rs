@@ -93,9 +93,9 @@ pub fn pool() -> io::Result<Pool<HttpDialer>> {
 /// a connection dialed for it (go-connpool's `Release` and `New`). A request hyper had begun to
 /// write is never sent twice. A response that says `Connection: close` releases its connection.
 ///
-/// Cut off (a timeout, a `select!`), it leaves the pool nothing to hand on half-read: hyper closes
-/// a connection whose exchange it cannot finish with what has arrived, and the next request on it
-/// waits for `ready()`, which fails then.
+/// Cut off (a timeout, a `select!`), it leaves the pool nothing to hand on half-read: the next
+/// request on that connection waits in `ready()` until hyper has finished the exchange with what
+/// had arrived, or closed the connection when that was not enough.
 ///
 /// Errors: the pool's, converted; hyper's as [`io::ErrorKind::UnexpectedEof`] for a connection
 /// closed in the middle of a message, the kind of the I/O error under them otherwise
