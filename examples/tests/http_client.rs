@@ -130,6 +130,13 @@ fn request(addr: &str, path: &str) -> Request<Body> {
         .expect("a valid request")
 }
 
+/// A server, a pool, and the server's address.
+async fn started() -> (Server, connpool_tokio::Pool<http::HttpDialer>, String) {
+    let server = Server::start().await;
+    let addr = server.addr.clone();
+    (server, http::pool().expect("a pool"), addr)
+}
+
 /// Sends `/kind/id` and checks that the answer is that request's.
 async fn exchange(
     pool: &connpool_tokio::Pool<http::HttpDialer>,
@@ -148,9 +155,7 @@ async fn exchange(
 // back while its connection is not ready yet, and must still go back to the pool.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_one_after_another_reuse_one_connection() {
-    let server = Server::start().await;
-    let pool = http::pool().expect("a pool");
-    let addr = server.addr.clone();
+    let (server, pool, addr) = started().await;
     for id in 0..200 {
         exchange(&pool, &addr, "id", id).await;
     }
@@ -161,9 +166,7 @@ async fn requests_one_after_another_reuse_one_connection() {
 
 #[tokio::test]
 async fn answers_that_close_their_connection_cost_no_error() {
-    let server = Server::start().await;
-    let pool = http::pool().expect("a pool");
-    let addr = server.addr.clone();
+    let (server, pool, addr) = started().await;
     for id in 0..20 {
         let kind = if id % 2 == 0 { "close" } else { "id" };
         exchange(&pool, &addr, kind, id).await;
@@ -213,9 +216,7 @@ async fn a_backend_restarted_on_its_port_is_dialed_again() {
 
 #[tokio::test]
 async fn a_response_dropped_halfway_through_its_body_leaves_nothing_for_the_next_caller() {
-    let server = Server::start().await;
-    let pool = http::pool().expect("a pool");
-    let addr = server.addr.clone();
+    let (server, pool, addr) = started().await;
     exchange(&pool, &addr, "id", 0).await;
 
     let mut conn = pool.get(&addr).await.expect("the idle connection");
@@ -244,9 +245,7 @@ async fn a_response_dropped_halfway_through_its_body_leaves_nothing_for_the_next
 
 #[tokio::test]
 async fn a_request_timed_out_halfway_through_its_body_leaves_nothing_for_the_next_caller() {
-    let server = Server::start().await;
-    let pool = http::pool().expect("a pool");
-    let addr = server.addr.clone();
+    let (server, pool, addr) = started().await;
     exchange(&pool, &addr, "id", 0).await;
     for round in 0..3 {
         let slow = http::send(&pool, &addr, request(&addr, &format!("/slow/{round}")));
