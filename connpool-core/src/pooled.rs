@@ -46,13 +46,13 @@ use crate::Dialer;
 /// connection it dereferences to (a `&mut *guard`, tokio's `guard.split()`, smol's
 /// `guard.clone()`, a `&mut guard` passed where a `&mut TcpStream` is taken, which the compiler
 /// turns into `&mut *guard` unasked, or a method the guard does not have and the connection does,
-/// which a call on the guard reaches through `DerefMut`: write helpers generic over the I/O
-/// traits rather than over the stream type), nor what a buffer around the guard (a `BufReader` over
-/// it) read ahead and was dropped with: buffer the connection instead, in the dialer, and the
-/// guard reads through its `AsyncBufRead`. What such a connection holds that never went through
-/// the guard is for its dialer's [`is_open`](crate::Dialer::is_open) to see: bytes its own reads
-/// fetched ahead (a plain read smaller than its buffer fills the buffer and takes part), writes
-/// it has not flushed. For tokio's `BufReader<BufWriter<TcpStream>>`, that is
+/// which a call on the guard reaches through `DerefMut`: have helpers take the guard, or any
+/// `AsyncRead + AsyncWrite`, rather than the stream type), nor what a buffer around the guard (a
+/// `BufReader` over it) read ahead and was dropped with: buffer the connection instead, in the
+/// dialer, and the guard reads through its `AsyncBufRead`. What such a connection holds that
+/// never went through the guard is for its dialer's [`is_open`](crate::Dialer::is_open) to see:
+/// bytes its own reads fetched ahead (a plain read smaller than its buffer fills the buffer and
+/// takes part), writes it has not flushed. For tokio's `BufReader<BufWriter<TcpStream>>`, that is
 /// `conn.buffer().is_empty() && conn.get_ref().buffer().is_empty()` (tokio's `BufStream` does not
 /// show its buffers). Nor does it see a future cut off while it waited on
 /// something else in the middle of an exchange: between the request and its answer, on the
