@@ -487,6 +487,8 @@ where
     }
 }
 
+/// With the `tokio` feature (on in `connpool-tokio`): tokio's reads on the guard, tracked as
+/// futures-io's are.
 #[cfg(feature = "tokio")]
 impl<D: Dialer> tokio::io::AsyncRead for Pooled<D>
 where
@@ -514,7 +516,8 @@ where
     }
 }
 
-/// As futures-io's: tokio's `read_line`, `read_until` and `lines` on the guard are tracked.
+/// With the `tokio` feature, as futures-io's: tokio's `read_line`, `read_until` and `lines` on the
+/// guard are tracked.
 #[cfg(feature = "tokio")]
 impl<D: Dialer> tokio::io::AsyncBufRead for Pooled<D>
 where
@@ -533,6 +536,8 @@ where
     }
 }
 
+/// With the `tokio` feature: tokio's writes and flushes on the guard, tracked as futures-io's
+/// are; a connection shut down through the guard does not go back to the pool.
 #[cfg(feature = "tokio")]
 impl<D: Dialer> tokio::io::AsyncWrite for Pooled<D>
 where
