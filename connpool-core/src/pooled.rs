@@ -20,10 +20,17 @@ use crate::Dialer;
 /// the destination, it goes straight to the oldest of them instead of idle. Dropping never blocks
 /// and needs no runtime.
 ///
-/// Two kinds of guard are closed on drop, as by [`Pooled::release`], because the pool cannot see
-/// what state they leave their stream in:
+/// Three kinds of guard are closed on drop, as by [`Pooled::release`], because the pool cannot
+/// see what state they leave their stream in, or the guard saw that it is over:
 /// - one whose stream was shut down through it (futures-io's `poll_close`, tokio's
 ///   `poll_shutdown`): the next caller's first write would fail;
+/// - one whose stream ended or failed under a read, write or flush through it: a read met the
+///   end of the stream (the peer closed its side: a read of some bytes answered none, a buffered
+///   read handed out an empty buffer), a write of some bytes wrote none, or the call failed with
+///   an error other than those below that say it did not happen (a reset, a broken pipe, a TLS
+///   layer's bad record). Such a stream is dead or out of step with its peer whatever the
+///   dialer's [`is_open`](crate::Dialer::is_open) would answer, and the check may be off; a caller
+///   that drops the guard on such an error (with `?`) leaves nothing for the next one;
 /// - one dropped while a read, write or flush through it was unfinished (a request cut off by a
 ///   timeout or a `select!`): the peer may still answer the abandoned request, or hold part of
 ///   it, and the next caller would read that answer as its own. Unfinished means its last poll
@@ -87,7 +94,7 @@ struct Held<D: Dialer> {
 
 /// When the connection was dialed (on the pool's clock, for `max_lifetime`), whether it came
 /// from the idle store, and what was done to its stream through the guard, in one word: the top
-/// bit says reused, the next one shut down, the next three a read, a write and a flush left
+/// bit says reused, the next one shut down or ended, the next three a read, a write and a flush left
 /// unfinished, and the 59 below them the dial time. Up to [`Origin::SCALED`] (9 years of the
 /// pool's time) it is kept to the nanosecond; past it, in units of 64 ns flagged by that bit,
 /// enough for any time the pool's nanoseconds can count.
@@ -96,7 +103,9 @@ struct Origin(u64);
 
 impl Origin {
     const REUSED: u64 = 1 << 63;
-    const SHUT: u64 = 1 << 62;
+    /// The stream was shut down through the guard, or ended or failed under I/O through it
+    /// ([`Step::Ended`]): whatever comes after, it does not go back.
+    const ENDED: u64 = 1 << 62;
     /// A read through the guard is unfinished (see the type's documentation).
     const READING: u64 = 1 << 61;
     /// A write through the guard is unfinished.
@@ -107,7 +116,7 @@ impl Origin {
     /// Any I/O left unfinished, what [`Pooled::forget_pending`] forgets.
     const PENDING: u64 = Origin::READING | Origin::WRITING | Origin::FLUSHING;
     /// The stream is in a state the next caller must not inherit.
-    const UNSETTLED: u64 = Origin::SHUT | Origin::PENDING;
+    const UNSETTLED: u64 = Origin::ENDED | Origin::PENDING;
     const SCALED: u64 = 1 << 58;
     const SCALE: u32 = 6;
 
@@ -161,19 +170,32 @@ impl Origin {
     }
 }
 
-/// Whether a read, write or flush that answered `poll` is over: ready with bytes, the end of the
-/// stream or an error, unless the error says the operation did not happen and may still (the
-/// stream's own timeout, `TimedOut`; `WouldBlock`; `Interrupted`), which leaves it as unfinished
-/// as `Pending` does: the peer may still answer the request it was part of.
+/// Where a read, write or flush through the guard left the stream.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Under way: the peer may still answer the request it was part of.
+    Unfinished,
+    /// Over, with the stream fit for the next request as far as the guard can tell.
+    Over,
+    /// Over, and the stream with it: the end of the stream read, nothing written, or an error.
+    Ended,
+}
+
+/// Where a read, write or flush that answered `poll` left the stream: `done` tells for a ready
+/// answer. An error ends the stream unless it says the operation did not happen and may still
+/// (the stream's own timeout, `TimedOut`; `WouldBlock`; `Interrupted`), which leaves it as
+/// unfinished as `Pending` does.
 #[inline]
-fn over<T>(poll: &Poll<io::Result<T>>, done: impl FnOnce(&T) -> bool) -> bool {
+fn step<T>(poll: &Poll<io::Result<T>>, done: impl FnOnce(&T) -> Step) -> Step {
     match poll {
-        Poll::Pending => false,
+        Poll::Pending => Step::Unfinished,
         Poll::Ready(Ok(ready)) => done(ready),
-        Poll::Ready(Err(err)) => !matches!(
-            err.kind(),
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-        ),
+        Poll::Ready(Err(err)) => match err.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => {
+                Step::Unfinished
+            }
+            _ => Step::Ended,
+        },
     }
 }
 
@@ -265,13 +287,13 @@ impl<D: Dialer> Pooled<D> {
 impl<D: Dialer> Pooled<D> {
     /// The stream is being shut down through the guard: it must not go back to the pool.
     fn shutting_down(&mut self) -> &mut D::Conn {
-        self.origin.0 |= Origin::SHUT;
+        self.origin.0 |= Origin::ENDED;
         self.conn_mut()
     }
 
     /// Polls a read, write or flush (`op`: [`Origin::READING`], [`Origin::WRITING`],
     /// [`Origin::FLUSHING`], or 0 to note nothing) of the connection, and notes whether it was
-    /// left unfinished.
+    /// left unfinished or ended the stream.
     #[inline]
     fn track_io<'a, T>(
         &'a mut self,
@@ -281,21 +303,23 @@ impl<D: Dialer> Pooled<D> {
     where
         D::Conn: Unpin,
     {
-        self.track_io_until(op, poll, |_, _| true)
+        self.track_io_until(op, poll, |_, _| Step::Over)
     }
 
-    /// [`Pooled::track_io`] for a poll whose ready answer `done` may still leave unfinished (and
-    /// may note, in its second argument, how many bytes it handed out to be consumed).
+    /// [`Pooled::track_io`] for a poll whose ready answer `done` may still leave unfinished, or
+    /// take as the stream's end (and may note, in its second argument, how many bytes it handed
+    /// out to be consumed).
     ///
     /// The operation is noted before the poll and crossed off after it only if it is over, so a
     /// poll that panics leaves it unfinished: the stream may hold part of a request, and a guard
     /// that outlives the panic (caught around the future, not the guard) must not put it back.
+    /// An operation that notes nothing (`op` 0: a read or write of no bytes) ends nothing either.
     #[inline]
     fn track_io_until<'a, T>(
         &'a mut self,
         op: u64,
         poll: impl FnOnce(Pin<&'a mut D::Conn>) -> Poll<io::Result<T>>,
-        done: impl FnOnce(&T, &mut usize) -> bool,
+        done: impl FnOnce(&T, &mut usize) -> Step,
     ) -> Poll<io::Result<T>>
     where
         D::Conn: Unpin,
@@ -303,8 +327,11 @@ impl<D: Dialer> Pooled<D> {
         let (conn, origin, unconsumed) = self.parts();
         origin.0 |= op;
         let poll = poll(Pin::new(conn));
-        if over(&poll, |ready| done(ready, unconsumed)) {
-            origin.0 &= !op;
+        match step(&poll, |ready| done(ready, unconsumed)) {
+            Step::Unfinished => {}
+            Step::Over => origin.0 &= !op,
+            Step::Ended if op == 0 => {}
+            Step::Ended => origin.0 = (origin.0 & !op) | Origin::ENDED,
         }
         poll
     }
@@ -322,7 +349,16 @@ impl<D: Dialer> Pooled<D> {
         D::Conn: Unpin,
     {
         let op = Origin::unless_empty(Origin::WRITING, len);
-        self.track_io_until(op, poll, |written, _| *written >= len)
+        self.track_io_until(op, poll, |&written, _| {
+            if written >= len {
+                Step::Over
+            } else if written == 0 {
+                // A stream that takes none of some bytes will take no more (`WriteZero`).
+                Step::Ended
+            } else {
+                Step::Unfinished
+            }
+        })
     }
 
     /// Polls a buffered read, which stays unfinished until every byte it hands out is taken.
@@ -336,7 +372,12 @@ impl<D: Dialer> Pooled<D> {
         self.unconsumed = 0;
         self.track_io_until(Origin::READING, poll, |buf, unconsumed| {
             *unconsumed = buf.len();
-            buf.is_empty()
+            if buf.is_empty() {
+                // An empty buffer is the end of the stream.
+                Step::Ended
+            } else {
+                Step::Unfinished
+            }
         })
     }
 
@@ -358,7 +399,8 @@ impl<D: Dialer> Pooled<D> {
         }
     }
 
-    /// [`Pooled::track_io`] for a futures-io read, which may take from a buffered read's bytes.
+    /// [`Pooled::track_io`] for a read of `len` bytes that answers how many it read (futures-io's,
+    /// or tokio's counted), which may take from a buffered read's bytes.
     fn track_read(
         &mut self,
         len: usize,
@@ -367,7 +409,15 @@ impl<D: Dialer> Pooled<D> {
     where
         D::Conn: Unpin,
     {
-        let poll = self.track_io(Origin::unless_empty(Origin::READING, len), poll);
+        let op = Origin::unless_empty(Origin::READING, len);
+        let poll = self.track_io_until(op, poll, |&read, _| {
+            // No bytes for a read of some: the end of the stream.
+            if read == 0 {
+                Step::Ended
+            } else {
+                Step::Over
+            }
+        });
         if let Poll::Ready(read) = &poll {
             self.took(*read.as_ref().unwrap_or(&0));
         }
@@ -499,20 +549,14 @@ where
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
         let before = buf.filled().len();
-        let poll = this.track_io(
-            Origin::unless_empty(Origin::READING, buf.remaining()),
-            |conn| conn.poll_read(cx, buf),
-        );
-        if let Poll::Ready(read) = &poll {
-            let n = match read {
-                Ok(()) => buf.filled().len().saturating_sub(before),
-                Err(_) => 0,
-            };
-            this.took(n);
-        }
-        poll
+        // As a futures-io read, counting the bytes it filled in.
+        self.get_mut()
+            .track_read(buf.remaining(), |conn| {
+                let read = conn.poll_read(cx, buf);
+                read.map_ok(|()| buf.filled().len().saturating_sub(before))
+            })
+            .map_ok(drop)
     }
 }
 

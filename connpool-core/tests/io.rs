@@ -1,8 +1,9 @@
 //! The guard's own I/O (futures-io's traits, and tokio's with the `tokio` feature, which
 //! `cargo test --workspace` turns on): a read (buffered or not), write or flush left unfinished
-//! through it (waiting, failed without having happened, panicked, or bytes not consumed), or a
-//! shutdown, keeps its connection from going back to the pool; I/O that finished does not, nor
-//! does a read or write of no bytes.
+//! through it (waiting, failed without having happened, panicked, or bytes not consumed), a
+//! shutdown, or a stream that ended or failed under it (the end of the stream read, nothing
+//! written, an error), keeps its connection from going back to the pool; I/O that finished does
+//! not, nor does a read or write of no bytes.
 
 mod support;
 
@@ -44,6 +45,9 @@ const PANICKING: u8 = 6;
 /// Answer, but take at most [`SHORT_WRITE`] bytes a write: a socket with little room.
 const SHORT: u8 = 7;
 const SHORT_WRITE: usize = 2;
+/// The peer closed its side: reads find the end of the stream (no bytes, an empty buffer), and
+/// writes take nothing.
+const ENDING: u8 = 8;
 
 /// A connection whose reads and writes wait (`SILENT`), succeed at once (`ANSWERING`) or fail
 /// (`FAILING`), as its dialer's switch says: a peer that has not answered yet, has, or is gone.
@@ -59,7 +63,7 @@ impl Wire {
     fn ready<T>(&self, ok: T) -> Poll<io::Result<T>> {
         match self.mode.load(Ordering::SeqCst) {
             SILENT => Poll::Pending,
-            ANSWERING | SHORT => Poll::Ready(Ok(ok)),
+            ANSWERING | SHORT | ENDING => Poll::Ready(Ok(ok)),
             FAILING => Poll::Ready(Err(io::ErrorKind::ConnectionReset.into())),
             TIMING_OUT => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
             BLOCKING => Poll::Ready(Err(io::ErrorKind::WouldBlock.into())),
@@ -77,10 +81,19 @@ impl Wire {
 
     /// [`Wire::ready`] for a read or write of `len` bytes.
     fn ready_len(&self, len: usize) -> Poll<io::Result<usize>> {
-        if len == 0 {
+        if len == 0 || self.ending() {
             return Poll::Ready(Ok(0));
         }
         self.ready(len)
+    }
+
+    fn ending(&self) -> bool {
+        self.mode.load(Ordering::SeqCst) == ENDING
+    }
+
+    /// What a buffered read finds: a line, or nothing at the end of the stream.
+    fn line(&self) -> Poll<io::Result<&'static [u8]>> {
+        self.ready(if self.ending() { &[] } else { LINE })
     }
 
     /// [`Wire::ready_len`] for a write, which takes only part of its bytes in [`SHORT`] mode.
@@ -106,7 +119,7 @@ impl AsyncRead for Wire {
 /// Buffered reads: a line at a time (the same line, for as long as it answers).
 impl AsyncBufRead for Wire {
     fn poll_fill_buf(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
-        self.ready(LINE)
+        self.line()
     }
 
     fn consume(self: Pin<&mut Self>, _: usize) {
@@ -140,8 +153,8 @@ impl tokio::io::AsyncRead for Wire {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let ready = self.ready_len(buf.remaining());
-        if ready.is_ready() {
-            buf.put_slice(&vec![b'a'; buf.remaining()]);
+        if let Poll::Ready(Ok(n)) = ready {
+            buf.put_slice(&vec![b'a'; n]);
         }
         ready.map_ok(drop)
     }
@@ -150,7 +163,7 @@ impl tokio::io::AsyncRead for Wire {
 #[cfg(feature = "tokio")]
 impl tokio::io::AsyncBufRead for Wire {
     fn poll_fill_buf(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
-        self.ready(LINE)
+        self.line()
     }
 
     fn consume(self: Pin<&mut Self>, _: usize) {
@@ -485,24 +498,88 @@ fn a_guard_dropped_with_its_io_pending_closes_its_connection() {
     }
 }
 
+/// Leaves `op` pending on a new guard, then answers it as `end` says, and drops the guard: what
+/// the next get hands out (the same connection reused, or `None`: dialed afresh), and whether the
+/// call ended in an error.
+fn after_io(op: Op, end: u8) -> (Option<usize>, bool, Pool<WireDialer>) {
+    let (pool, dialer) = pool();
+    let mut conn = get(&pool);
+    let failed = {
+        let mut call = op(&mut conn);
+        assert!(poll_once(&mut call).is_pending());
+        dialer.set(end);
+        match poll_once(&mut call) {
+            Poll::Ready(done) => done.is_err(),
+            Poll::Pending => panic!("mode {end}: the call did not end"),
+        }
+    };
+    drop(conn);
+    dialer.set(ANSWERING);
+    (next(&pool), failed, pool)
+}
+
 #[test]
 fn io_that_finished_leaves_its_connection_to_the_pool() {
     for (name, op) in ops() {
-        for end in [ANSWERING, FAILING] {
-            let (pool, dialer) = pool();
-            let mut conn = get(&pool);
-            let id = conn.id;
-            {
-                let mut call = op(&mut conn);
-                assert!(poll_once(&mut call).is_pending(), "{name}");
-                dialer.set(end);
-                assert!(poll_once(&mut call).is_ready(), "{name}");
+        let (next, failed, _) = after_io(op, ANSWERING);
+        assert!(!failed, "{name}");
+        assert_eq!(next, Some(0), "{name}");
+    }
+}
+
+/// A read, write or flush that failed (reset, broken pipe) through the guard ends its stream: the
+/// dialer here says every connection is open, as `dial_fn`'s does and as a pool with its checks
+/// off takes it, and the guard, dropped by a caller's `?`, still does not put the dead stream back
+/// for the next caller.
+#[test]
+fn io_that_failed_closes_its_connection() {
+    for (name, op) in ops() {
+        let (next, failed, pool) = after_io(op, FAILING);
+        assert!(failed, "{name}");
+        assert_eq!(
+            next, None,
+            "{name}: the failed connection was handed out again"
+        );
+        assert_eq!(pool.stats().counters.released, 1, "{name}");
+    }
+}
+
+/// A read that finds the end of the stream (the peer closed its side), or a write that takes none
+/// of its bytes, ends the stream for the pool too; a flush, which reads nothing, says nothing of
+/// it.
+#[test]
+fn a_stream_that_ended_under_a_read_or_write_closes_its_connection() {
+    for (name, op) in ops() {
+        let (next, _, pool) = after_io(op, ENDING);
+        if name.contains("flush") {
+            assert_eq!(next, Some(0), "{name}");
+        } else {
+            assert_eq!(
+                next, None,
+                "{name}: the ended connection was handed out again"
+            );
+            assert_eq!(pool.stats().counters.released, 1, "{name}");
+        }
+    }
+}
+
+/// An ended stream is not an unfinished one: a reader loop stopped by the end of the stream,
+/// then told it is between requests, still leaves nothing for the next caller.
+#[test]
+fn forget_pending_does_not_forget_a_stream_that_ended() {
+    for (name, op) in ops() {
+        for end in [FAILING, ENDING] {
+            if end == ENDING && name.contains("flush") {
+                continue;
             }
+            let (pool, dialer, mut conn) = answered();
+            dialer.set(end);
+            assert!(poll_once(&mut op(&mut conn)).is_ready(), "{name}");
+            conn.forget_pending();
             drop(conn);
-            // Whether a connection whose I/O failed is any good is `is_open`'s call, not the
-            // guard's: this dialer's answers yes.
-            assert_eq!(pool.stats().idle(), 1, "{name}, mode {end}");
-            assert_eq!(next(&pool), Some(id), "{name}, mode {end}");
+            assert_eq!(pool.stats().counters.released, 1, "{name}, mode {end}");
+            dialer.set(ANSWERING);
+            assert_eq!(next(&pool), None, "{name}, mode {end}");
         }
     }
 }

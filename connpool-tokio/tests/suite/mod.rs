@@ -127,6 +127,7 @@ macro_rules! suite {
             without_the_return_check_the_get_skips_a_connection_closed_while_held,
             a_connection_shut_down_through_its_guard_is_not_reused,
             release_then_dial_recovers_from_a_dead_connection,
+            with_the_checks_off_a_connection_that_failed_through_its_guard_is_not_reused,
             reaper_closes_idle_connections_on_its_own,
             close_closes_every_idle_socket,
             refused_connection_is_a_dial_error,
@@ -411,6 +412,53 @@ pub fn release_then_dial_recovers_from_a_dead_connection<R: Runtime>() {
         let counters = pool.stats().counters;
         assert_eq!((counters.dials, counters.released), (2, 1));
         assert_eq!(counts(&pool, &addr), (1, 0));
+    });
+}
+
+/// A request whose read meets the end of the stream through the guard ends that stream for the
+/// pool: with every check off (as with a dialer that cannot check), the caller drops the guard on
+/// the error, as `?` does, and the dead connection is not handed to the next caller.
+pub fn with_the_checks_off_a_connection_that_failed_through_its_guard_is_not_reused<R: Runtime>() {
+    R::block_on(async {
+        let mut server = EchoServer::tcp();
+        let addr = server.addr();
+        let pool = R::builder(R::tcp()).check_on_get(false).build().unwrap();
+        let mut conn = pool.get(&addr).await.unwrap();
+        assert_eq!(
+            R::guarded_echo(&mut conn, b"first").await.unwrap(),
+            b"first"
+        );
+        drop(conn);
+        stop_and_see_the_close::<R>(&mut server, &addr).await;
+        let _server = EchoServer::tcp_on(&addr);
+
+        let mut conn = pool.get(&addr).await.unwrap();
+        assert!(
+            conn.is_reused(),
+            "no check: the dead connection is handed out"
+        );
+        let failed = R::guarded_echo(&mut conn, b"lost").await;
+        assert!(
+            failed.is_err(),
+            "the closed connection answered: {failed:?}"
+        );
+        drop(conn);
+        assert_eq!(
+            counts(&pool, &addr),
+            (0, 0),
+            "kept idle after its stream ended"
+        );
+        assert_eq!(pool.stats().counters.released, 1);
+
+        let mut conn = pool.get(&addr).await.unwrap();
+        assert!(
+            !conn.is_reused(),
+            "the dead connection was handed out again"
+        );
+        assert_eq!(
+            R::guarded_echo(&mut conn, b"again").await.unwrap(),
+            b"again"
+        );
     });
 }
 
