@@ -53,6 +53,11 @@ pub trait Dialer: Send + Sync + 'static {
     type Conn: Send + 'static;
 
     /// Opens a new connection to `addr`.
+    ///
+    /// Do the protocol's opening here too (a TLS handshake, an `AUTH`, a server's greeting): a
+    /// server that accepts the connection and then turns the client away, or never answers, is
+    /// then a dial error (counted, and bounded by `dial_timeout`) rather than the first request's
+    /// odd answer.
     async fn dial(&self, addr: &Self::Addr) -> io::Result<Self::Conn>;
 
     /// Cheap, synchronous, non-blocking: may this idle connection be handed out again?
@@ -67,6 +72,15 @@ pub trait Dialer: Send + Sync + 'static {
     /// ready for one this instant. A connection whose own task is still winding up the last
     /// exchange (hyper's `SendRequest` says `is_ready() == false` then) is open; a `false` here
     /// closes it for good.
+    ///
+    /// A connection that wraps its stream must also answer for what the wrapper holds, which no
+    /// look at the socket sees: bytes a buffered reader fetched ahead and nobody read, writes a
+    /// buffered writer has not sent, and for TLS, plaintext the session decrypted and nobody read,
+    /// the peer's close it has already read, records it has not sent (rustls: `wants_read()` is
+    /// false on the first two, `wants_write()` true on the third). A TLS 1.3 connection that only
+    /// writes also leaves the server's session tickets unread in the socket, where a peek finds
+    /// bytes waiting: unless this lets the session process them (behind a lock: it gets only
+    /// `&Self::Conn`), such a connection is never reused. The README has more on TLS.
     fn is_open(&self, conn: &Self::Conn) -> bool {
         let _ = conn;
         true

@@ -735,6 +735,11 @@ impl<D: Dialer> Builder<D> {
 
     /// How long a connection may stay idle before it is closed (default 90 s); zero is a
     /// [`BuildError`].
+    ///
+    /// Keep it below the time after which the servers close idle connections themselves (Redis'
+    /// `timeout`, a proxy's idle timeout): a connection a server closed still counts as idle in
+    /// [`Stats`] until a get's check turns it down or its own idle time is up, and with the checks
+    /// off a get hands it out.
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.limits.idle_timeout = d;
         self
