@@ -79,9 +79,10 @@ impl Wire {
         }
     }
 
-    /// [`Wire::ready`] for a read or write of `len` bytes.
+    /// [`Wire::ready`] for a read or write of `len` bytes. One of no bytes is answered at once,
+    /// with no bytes, unless the wire fails.
     fn ready_len(&self, len: usize) -> Poll<io::Result<usize>> {
-        if len == 0 || self.ending() {
+        if self.ending() || (len == 0 && self.mode.load(Ordering::SeqCst) != FAILING) {
             return Poll::Ready(Ok(0));
         }
         self.ready(len)
@@ -803,6 +804,14 @@ fn empty_ops() -> Vec<(&'static str, Op, Op)> {
         ("empty read_vectored", op("read"), |conn| {
             async { conn.read_vectored(&mut []).await.map(drop) }.boxed()
         }),
+        ("read_vectored of empty slices", op("read"), |conn| {
+            async {
+                let (mut a, mut b) = ([0; 0], [0; 0]);
+                let mut bufs = [IoSliceMut::new(&mut a), IoSliceMut::new(&mut b)];
+                conn.read_vectored(&mut bufs).await.map(drop)
+            }
+            .boxed()
+        }),
         ("empty write_vectored", op("write"), |conn| {
             async { conn.write_vectored(&[]).await.map(drop) }.boxed()
         }),
@@ -821,6 +830,17 @@ fn empty_ops() -> Vec<(&'static str, Op, Op)> {
             let mut buf = tokio::io::ReadBuf::new(&mut []);
             poll_fn(move |cx| tokio::io::AsyncRead::poll_read(Pin::new(&mut *conn), cx, &mut buf))
                 .boxed()
+        }),
+        #[cfg(feature = "tokio")]
+        ("tokio poll_read into a full buffer", tokio_read, |conn| {
+            async {
+                let mut bytes = [0; 4];
+                let mut buf = tokio::io::ReadBuf::new(&mut bytes);
+                buf.set_filled(4);
+                poll_fn(|cx| tokio::io::AsyncRead::poll_read(Pin::new(&mut *conn), cx, &mut buf))
+                    .await
+            }
+            .boxed()
         }),
         #[cfg(feature = "tokio")]
         ("tokio empty poll_write", tokio_write, |conn| {
@@ -851,6 +871,38 @@ fn a_read_or_write_of_no_bytes_settles_nothing() {
         drop(conn);
         assert_closed(&pool, format_args!("{name} settled what was left pending"));
     }
+}
+
+/// What ends a stream is a read or write of some bytes: one of none says nothing of the stream
+/// whatever it answers (no bytes, an error), and a settled guard still goes back after it.
+#[test]
+fn a_read_or_write_of_no_bytes_ends_nothing() {
+    for mode in [ANSWERING, ENDING, FAILING] {
+        for (name, _, empty) in empty_ops() {
+            let (pool, dialer, mut conn) = answered();
+            dialer.set(mode);
+            assert!(poll_once(&mut empty(&mut conn)).is_ready(), "{name}");
+            drop(conn);
+            assert_eq!(pool.stats().idle(), 1, "{name}, mode {mode}: closed");
+        }
+    }
+}
+
+/// A tokio read into a buffer that already holds bytes meets the end of the stream when it adds
+/// none of its own.
+#[cfg(feature = "tokio")]
+#[test]
+fn a_tokio_read_that_adds_nothing_to_the_bytes_in_its_buffer_ends_the_stream() {
+    let (pool, dialer, mut conn) = answered();
+    dialer.set(ENDING);
+    let mut bytes = [0; 8];
+    let mut buf = tokio::io::ReadBuf::new(&mut bytes);
+    buf.put_slice(b"abc");
+    let mut read = poll_fn(|cx| tokio::io::AsyncRead::poll_read(Pin::new(&mut conn), cx, &mut buf));
+    assert!(matches!(poll_once(&mut read), Poll::Ready(Ok(()))));
+    assert_eq!(buf.filled(), b"abc");
+    drop(conn);
+    assert_closed(&pool, "a read that added nothing");
 }
 
 /// A writer that never takes anything: a slow client an answer is streamed to.
