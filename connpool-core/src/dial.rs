@@ -56,8 +56,8 @@ pub trait Dialer: Send + Sync + 'static {
     ///
     /// Do the protocol's opening here too (a TLS handshake, an `AUTH`, a server's greeting): a
     /// server that accepts the connection and then turns the client away, or never answers, is
-    /// then a dial error (counted, and bounded by `dial_timeout`) rather than the first request's
-    /// odd answer.
+    /// then a dial error (or, with `dial_timeout` set, a timed-out dial) rather than the first
+    /// request's odd answer.
     async fn dial(&self, addr: &Self::Addr) -> io::Result<Self::Conn>;
 
     /// Cheap, synchronous, non-blocking: may this idle connection be handed out again?

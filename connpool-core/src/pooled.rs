@@ -27,10 +27,11 @@ use crate::Dialer;
 /// - one whose stream ended or failed under a read, write or flush through it: a read met the
 ///   end of the stream (the peer closed its side: a read of some bytes answered none, a buffered
 ///   read handed out an empty buffer), a write of some bytes wrote none, or the call failed with
-///   an error other than those below that say it did not happen (a reset, a broken pipe, a TLS
-///   layer's bad record). Such a stream is dead or out of step with its peer whatever the
-///   dialer's [`is_open`](crate::Dialer::is_open) would answer, and the check may be off; a caller
-///   that drops the guard on such an error (with `?`) leaves nothing for the next one;
+///   an error other than `TimedOut`, `WouldBlock` or `Interrupted`, which say it did not happen
+///   (below): a reset, a broken pipe, a TLS layer's bad record. Such a stream is dead or out of
+///   step with its peer whatever the dialer's [`is_open`](crate::Dialer::is_open) would answer,
+///   and the check may be off; a caller that drops the guard on such an error leaves nothing for
+///   the next one;
 /// - one dropped while a read, write or flush through it was unfinished (a request cut off by a
 ///   timeout or a `select!`): the peer may still answer the abandoned request, or hold part of
 ///   it, and the next caller would read that answer as its own. Unfinished means its last poll
@@ -94,8 +95,8 @@ struct Held<D: Dialer> {
 
 /// When the connection was dialed (on the pool's clock, for `max_lifetime`), whether it came
 /// from the idle store, and what was done to its stream through the guard, in one word: the top
-/// bit says reused, the next one shut down or ended, the next three a read, a write and a flush left
-/// unfinished, and the 59 below them the dial time. Up to [`Origin::SCALED`] (9 years of the
+/// bit says reused, the next one shut down or ended, the next three a read, a write and a flush
+/// left unfinished, and the 59 below them the dial time. Up to [`Origin::SCALED`] (9 years of the
 /// pool's time) it is kept to the nanosecond; past it, in units of 64 ns flagged by that bit,
 /// enough for any time the pool's nanoseconds can count.
 #[derive(Clone, Copy)]
@@ -152,7 +153,8 @@ impl Origin {
         self.0 & Origin::REUSED != 0
     }
 
-    /// Shut down, or a read, write or flush left unfinished: the connection must not go back.
+    /// Shut down or ended, or a read, write or flush left unfinished: the connection must not go
+    /// back.
     #[inline]
     fn unsettled(self) -> bool {
         self.0 & Origin::UNSETTLED != 0
@@ -236,9 +238,10 @@ impl<D: Dialer> Pooled<D> {
     /// knows its stream is between requests although one of them did not finish: a reader loop
     /// stopped once every answer had arrived, a probe for stray bytes that found none. Dropped
     /// after this, the guard puts the connection back as it would one whose I/O all finished
-    /// (with the same checks). Neither a shutdown through the guard nor the bytes a buffered read
-    /// handed out and nobody took are forgotten: those bytes are there, and the next caller would
-    /// read them (`consume` them to throw them away).
+    /// (with the same checks). Neither a shutdown through the guard, nor a stream that ended or
+    /// failed under I/O through it, nor the bytes a buffered read handed out and nobody took are
+    /// forgotten: those bytes are there, and the next caller would read them (`consume` them to
+    /// throw them away).
     pub fn forget_pending(&mut self) {
         self.origin.0 &= !Origin::PENDING;
         if self.unconsumed > 0 {

@@ -127,7 +127,7 @@ macro_rules! suite {
             without_the_return_check_the_get_skips_a_connection_closed_while_held,
             a_connection_shut_down_through_its_guard_is_not_reused,
             release_then_dial_recovers_from_a_dead_connection,
-            with_the_checks_off_a_connection_that_failed_through_its_guard_is_not_reused,
+            with_the_checks_off_a_connection_whose_stream_ended_under_its_guard_is_not_reused,
             reaper_closes_idle_connections_on_its_own,
             close_closes_every_idle_socket,
             refused_connection_is_a_dial_error,
@@ -418,7 +418,9 @@ pub fn release_then_dial_recovers_from_a_dead_connection<R: Runtime>() {
 /// A request whose read meets the end of the stream through the guard ends that stream for the
 /// pool: with every check off (as with a dialer that cannot check), the caller drops the guard on
 /// the error, as `?` does, and the dead connection is not handed to the next caller.
-pub fn with_the_checks_off_a_connection_that_failed_through_its_guard_is_not_reused<R: Runtime>() {
+pub fn with_the_checks_off_a_connection_whose_stream_ended_under_its_guard_is_not_reused<
+    R: Runtime,
+>() {
     R::block_on(async {
         let mut server = EchoServer::tcp();
         let addr = server.addr();
