@@ -78,9 +78,9 @@ pub trait Dialer: Send + Sync + 'static {
     /// buffered writer has not sent, and for TLS, plaintext the session decrypted and nobody read,
     /// the peer's close it has already read, records it has not sent (rustls: `wants_read()` is
     /// false on the first two, `wants_write()` true on the third). A TLS 1.3 connection that only
-    /// writes also leaves the server's session tickets unread in the socket, where a peek finds
-    /// bytes waiting: unless this lets the session process them (behind a lock: it gets only
-    /// `&Self::Conn`), such a connection is never reused. The README has more on TLS.
+    /// writes also leaves the session tickets most servers send unread in the socket, where a
+    /// peek finds bytes waiting: unless this lets the session process them (behind a lock: it
+    /// gets only `&Self::Conn`), such a connection is never reused. The README has more on TLS.
     fn is_open(&self, conn: &Self::Conn) -> bool {
         let _ = conn;
         true
