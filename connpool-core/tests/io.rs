@@ -771,6 +771,25 @@ fn io_that_failed_without_happening_is_left_unfinished() {
     }
 }
 
+/// An error that says the operation did not happen leaves it unfinished, not the stream ended:
+/// told the stream is between requests, the guard puts it back.
+#[test]
+fn forget_pending_forgets_io_that_failed_without_happening() {
+    for (name, op) in ops() {
+        for end in [TIMING_OUT, BLOCKING, INTERRUPTED] {
+            let (pool, dialer, mut conn) = answered();
+            dialer.set(end);
+            assert!(
+                matches!(poll_once(&mut op(&mut conn)), Poll::Ready(Err(_))),
+                "{name}"
+            );
+            conn.forget_pending();
+            drop(conn);
+            assert_eq!(pool.stats().idle(), 1, "{name}, mode {end}: closed");
+        }
+    }
+}
+
 #[test]
 fn a_poll_that_panics_leaves_its_operation_unfinished() {
     for (name, op) in ops() {
