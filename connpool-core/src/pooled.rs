@@ -547,6 +547,7 @@ impl<D: Dialer> tokio::io::AsyncRead for Pooled<D>
 where
     D::Conn: tokio::io::AsyncRead + Unpin,
 {
+    #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
