@@ -1,9 +1,9 @@
 //! What the guard's own I/O costs: a 64-byte read or write through `Pooled`'s `AsyncRead` and
 //! `AsyncWrite` (tokio's and futures-io's), which note whether each call finished, ended the
 //! stream or was left unfinished, against the same call on the bare stream. The stream is in
-//! memory and answers at once (the bytes read are copied and kept from the optimizer, as is the
-//! stream), so the difference is the guard's bookkeeping; on a socket a call is a system call of
-//! a microsecond or more.
+//! memory and answers at once (the bytes read are copied and passed through `black_box`, as is
+//! the stream's address), so the difference is what the guard adds to a call; on a socket a call
+//! is a system call of a microsecond or more.
 
 use std::hint::black_box;
 use std::io;
