@@ -402,8 +402,9 @@ impl<D: Dialer> Pooled<D> {
         }
     }
 
-    /// [`Pooled::track_io`] for a futures-io read of `len` bytes, which may take from a buffered
-    /// read's bytes.
+    /// [`Pooled::track_io`] for a read of `len` bytes that answers how many it read (futures-io's,
+    /// or tokio's counted), which may take from a buffered read's bytes.
+    #[inline]
     fn track_read(
         &mut self,
         len: usize,
@@ -553,22 +554,14 @@ where
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let (before, len) = (buf.filled().len(), buf.remaining());
-        let op = Origin::unless_empty(Origin::READING, len);
-        let poll = this.track_io(op, |conn| conn.poll_read(cx, buf));
-        if let Poll::Ready(read) = &poll {
-            let n = match read {
-                Ok(()) => buf.filled().len().saturating_sub(before),
-                Err(_) => 0,
-            };
-            if n == 0 && len > 0 && read.is_ok() {
-                // No bytes for a read of some: the end of the stream, as in `track_read`.
-                this.origin.0 |= Origin::ENDED;
-            }
-            this.took(n);
-        }
-        poll
+        let before = buf.filled().len();
+        // A futures-io read, counting the bytes it filled in.
+        self.get_mut()
+            .track_read(buf.remaining(), |conn| {
+                let read = conn.poll_read(cx, buf);
+                read.map_ok(|()| buf.filled().len().saturating_sub(before))
+            })
+            .map_ok(drop)
     }
 }
 
