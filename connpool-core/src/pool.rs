@@ -573,17 +573,22 @@ impl<D: Dialer> Pool<D> {
     /// closing that connection, cannot be `true` before that drop ends: it waits out `grace`.
     ///
     /// The grace period is timed on the pool's clock; a pool without a clock that can sleep does
-    /// not wait, and answers at once whether everything is already back.
+    /// not wait, and answers at once whether everything is already back. With everything back
+    /// when it is called, it answers `true` without starting a timer, so it also works where
+    /// the clock cannot sleep (tokio's, on a thread outside its runtime).
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.close();
         let inner = self.inner();
         let store = &inner.store;
-        let mut deadline = inner.sleep(Some(grace));
+        // Made only once something is out: with nothing held, shutdown needs no timer, so it
+        // also works where the clock cannot sleep (tokio's, on a thread outside its runtime).
+        let mut deadline = None;
         poll_fn(|cx| {
             store.drain_signal().register(cx.waker());
             if store.is_drained() {
                 return Poll::Ready(true);
             }
+            let deadline = deadline.get_or_insert_with(|| inner.sleep(Some(grace)));
             match deadline.as_mut().map(|deadline| deadline.as_mut().poll(cx)) {
                 Some(Poll::Pending) => Poll::Pending,
                 Some(Poll::Ready(())) | None => Poll::Ready(store.is_drained()),

@@ -619,6 +619,30 @@ fn shutdown_waits_for_held_connections_up_to_the_grace_period() {
     assert!(block_on(pool.shutdown(SECOND)), "nothing left out");
 }
 
+/// A clock whose sleeps panic, as tokio's do on a thread outside its runtime.
+struct NoTimers(ManualClock);
+impl Clock for NoTimers {
+    fn now(&self) -> Instant {
+        self.0.now()
+    }
+    fn sleep(&self, _: Duration) -> BoxFuture<'static, ()> {
+        panic!("no timers on this thread")
+    }
+}
+
+#[test]
+fn shutdown_with_nothing_held_makes_no_timer() {
+    let dialer = TestDialer::new();
+    let pool = Pool::builder(dialer.clone())
+        .clock(NoTimers(ManualClock::new()))
+        .build()
+        .unwrap();
+    drop(get(&pool, "a:1"));
+    assert!(block_on(pool.shutdown(10 * SECOND)), "nothing was held");
+    assert_eq!(dialer.live(), 0);
+    assert!(block_on(pool.shutdown(10 * SECOND)), "again, closed");
+}
+
 #[test]
 fn limit_settings_are_checked() {
     let (dialer, clock) = (TestDialer::new(), ManualClock::new());

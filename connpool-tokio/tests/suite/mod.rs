@@ -584,6 +584,27 @@ pub fn guard_dropped_on_a_plain_thread_is_fine<R: Runtime>() {
         })
         .await;
         assert_eq!(server.accepted(), 1);
+
+        // Nor do a get that finds an idle connection and a shutdown with nothing out (tokio's
+        // timers need a runtime; shutdown starts none when all is back).
+        let pool = tcp_pool::<R>(4);
+        drop(pool.get(&addr).await.unwrap());
+        let plain = pool.clone();
+        std::thread::spawn(move || {
+            let conn = futures::executor::block_on(plain.get(&addr)).unwrap();
+            assert!(conn.is_reused());
+            drop(conn);
+            assert!(futures::executor::block_on(
+                plain.shutdown(Duration::from_secs(5))
+            ));
+        })
+        .join()
+        .unwrap();
+        assert_eq!(server.accepted(), 2);
+        eventually::<R>("the server sees the connection closed", || {
+            server.open() == 0
+        })
+        .await;
     });
 }
 
