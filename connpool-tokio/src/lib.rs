@@ -93,6 +93,17 @@
 //! keep one pool per runtime. A connection whose runtime has shut down is never handed out (with
 //! `check_on_get`, the default): [`TcpDialer`] and [`UnixDialer`] count it as closed.
 //!
+//! Dials and timers belong to the runtime of the thread that makes them: [`TcpDialer`] and
+//! [`UnixDialer`] register their sockets with its reactor, and the pool's timeouts
+//! (`wait_timeout`, `dial_timeout`, a dialer's `connect_timeout`, and
+//! [`Pool::shutdown`](connpool_core::Pool::shutdown)'s grace while connections are out) sleep on
+//! its timers. Outside a runtime (a plain thread's `futures::executor::block_on`, another
+//! executor) tokio panics there: "there is no reactor running". The rest needs no runtime: a get
+//! that finds an idle connection, dropping or releasing a guard, the stats, `reap`, `purge`,
+//! `close`, and a `shutdown` with nothing out. So a pool used from such a thread works while it
+//! has idle connections and panics at its first dial. Enter the runtime there first, with a
+//! [`Handle`](tokio::runtime::Handle) kept from it: `let _entered = handle.enter();`.
+//!
 //! # Time in tests
 //!
 //! The pool reads tokio's clock, so under `#[tokio::test(start_paused = true)]` idle timeouts pass

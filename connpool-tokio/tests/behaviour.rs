@@ -284,6 +284,40 @@ fn pool_built_on_a_handle_reaps_there_when_used_from_plain_threads() {
     wait_until_reaped(&pool, &server);
 }
 
+/// A plain thread that entered the runtime dials there and times out on its timers (the crate's
+/// "Pools and runtimes").
+#[test]
+fn a_plain_thread_that_entered_a_runtime_dials_and_waits_on_it() {
+    let rt = multi_thread_runtime();
+    let server = EchoServer::tcp();
+    let addr = server.addr();
+    let pool = rt.block_on(async {
+        connpool_tokio::builder(TcpDialer::new())
+            .max_open_per_host(1)
+            .wait_timeout(Duration::from_millis(20))
+            .build()
+            .unwrap()
+    });
+    let handle = rt.handle().clone();
+    std::thread::spawn(move || {
+        let _entered = handle.enter();
+        let mut conn = futures::executor::block_on(pool.get(&addr)).unwrap();
+        futures::executor::block_on(echo(&mut *conn, b"x")).unwrap();
+        let waited = futures::executor::block_on(pool.get(&addr));
+        assert!(
+            matches!(waited, Err(connpool_tokio::Error::Timeout)),
+            "{waited:?}"
+        );
+        drop(conn);
+        assert!(futures::executor::block_on(pool.get(&addr))
+            .unwrap()
+            .is_reused());
+    })
+    .join()
+    .unwrap();
+    assert_eq!(server.accepted(), 1);
+}
+
 #[test]
 fn an_idle_connection_of_a_runtime_that_shut_down_is_not_handed_out() {
     let server = EchoServer::tcp();
