@@ -50,8 +50,8 @@
 //! - [`SmolClock`] and [`SmolSpawner`], to set by hand on [`connpool_core::Pool::builder`] (with an
 //!   [`Executor`](smol::Executor) of your own, say).
 //! - [`Pool`] and [`Pooled`], with the TCP dialer as their default, and the core's traits,
-//!   [`Builder`], errors and statistics types (the rest, such as `ManualClock`, is in
-//!   [`connpool_core`]).
+//!   [`Builder`], errors and statistics types, and [`connpool_core`] itself for the rest (such as
+//!   `ManualClock` and `dial_fn`), so that one dependency is enough.
 //!
 //! A [`Pooled`] connection implements futures-io's `AsyncRead` and `AsyncWrite` (and
 //! `AsyncBufRead` over a buffered stream), so it works with `smol::io`'s extension traits,
@@ -104,6 +104,8 @@ mod tcp;
 #[cfg(unix)]
 mod unix;
 
+/// The runtime-free core, for what is not re-exported below.
+pub use connpool_core;
 pub use connpool_core::{
     async_trait, BuildError, Builder, Clock, Counters, DestinationStats, Dialer, Error, Spawner,
     Stats,

@@ -47,8 +47,8 @@
 //! - [`TokioClock`] and [`TokioSpawner`], to set by hand on [`connpool_core::Pool::builder`] (with a
 //!   runtime [`Handle`](tokio::runtime::Handle) from elsewhere, say).
 //! - [`Pool`] and [`Pooled`], with the TCP dialer as their default, and the core's traits,
-//!   [`Builder`], errors and statistics types (the rest, such as `ManualClock`, is in
-//!   [`connpool_core`]).
+//!   [`Builder`], errors and statistics types, and [`connpool_core`] itself for the rest (such as
+//!   `ManualClock` and `dial_fn`), so that one dependency is enough.
 //!
 //! A [`Pooled`] connection implements tokio's `AsyncRead` and `AsyncWrite` (and `AsyncBufRead`
 //! over a buffered stream, such as a dialer's `BufReader<TcpStream>`), so it works with
@@ -129,6 +129,8 @@ mod tcp;
 #[cfg(unix)]
 mod unix;
 
+/// The runtime-free core, for what is not re-exported below.
+pub use connpool_core;
 pub use connpool_core::{
     async_trait, BuildError, Builder, Clock, Counters, DestinationStats, Dialer, Error, Spawner,
     Stats,
