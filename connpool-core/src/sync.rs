@@ -36,10 +36,13 @@ pub(crate) use short::{lock, Mutex};
 /// Taking it is one compare-and-swap and releasing it one plain store. Locks that put waiters to
 /// sleep (std's, parking_lot's) release with a second read-modify-write, to learn whether someone
 /// sleeps and needs waking; on the hot path that release cost 1 to 2 ns of 29 (BENCHMARKS.md).
-/// Here nobody is ever woken: a thread that finds the lock taken spins a little, then yields,
-/// then naps for growing spans (20 µs up to 250 µs), checking again after each. Holds are short
-/// and, with a lane per core, rarely contended; the naps keep a long hold (`close` or `stats`
-/// walking a big shard) from costing its waiters a core each. A waiter that sees the lock come
+/// Here nobody is ever woken: a thread that finds the lock taken spins a little, then yields
+/// (for 20 µs at least), then naps for growing spans (20 µs up to 250 µs), checking again after
+/// each. Holds are short and, with a lane per core, rarely contended; the naps keep a long hold
+/// (`close` walking a big shard) from costing its waiters a core each. A nap is longer than
+/// asked: Linux lets a sleep run over by its timer slack, 50 µs by default, and a 20 µs nap
+/// measured about 120 µs here. The yields cover the holds a nap would overshoot by that much,
+/// such as `stats` reading a shard of a thousand destinations. A waiter that sees the lock come
 /// free and loses it to another thread starts over with spinning, so only a lock held without a
 /// break sends it napping. There is no strict fairness and no poisoning.
 #[cfg(not(loom))]
@@ -47,7 +50,7 @@ mod short {
     use std::hint;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::thread;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use lock_api::RawMutex;
 
@@ -65,7 +68,8 @@ mod short {
 
     /// Rounds of spinning (1, 2, 4 pause instructions), then of yielding, before naps: short, as a
     /// holder that is not running (preempted, with more threads than cores) cannot be waited out
-    /// by spinning (measured in `hot_path_oversubscribed`).
+    /// by spinning (measured in `hot_path_oversubscribed`). The yields go on past their rounds
+    /// until the first nap's span has passed since they began.
     const SPIN_ROUNDS: u32 = 3;
     const YIELD_ROUNDS: u32 = 7;
     const FIRST_NAP: Duration = Duration::from_micros(20);
@@ -114,6 +118,7 @@ mod short {
         fn lock_contended(&self) {
             let mut round: u32 = 0;
             let mut nap = FIRST_NAP;
+            let mut yielding_since = None;
             loop {
                 // Wait until it looks free before writing to it again, so waiters do not take
                 // the line away from the holder.
@@ -122,7 +127,9 @@ mod short {
                         for _ in 0..1 << round {
                             hint::spin_loop();
                         }
-                    } else if round < SPIN_ROUNDS + YIELD_ROUNDS {
+                    } else if round < SPIN_ROUNDS + YIELD_ROUNDS
+                        || yielding_since.get_or_insert_with(Instant::now).elapsed() < FIRST_NAP
+                    {
                         thread::yield_now();
                     } else {
                         thread::sleep(nap);
@@ -137,6 +144,7 @@ mod short {
                 // wait for it closely again rather than nap through the next release.
                 round = 0;
                 nap = FIRST_NAP;
+                yielding_since = None;
             }
         }
     }
