@@ -6,25 +6,29 @@
 //! so the task may move to another worker and return it from there; `--hold none` drops it at
 //! once and yields after), the drop. The time of the get and of the drop (not of the hold) is
 //! recorded for every operation. With `--stats-every-ms N`, one more task calls the pool's stats
-//! every N ms, as a metrics exporter would. The pools run one after the other, `--runs` times in
-//! turn: `connpool` (`connpool_core::Pool`, check off, no clock) and `naive` (a std
-//! `Mutex<HashMap<String, Vec<Conn>>>`, a lock and a lookup on get and on return).
+//! every N ms (or right after the last call, when that took longer), as a metrics exporter would.
+//! The pools run one after the other, `--runs` times in turn: `connpool` (`connpool_core::Pool`,
+//! check off, no clock) and `naive` (the benches' `NaiveMap`: a std `Mutex` around a map hashed
+//! as connpool hashes, a lock and a lookup on get and on return; its stats only sum the lengths
+//! of its lists, where connpool's list every destination).
 //!
-//! Each run prints operations per second and the percentiles of the get + drop time in ns; the
-//! last lines give each pool's medians over the runs.
+//! Each run prints operations per second and the percentiles of the get + drop time in ns (the
+//! time at rank ⌊(n − 1)q⌋ of the n sorted times); the last lines give each pool's medians over
+//! the runs.
 //!
 //! ```sh
 //! cargo run --release -p connpool-benches --example tail -- \
 //!     --workers 4 --tasks 64 --dests 1 --hold yield --runs 5
 //! ```
 
-use std::collections::HashMap;
 use std::process::ExitCode;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use connpool_benches::{addresses, Conn, NoopDialer};
+use connpool_benches::peers::{FastHash, NaiveGuard, NaiveMap};
+use connpool_benches::{addresses, NoopDialer};
 
 struct Args {
     workers: usize,
@@ -53,16 +57,15 @@ fn parse() -> Result<Args, String> {
             [name] => return Err(format!("{name} needs a value")),
             _ => unreachable!("chunks of two"),
         };
-        let number = || value.parse::<f64>().map_err(|_| format!("{name} {value}?"));
         match name {
-            "--workers" => args.workers = number()? as usize,
-            "--tasks" => args.tasks = number()? as usize,
-            "--dests" => args.dests = number()? as usize,
-            "--secs" => args.secs = number()?,
-            "--runs" => args.runs = number()? as usize,
+            "--workers" => args.workers = number(name, value)?,
+            "--tasks" => args.tasks = number(name, value)?,
+            "--dests" => args.dests = number(name, value)?,
+            "--runs" => args.runs = number(name, value)?,
+            "--secs" => args.secs = seconds(name, value)?,
             "--stats-every-ms" => {
-                args.stats_every =
-                    Some(Duration::from_secs_f64(number()? / 1000.0)).filter(|d| !d.is_zero())
+                let every = Duration::from_secs_f64(seconds(name, value)? / 1000.0);
+                args.stats_every = Some(every).filter(|every| !every.is_zero());
             }
             "--hold" => {
                 args.hold = match value {
@@ -78,6 +81,22 @@ fn parse() -> Result<Args, String> {
         return Err("--workers, --tasks, --dests and --runs must be at least 1".into());
     }
     Ok(args)
+}
+
+fn number<T: FromStr>(name: &str, value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{name} takes a whole number, not {value}"))
+}
+
+/// A finite, non-negative number of seconds (or milliseconds).
+fn seconds(name: &str, value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..1e9).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "{name} takes a number of zero or more, not {value}"
+        )),
+    }
 }
 
 /// What the loop needs of a pool: a get that hands out a guard, and the stats.
@@ -102,45 +121,19 @@ impl Tail for Connpool {
     }
 }
 
+/// No cap on the idle lists: a destination never has more idle connections than there are tasks.
 struct Naive {
-    map: Mutex<HashMap<String, Vec<Conn>>>,
+    map: NaiveMap<FastHash>,
     addrs: Vec<String>,
-    capacity: usize,
-}
-
-struct NaiveGuard<'a> {
-    pool: &'a Naive,
-    dest: usize,
-}
-
-impl Drop for NaiveGuard<'_> {
-    fn drop(&mut self) {
-        let addr = &self.pool.addrs[self.dest];
-        let mut map = self.pool.map.lock().unwrap();
-        match map.get_mut(addr) {
-            Some(idle) if idle.len() < self.pool.capacity => idle.push(Conn),
-            Some(_) => {}
-            None => {
-                map.insert(addr.clone(), vec![Conn]);
-            }
-        }
-    }
 }
 
 impl Tail for Naive {
-    type Guard<'a> = NaiveGuard<'a>;
+    type Guard<'a> = NaiveGuard<'a, FastHash>;
     async fn get(&self, dest: usize) -> Self::Guard<'_> {
-        let found = self
-            .map
-            .lock()
-            .unwrap()
-            .get_mut(&self.addrs[dest])
-            .and_then(Vec::pop);
-        std::hint::black_box(found);
-        NaiveGuard { pool: self, dest }
+        self.map.get(&self.addrs[dest])
     }
     fn stats(&self) -> usize {
-        self.map.lock().unwrap().values().map(Vec::len).sum()
+        self.map.sizes().iter().sum()
     }
 }
 
@@ -189,7 +182,8 @@ struct Run {
     ns: [u32; 5],
 }
 
-fn run<P: Tail>(args: &Args, pool: P) -> Run {
+/// `None` when no operation was recorded.
+fn run<P: Tail>(args: &Args, pool: P) -> Option<Run> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.workers)
         .enable_all()
@@ -213,6 +207,7 @@ fn run<P: Tail>(args: &Args, pool: P) -> Run {
             let (pool, phase) = (pool.clone(), phase.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 while phase.load(Ordering::Relaxed) != STOP {
                     tick.tick().await;
                     std::hint::black_box(pool.stats());
@@ -236,16 +231,23 @@ fn run<P: Tail>(args: &Args, pool: P) -> Run {
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     times.sort_unstable();
-    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
-    Run {
+    let last = times.len().checked_sub(1)?;
+    let at = |q: f64| times[(last as f64 * q) as usize];
+    Some(Run {
         per_sec: times.len() as f64 / secs,
         ns: [at(0.5), at(0.99), at(0.999), at(0.9999), at(1.0)],
-    }
+    })
 }
 
+/// The middle value, or the mean of the two middle ones.
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    let half = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[half]
+    } else {
+        (values[half - 1] + values[half]) / 2.0
+    }
 }
 
 fn main() -> ExitCode {
@@ -278,15 +280,12 @@ fn main() -> ExitCode {
                     .expect("valid settings");
                 run(&args, Connpool { pool, addrs })
             } else {
-                let map = Mutex::new(HashMap::new());
-                run(
-                    &args,
-                    Naive {
-                        map,
-                        addrs,
-                        capacity,
-                    },
-                )
+                let map = NaiveMap::default();
+                run(&args, Naive { map, addrs })
+            };
+            let Some(run) = run else {
+                println!("{round:>3} {name:<9} no operation recorded: give it more --secs");
+                continue;
             };
             let [p50, p99, p999, p9999, max] = run.ns;
             println!(
@@ -297,12 +296,15 @@ fn main() -> ExitCode {
         }
     }
     for (name, runs) in ["connpool", "naive"].into_iter().zip(runs) {
+        if runs.is_empty() {
+            continue;
+        }
         let per_sec = median(runs.iter().map(|r| r.per_sec).collect());
         let ns: Vec<f64> = (0..5)
             .map(|i| median(runs.iter().map(|r| f64::from(r.ns[i])).collect()))
             .collect();
         println!(
-            "med {name:<9} {:>8.2}M {:>8} {:>7} {:>7} {:>7} {:>8}",
+            "med {name:<9} {:>8.2}M {:>8.0} {:>7.0} {:>7.0} {:>7.0} {:>8.0}",
             per_sec / 1e6,
             ns[0],
             ns[1],
