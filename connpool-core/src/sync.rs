@@ -40,11 +40,11 @@ pub(crate) use short::{lock, Mutex};
 /// (for 20 µs at least), then naps for growing spans (20 µs up to 250 µs), checking again after
 /// each. Holds are short and, with a lane per core, rarely contended; the naps keep a long hold
 /// (`close` walking a big shard) from costing its waiters a core each. A nap is longer than
-/// asked: Linux lets a sleep run over by its timer slack, 50 µs by default, and a 20 µs nap
-/// measured about 120 µs here. The yields cover the holds a nap would overshoot by that much,
-/// such as `stats` reading a shard of a thousand destinations. A waiter that sees the lock come
-/// free and loses it to another thread starts over with spinning, so only a lock held without a
-/// break sends it napping. There is no strict fairness and no poisoning.
+/// asked: Linux lets a sleep run over by its timer slack (50 µs by default), and waking takes its
+/// own time; a 20 µs nap measured 100 to 125 µs here. The yields cover the holds a nap would
+/// overshoot by that much, such as `stats` reading a shard of a thousand destinations. A waiter
+/// that sees the lock come free and loses it to another thread starts over with spinning, so only
+/// a lock held without a break sends it napping. There is no strict fairness and no poisoning.
 #[cfg(not(loom))]
 mod short {
     use std::hint;
@@ -68,8 +68,8 @@ mod short {
 
     /// Rounds of spinning (1, 2, 4 pause instructions), then of yielding, before naps: short, as a
     /// holder that is not running (preempted, with more threads than cores) cannot be waited out
-    /// by spinning (measured in `hot_path_oversubscribed`). The yields go on past their rounds
-    /// until the first nap's span has passed since they began.
+    /// by spinning (measured in `hot_path_oversubscribed`). After their rounds, the yields go on
+    /// until the first nap's span has passed.
     const SPIN_ROUNDS: u32 = 3;
     const YIELD_ROUNDS: u32 = 7;
     const FIRST_NAP: Duration = Duration::from_micros(20);
