@@ -574,8 +574,9 @@ impl<D: Dialer> Pool<D> {
     ///
     /// The grace period is timed on the pool's clock; a pool without a clock that can sleep does
     /// not wait, and answers at once whether everything is already back. With everything back
-    /// when it is called, it answers `true` without starting a timer, so it also works where
-    /// the clock cannot sleep (tokio's, on a thread outside its runtime).
+    /// and closed at its first poll, it answers `true` without starting a timer: tokio's clock
+    /// cannot sleep on a thread outside its runtime, and a shutdown there with nothing out still
+    /// works. With something out it sleeps on the clock, as above.
     pub async fn shutdown(&self, grace: Duration) -> bool {
         self.close();
         let inner = self.inner();

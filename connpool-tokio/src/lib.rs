@@ -101,8 +101,14 @@
 //! executor) tokio panics there: "there is no reactor running". The rest needs no runtime: a get
 //! that finds an idle connection, dropping or releasing a guard, the stats, `reap`, `purge`,
 //! `close`, and a `shutdown` with nothing out. So a pool used from such a thread works while it
-//! has idle connections and panics at its first dial. Enter the runtime there first, with a
-//! [`Handle`](tokio::runtime::Handle) kept from it: `let _entered = handle.enter();`.
+//! has idle connections and panics at its first dial or wait. Enter the runtime there first, with
+//! a [`Handle`](tokio::runtime::Handle) kept from it: `let _entered = handle.enter();`. Its
+//! sockets and timers then run on that runtime, which must keep running: a multi-thread one, or a
+//! current-thread one whose `block_on` runs on another thread all along (otherwise the dial and
+//! its timeout wait for ever). The guard `enter` returns cannot go into a `Send` future (it must
+//! be dropped on the thread that made it), so on another executor enter on each of its threads,
+//! or run the calls through an adapter such as `async-compat`, or use connpool-smol, whose
+//! sockets and timers need no runtime of their own.
 //!
 //! # Time in tests
 //!
