@@ -72,6 +72,8 @@
 // Two items need `unsafe`, each measured on the hot path and explained where it is: the store's
 // lock (sync.rs) and the destination a guard borrows from its bucket (store.rs, `Lent`).
 #![deny(unsafe_code)]
+// docs.rs builds with `--cfg docsrs` on nightly: items behind a feature or a platform say so.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
 mod dial;

@@ -96,6 +96,8 @@
 //! thread with no runtime included.
 
 #![forbid(unsafe_code)]
+// docs.rs builds with `--cfg docsrs` on nightly: items behind a feature or a platform say so.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
 mod socket;

@@ -127,6 +127,8 @@
 //! real sockets belongs on a runtime whose clock runs.
 
 #![forbid(unsafe_code)]
+// docs.rs builds with `--cfg docsrs` on nightly: items behind a feature or a platform say so.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
 mod socket;
