@@ -46,9 +46,11 @@
 //!
 //! # Threads
 //!
-//! The pool is built for many threads getting connections to the same destinations at once. Each
-//! core has a *lane* of its own: a thread gets from its lane first and a connection goes back to
-//! the lane that handed it out, so two threads working on the same destinations do not pass the
+//! The pool is built for many threads getting connections to the same destinations at once. It
+//! keeps a few *lanes*, as many as the machine has cores (rounded up to a power of two, at most
+//! 16), and each thread is given one, in the order threads first use a pool, so threads beyond
+//! that number share them. A thread gets from its lane first and a connection goes back to the
+//! lane that handed it out, so two threads working on the same destinations do not pass the
 //! same memory back and forth (sending one cache line to another core and back takes about as
 //! long as two whole gets and returns). A get that finds nothing in its lane takes a
 //! connection from another lane before it dials, and the lanes share each destination's
