@@ -812,7 +812,10 @@ impl<D: Dialer> Builder<D> {
     ///
     /// Callers beyond it wait in a first-in first-out queue per destination: a returned
     /// connection goes straight to the oldest waiter, and a closed or released one frees a slot
-    /// for the oldest waiter to dial. A waiter that is dropped leaves the queue at once.
+    /// for the oldest waiter to dial. When the oldest waiter is a [`Pool::dial`], which wants a
+    /// new connection, a returned one is closed instead to free its slot (counted in
+    /// [`closed_evicted`](crate::Counters::closed_evicted)). A waiter that is dropped leaves the
+    /// queue at once.
     ///
     /// A connection handed to a waiter is that caller's from then on, counted as held, not idle:
     /// its idle time does not run while the caller's task is slow to take it (only its

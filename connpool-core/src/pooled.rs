@@ -17,8 +17,9 @@ use crate::Dialer;
 /// pool is open, its destination has room, the thread is not panicking, the connection is
 /// younger than `max_lifetime` and (with `check_on_get` and `check_on_return`, the defaults)
 /// [`Dialer::is_open`] agrees; otherwise the connection is closed. When callers are queued for
-/// the destination, it goes straight to the oldest of them instead of idle. Dropping never blocks
-/// and needs no runtime.
+/// the destination, it goes straight to the oldest of them instead of idle (or, when that one is
+/// a [`Pool::dial`](crate::Pool::dial), which wants a new connection, it is closed to free its
+/// slot). Dropping never blocks and needs no runtime.
 ///
 /// Three kinds of guard are closed on drop, as by [`Pooled::release`], because the pool cannot
 /// see what state they leave their stream in, or the guard saw that it is over:
