@@ -63,9 +63,12 @@
 //! # Guarantees
 //!
 //! - A connection is handed out only for the address it was dialed for, to one holder at a time,
-//!   and never once its idle time is up.
-//! - Dropping a guard never blocks, never spawns, and works on a thread with no runtime; a guard
-//!   dropped while its thread panics closes its connection rather than reuse it.
+//!   and never once its idle time is up, as the pool's clock tells it (on the system's coarse
+//!   clock, the pool counts the limit a 64th short to cover the clock's lag: see
+//!   [`Clock::is_system_time`]).
+//! - Dropping a guard never waits on I/O, a timer or a runtime (it takes one of the pool's short
+//!   internal locks), never spawns, and works on a thread with no runtime; a guard dropped while
+//!   its thread panics closes its connection rather than reuse it.
 //! - Dropping a `get` or `dial` future at any await point leaks nothing.
 //! - Every dialed connection ends exactly once (idle, held, closed or detached), so
 //!   [`Counters`] add up; a destination with nothing held or idle takes no memory.

@@ -19,7 +19,8 @@ use crate::Dialer;
 /// [`Dialer::is_open`] agrees; otherwise the connection is closed. When callers are queued for
 /// the destination, it goes straight to the oldest of them instead of idle (or, when that one is
 /// a [`Pool::dial`](crate::Pool::dial), which wants a new connection, it is closed to free its
-/// slot). Dropping never blocks and needs no runtime.
+/// slot). Dropping never waits on I/O or a timer (it takes one of the pool's short internal
+/// locks) and needs no runtime.
 ///
 /// Three kinds of guard are closed on drop, as by [`Pooled::release`], because the pool cannot
 /// see what state they leave their stream in, or the guard saw that it is over:
