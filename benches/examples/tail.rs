@@ -250,11 +250,20 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+const USAGE: &str = "\
+usage: tail [--workers N] [--tasks N] [--dests N] [--hold yield|none] [--stats-every-ms MS]
+            [--secs S] [--runs N]
+defaults: 2 workers, 64 tasks, 16 destinations, hold yield, no stats, 1.5 s a run, 3 runs";
+
 fn main() -> ExitCode {
+    if std::env::args().any(|arg| arg == "--help" || arg == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let args = match parse() {
         Ok(args) => args,
         Err(problem) => {
-            eprintln!("tail: {problem}");
+            eprintln!("tail: {problem}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
