@@ -1266,6 +1266,19 @@ impl<D: Dialer> Store<D> {
             };
             let bucket = entry.get_mut();
             bucket.expire(now, books, after);
+            // `expire` stops at the oldest fresh one, and the stamps may be out of order by a
+            // return's wait for the lock (`put_fresh`): the newest, which goes out, may
+            // be past its idle time all the same.
+            while bucket
+                .idle
+                .last()
+                .is_some_and(|newest| now.idle_expired(newest))
+            {
+                if let Some(idle) = bucket.pop_newest(books) {
+                    after.close(idle.conn);
+                    books.counters.count(Reason::Expired, 1);
+                }
+            }
             if bucket.idle.is_empty() {
                 if bucket.is_empty() {
                     remove_bucket(entry);
@@ -2290,13 +2303,14 @@ mod tests {
     mod lanes {
         use std::collections::HashSet;
         use std::sync::atomic::{AtomicU64, Ordering};
-        use std::sync::Arc;
-        use std::time::Duration;
+        use std::sync::{mpsc, Arc, Mutex};
+        use std::time::{Duration, Instant};
 
         use futures::executor::block_on;
+        use futures::future::BoxFuture;
 
         use crate::store::pin_thread_lane;
-        use crate::{dial_fn, DialFn, ManualClock, Pool, Pooled};
+        use crate::{dial_fn, Clock, DialFn, ManualClock, Pool, Pooled};
 
         type Conn = (u8, u64);
         type Dialer = DialFn<
@@ -2415,6 +2429,75 @@ mod tests {
             assert_eq!(conn.1, young_id);
             assert!(conn.1 != old_id && conn.1 != other_id);
             assert_eq!(pool.stats().counters.closed_lifetime, 1);
+        }
+
+        /// A clock whose next reading, once `stall` holds a pair of channels, is taken and then
+        /// held until the test lets it go: the reading thread stops between the time and the lock.
+        #[derive(Clone, Default)]
+        struct StalledClock {
+            time: ManualClock,
+            stall: Arc<Mutex<Option<Stall>>>,
+        }
+
+        /// Tells the test that the reading was taken; then waits for its word to go on.
+        type Stall = (mpsc::Sender<()>, mpsc::Receiver<()>);
+
+        impl Clock for StalledClock {
+            fn now(&self) -> Instant {
+                let now = self.time.now();
+                let stall = self.stall.lock().unwrap().take();
+                if let Some((taken, go_on)) = stall {
+                    taken.send(()).unwrap();
+                    go_on.recv().unwrap();
+                }
+                now
+            }
+
+            fn sleep(&self, dur: Duration) -> BoxFuture<'static, ()> {
+                self.time.sleep(dur)
+            }
+        }
+
+        #[test]
+        fn a_connection_taken_from_another_lane_is_never_past_its_idle_time() {
+            let clock = StalledClock::default();
+            let next = Arc::new(AtomicU64::new(0));
+            let dial: Box<dyn Fn(u8) -> _ + Send + Sync> = Box::new(move |addr: u8| {
+                futures::future::ready(Ok((addr, next.fetch_add(1, Ordering::Relaxed))))
+            });
+            let pool = Pool::builder(dial_fn(dial))
+                .lanes(2)
+                .capacity(2)
+                .idle_timeout(Duration::from_secs(10))
+                .clock(clock.clone())
+                .build()
+                .unwrap();
+            let (first, second) = (get(&pool, 0, 7), get(&pool, 0, 7));
+            let first_id = first.1;
+            // The first goes back from another thread, which reads the time (0 s) and is held
+            // before it takes the lock.
+            let (taken, stalled) = mpsc::channel();
+            let (go_on, held) = mpsc::channel();
+            *clock.stall.lock().unwrap() = Some((taken, held));
+            let returning = std::thread::spawn(move || drop(first));
+            stalled.recv().unwrap();
+            // Meanwhile the second goes back at 1 s; the first then goes behind it, stamped
+            // 0 s: the newest is the older.
+            clock.time.advance(Duration::from_secs(1));
+            drop(second);
+            go_on.send(()).unwrap();
+            returning.join().unwrap();
+            assert_eq!(idle(&pool, 7), 2);
+            // At 10 s the first has been idle for the whole idle timeout, the second for 9 s.
+            clock.time.advance(Duration::from_secs(9));
+            // Lane 1 has nothing idle: its get takes from lane 0.
+            let got = get(&pool, 1, 7);
+            assert_ne!(
+                got.1, first_id,
+                "handed out a connection idle for its whole timeout"
+            );
+            assert!(got.is_reused(), "the second, idle for 9 s, goes out");
+            assert_eq!(pool.stats().counters.closed_expired, 1);
         }
 
         /// A numbered connection; the first one's drop panics when `.1` is set.
