@@ -26,6 +26,7 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::mem::{self, ManuallyDrop};
 use std::ops::Deref;
+use std::panic::{self, AssertUnwindSafe};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -518,14 +519,29 @@ impl<C> Aftermath<'_, C> {
         // After the connections are closed, and even if closing one panics (in its own drop):
         // a waiter or a `shutdown` never waits for a wake-up that a panic skipped, nor for a
         // count that a panic left up.
-        let _then = Wake {
+        let then = Wake {
             wake,
             counted: !closing.is_empty(),
             closed_at_unlock: closed,
             closed: self.closed,
             drain: self.drain,
         };
-        drop(closing);
+        // One at a time, each drop's panic caught: dropping the list would drop the rest while
+        // the first panic unwinds, and a second panic there aborts the process. The first panic
+        // goes on to the caller once all are closed and the wake-ups done, unless another panic
+        // is already unwinding (a waiter dropped by it): a second one would abort too.
+        let mut first_panic = None;
+        for conn in closing {
+            if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| drop(conn))) {
+                first_panic.get_or_insert(panic);
+            }
+        }
+        drop(then);
+        if let Some(panic) = first_panic {
+            if !std::thread::panicking() {
+                panic::resume_unwind(panic);
+            }
+        }
     }
 }
 

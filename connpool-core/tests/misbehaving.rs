@@ -928,6 +928,87 @@ fn the_reaper_outlives_a_connection_whose_drop_panics() {
     assert_eq!(dialer.live(), 0, "and closes what expires next");
 }
 
+/// Two idle connections to 1, both expired, whose drops both panic: one operation closes both.
+/// Each close's panic is caught, the first goes on to the caller once all are closed; a second
+/// panic while the first unwound through the list aborted the process.
+#[test]
+fn two_connections_whose_drops_panic_closed_at_once_are_both_closed() {
+    for how in ["close", "purge", "reap", "get", "pool dropped"] {
+        let (dialer, clock) = (Brittle::default(), ManualClock::new());
+        let pool = Pool::builder(dialer.clone())
+            .idle_timeout(Duration::from_secs(10))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let (first, second) = (block_on(pool.get(&1)), block_on(pool.get(&1)));
+        drop((first, second));
+        assert_eq!(pool.stats().idle(), 2);
+        dialer.arm(0);
+        dialer.arm(1);
+        clock.advance(Duration::from_secs(10));
+        if how == "pool dropped" {
+            // The last handle closes the pool.
+            panics(move || drop(pool));
+            assert_eq!(dialer.live(), 0, "{how}: both closed");
+            continue;
+        }
+        panics(|| match how {
+            "close" => pool.close(),
+            "purge" => assert_eq!(pool.purge(&1), 2),
+            "reap" => assert_eq!(pool.reap(), 2),
+            _ => drop(block_on(pool.get(&1))),
+        });
+        assert_eq!(dialer.live(), 0, "{how}: both closed");
+        let stats = pool.stats();
+        assert!(stats.destinations.is_empty(), "{how}: {stats:?}");
+        assert_eq!(
+            (stats.counters.dials, stats.counters.closed()),
+            (2, 2),
+            "{how}"
+        );
+    }
+}
+
+/// A waiter dropped by a panic gives back the connection handed to it, and the return closes
+/// the destination's other idle connection, expired, whose drop panics: that panic, while the
+/// first unwinds, aborted the process. It is dropped; the first panic goes on.
+#[test]
+fn a_waiter_dropped_by_a_panic_outlives_a_close_that_panics() {
+    let (dialer, clock) = (Brittle::default(), ManualClock::new());
+    let pool = Pool::builder(dialer.clone())
+        .idle_timeout(Duration::from_secs(10))
+        .max_open_per_host(2)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let (first, second) = (block_on(pool.get(&1)), block_on(pool.get(&1)));
+    let mut waiter = Box::pin(pool.get(&1));
+    assert!(poll_once(&mut waiter).is_pending());
+    // The first goes to the waiter, which never collects it; the second goes idle and expires.
+    drop(first);
+    drop(second);
+    clock.advance(Duration::from_secs(10));
+    dialer.arm(1);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _waiter = waiter;
+        panic!("a handler failed");
+    }));
+    let message = unwound.unwrap_err();
+    assert_eq!(
+        message.downcast_ref(),
+        Some(&"a handler failed"),
+        "the first panic goes on"
+    );
+    let stats = pool.stats();
+    assert_eq!(stats.total(), dialer.live(), "{stats:?}");
+    assert_eq!(
+        stats.counters.dials,
+        stats.counters.closed() + stats.total() as u64
+    );
+    drop(pool);
+    assert_eq!(dialer.live(), 0);
+}
+
 /// A guard released or detached by a drop that runs while a panic unwinds: its count ends without
 /// a look at the clock (a user's, better left alone then), so the destination's expired idle
 /// connection stays until something reads the time.
