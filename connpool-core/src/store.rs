@@ -2335,13 +2335,17 @@ mod tests {
             Box<dyn Fn(u8) -> futures::future::Ready<std::io::Result<Conn>> + Send + Sync>,
         >;
 
+        /// A dialer whose connections are numbered in dialing order.
+        fn numbered() -> Dialer {
+            let next = Arc::new(AtomicU64::new(0));
+            dial_fn(Box::new(move |addr: u8| {
+                futures::future::ready(Ok((addr, next.fetch_add(1, Ordering::Relaxed))))
+            }))
+        }
+
         /// A pool with `lanes` lanes whose connections are numbered in dialing order.
         fn pool(lanes: usize, capacity: usize, clock: &ManualClock) -> Pool<Dialer> {
-            let next = Arc::new(AtomicU64::new(0));
-            let dial: Box<dyn Fn(u8) -> _ + Send + Sync> = Box::new(move |addr: u8| {
-                futures::future::ready(Ok((addr, next.fetch_add(1, Ordering::Relaxed))))
-            });
-            Pool::builder(dial_fn(dial))
+            Pool::builder(numbered())
                 .lanes(lanes)
                 .capacity(capacity)
                 .idle_timeout(Duration::from_secs(10))
@@ -2415,11 +2419,7 @@ mod tests {
         #[test]
         fn a_lane_uses_its_own_older_connection_before_taking_another_lanes() {
             let clock = ManualClock::new();
-            let next = Arc::new(AtomicU64::new(0));
-            let dial: Box<dyn Fn(u8) -> _ + Send + Sync> = Box::new(move |addr: u8| {
-                futures::future::ready(Ok((addr, next.fetch_add(1, Ordering::Relaxed))))
-            });
-            let pool = Pool::builder(dial_fn(dial))
+            let pool = Pool::builder(numbered())
                 .lanes(2)
                 .capacity(4)
                 .idle_timeout(Duration::from_secs(60))
@@ -2477,11 +2477,7 @@ mod tests {
         #[test]
         fn a_connection_taken_from_another_lane_is_never_past_its_idle_time() {
             let clock = StalledClock::default();
-            let next = Arc::new(AtomicU64::new(0));
-            let dial: Box<dyn Fn(u8) -> _ + Send + Sync> = Box::new(move |addr: u8| {
-                futures::future::ready(Ok((addr, next.fetch_add(1, Ordering::Relaxed))))
-            });
-            let pool = Pool::builder(dial_fn(dial))
+            let pool = Pool::builder(numbered())
                 .lanes(2)
                 .capacity(2)
                 .idle_timeout(Duration::from_secs(10))
