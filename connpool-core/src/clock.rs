@@ -159,7 +159,12 @@ impl Timebase {
     pub(crate) fn now(&self) -> Nanos {
         match &self.source {
             Source::System(system, _) => system.now(),
-            Source::Custom(clock, epoch) => nanos(clock.now().saturating_duration_since(*epoch)),
+            // One short of `Nanos::MAX`, which limits read as "never": a clock moved past what
+            // the pool's time counts (584 years) must not take a connection of the pool's first
+            // instant past a limit of never.
+            Source::Custom(clock, epoch) => {
+                nanos(clock.now().saturating_duration_since(*epoch)).min(Nanos::MAX - 1)
+            }
         }
     }
 

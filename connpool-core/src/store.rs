@@ -2512,6 +2512,28 @@ mod tests {
             assert_eq!(pool.stats().counters.closed_expired, 1);
         }
 
+        #[test]
+        fn never_stays_never_on_a_clock_moved_past_what_the_pool_counts() {
+            let clock = ManualClock::new();
+            let pool = Pool::builder(numbered())
+                .lanes(2)
+                .capacity(2)
+                .idle_timeout(Duration::MAX)
+                .clock(clock.clone())
+                .build()
+                .unwrap();
+            let (idle_one, held_one) = (get(&pool, 0, 7), get(&pool, 0, 7));
+            drop(idle_one);
+            // Past the 584 years the pool's nanoseconds count.
+            clock.advance(Duration::MAX);
+            drop(held_one);
+            let c = pool.stats().counters;
+            assert_eq!(c.closed_lifetime, 0, "no lifetime set: {c:?}");
+            assert_eq!(pool.reap(), 0, "no idle timeout");
+            assert!(get(&pool, 0, 7).is_reused());
+            assert_eq!(idle(&pool, 7), 2, "both kept");
+        }
+
         /// A numbered connection; the first one's drop panics when `.1` is set.
         struct Brittle(u64, Arc<std::sync::atomic::AtomicBool>);
 
