@@ -787,27 +787,33 @@ impl<D: Dialer> Bucket<D> {
     /// Closes the idle connections whose idle time or lifetime is up.
     #[inline]
     fn expire(&mut self, now: Now, books: &mut Books, after: &mut Aftermath<'_, D::Conn>) {
-        // The oldest is at the front: when it is fresh, all are (the common case, kept cheap).
-        let stale_front = self.idle.first().is_some_and(|idle| now.idle_expired(idle));
-        if stale_front || now.max_lifetime < Nanos::MAX {
+        // The list is in order of return, and its stamps nearly so (see `put_fresh`): when the
+        // oldest and the newest are fresh, all are (the common case, kept cheap).
+        let stale_end = self.idle.first().is_some_and(|idle| now.idle_expired(idle))
+            || self.idle.last().is_some_and(|idle| now.idle_expired(idle));
+        if stale_end || now.max_lifetime < Nanos::MAX {
             self.expire_some(now, books, after);
         }
     }
 
+    /// Looks at every idle connection: a return that waited for the lock may have stamped one
+    /// earlier than those before it.
     #[cold]
     fn expire_some(&mut self, now: Now, books: &mut Books, after: &mut Aftermath<'_, D::Conn>) {
-        self.close_idle_expired(now, books, after);
-        if now.max_lifetime < Nanos::MAX {
-            let mut index = 0;
-            while index < self.idle.len() {
-                if now.too_old(self.idle[index].born) {
-                    if let Some(idle) = self.take_idle(index, books) {
-                        after.close(idle.conn);
-                        books.counters.count(Reason::Lifetime, 1);
-                    }
-                } else {
-                    index += 1;
-                }
+        let mut index = 0;
+        while index < self.idle.len() {
+            let idle = &self.idle[index];
+            let reason = if now.idle_expired(idle) {
+                Reason::Expired
+            } else if now.too_old(idle.born) {
+                Reason::Lifetime
+            } else {
+                index += 1;
+                continue;
+            };
+            if let Some(idle) = self.take_idle(index, books) {
+                after.close(idle.conn);
+                books.counters.count(reason, 1);
             }
         }
     }
@@ -815,9 +821,13 @@ impl<D: Dialer> Bucket<D> {
     /// When the next idle connection's idle time or lifetime is up; `None` when nothing is idle,
     /// `Nanos::MAX` when that is past what the pool's time can count (a timeout of centuries).
     fn next_deadline(&self, now: Now) -> Option<Nanos> {
-        let idle_deadline = self.idle.first().map_or(Nanos::MAX, |idle| {
-            idle.since.saturating_add(now.idle_timeout)
-        });
+        // Every stamp, not the oldest's alone: they may be out of order (see `put_fresh`).
+        let idle_deadline = self
+            .idle
+            .iter()
+            .map(|idle| idle.since.saturating_add(now.idle_timeout))
+            .min()
+            .unwrap_or(Nanos::MAX);
         let lifetime_deadline = if now.max_lifetime < Nanos::MAX {
             self.idle
                 .iter()
@@ -1105,11 +1115,12 @@ impl<D: Dialer> Store<D> {
         bucket.held -= 1;
         reserve_first(&mut bucket.idle);
         // `now` was read before the lock, so a return that waited for the lock can stamp an
-        // earlier time behind a later one, by at most its wait. Harmless: it went idle after the
-        // entry before it, so it has not been idle longer than that entry. What reads the list's
-        // ends as its oldest and newest decides early (a get closing it with the newest), or
-        // late by at most that wait (the reaper's next deadline, far below its granularity).
-        // Keeping the list in order cost about 0.9 ns here, measured.
+        // earlier time behind a later one, by at most its wait. Keeping the list in order cost
+        // about 0.9 ns here, measured; instead, what decides by the stamps reads them all or
+        // both ends: `take_fresh` takes the newest only when both ends are fresh, `expire` and
+        // `next_deadline` look at every stamp, and a get closes an expired newest alone. This
+        // path reads the oldest alone, and leaves a full lane to `check_in`, whose `expire`
+        // makes the room an expired newest holds.
         bucket.idle.push(Idle {
             conn,
             since: now,
@@ -1170,19 +1181,19 @@ impl<D: Dialer> Store<D> {
             // Those whose idle time is up go first, whichever is handed out.
             bucket.close_idle_expired(now, books, after);
             while let Some(newest) = bucket.idle.last() {
-                if now.idle_expired(newest) {
-                    // The newest has expired, so have all the others.
-                    let all = bucket.idle.len();
-                    bucket.close_oldest(all, Reason::Expired, books, after);
-                    break;
-                }
-                let too_old = now.too_old(newest.born);
+                // Stamps may be out of order (see `put_fresh`): an expired newest says nothing
+                // of those behind it.
+                let reason = if now.idle_expired(newest) {
+                    Some(Reason::Expired)
+                } else {
+                    now.too_old(newest.born).then_some(Reason::Lifetime)
+                };
                 let Some(idle) = bucket.pop_newest(books) else {
                     break;
                 };
-                if too_old {
+                if let Some(reason) = reason {
                     after.close(idle.conn);
-                    books.counters.count(Reason::Lifetime, 1);
+                    books.counters.count(reason, 1);
                     continue;
                 }
                 books.counters.hits += 1;
@@ -1281,20 +1292,9 @@ impl<D: Dialer> Store<D> {
                 continue;
             };
             let bucket = entry.get_mut();
+            // Every one whose time is up, the newest, which goes out, among them: stamps may be
+            // out of order (see `put_fresh`).
             bucket.expire(now, books, after);
-            // `expire` stops at the oldest fresh one, and the stamps may be out of order by a
-            // return's wait for the lock (`put_fresh`): the newest, which goes out, may
-            // be past its idle time all the same.
-            while bucket
-                .idle
-                .last()
-                .is_some_and(|newest| now.idle_expired(newest))
-            {
-                if let Some(idle) = bucket.pop_newest(books) {
-                    after.close(idle.conn);
-                    books.counters.count(Reason::Expired, 1);
-                }
-            }
             if bucket.idle.is_empty() {
                 if bucket.is_empty() {
                     remove_bucket(entry);
@@ -2510,6 +2510,86 @@ mod tests {
             );
             assert!(got.is_reused(), "the second, idle for 9 s, goes out");
             assert_eq!(pool.stats().counters.closed_expired, 1);
+        }
+
+        /// Two lanes on `clock`, a 10 s idle timeout, room for two idle per lane.
+        fn stalled_pool(clock: &StalledClock) -> Pool<Dialer> {
+            Pool::builder(numbered())
+                .lanes(2)
+                .capacity(2)
+                .idle_timeout(Duration::from_secs(10))
+                .clock(clock.clone())
+                .build()
+                .unwrap()
+        }
+
+        /// `first` goes back to lane 0 from another thread, which reads the time and is held
+        /// before it takes the lock; meanwhile the clock moves `gap` and `second` goes back to
+        /// lane 0; then `first` goes in behind it, stamped `gap` earlier: lane 0's newest idle
+        /// connection is its older one.
+        fn return_out_of_order(
+            clock: &StalledClock,
+            first: Pooled<Dialer>,
+            second: Pooled<Dialer>,
+            gap: Duration,
+        ) {
+            let (taken, stalled) = mpsc::channel();
+            let (go_on, held) = mpsc::channel();
+            *clock.stall.lock().unwrap() = Some((taken, held));
+            let returning = std::thread::spawn(move || drop(first));
+            stalled.recv().unwrap();
+            clock.time.advance(gap);
+            drop(second);
+            go_on.send(()).unwrap();
+            returning.join().unwrap();
+        }
+
+        #[test]
+        fn a_get_keeps_a_fresh_connection_behind_an_expired_newest() {
+            let clock = StalledClock::default();
+            let pool = stalled_pool(&clock);
+            let (first, second) = (get(&pool, 0, 7), get(&pool, 0, 7));
+            let second_id = second.1;
+            // Lane 0 keeps [second (5 s), first (0 s)].
+            return_out_of_order(&clock, first, second, Duration::from_secs(5));
+            assert_eq!(idle(&pool, 7), 2);
+            // At 10 s the first has been idle for its whole idle timeout, the second for 5 s.
+            clock.time.advance(Duration::from_secs(5));
+            let got = get(&pool, 0, 7);
+            let c = pool.stats().counters;
+            assert!(got.is_reused(), "the second is usable: {c:?}");
+            assert_eq!(got.1, second_id);
+            assert_eq!(
+                (c.closed_expired, c.dials),
+                (1, 2),
+                "only the first expired"
+            );
+        }
+
+        #[test]
+        fn an_expired_connection_behind_a_fresh_one_is_reaped_and_makes_room() {
+            let clock = StalledClock::default();
+            let pool = stalled_pool(&clock);
+            let (first, second, third) = (get(&pool, 0, 7), get(&pool, 0, 7), get(&pool, 0, 7));
+            return_out_of_order(&clock, first, second, Duration::from_secs(5));
+            let store = &pool.handle_inner().store;
+            // At 6 s nothing is due; the first is due at 10 s, the second at 15 s.
+            clock.time.advance(Duration::from_secs(1));
+            let second = Duration::from_secs(1).as_nanos() as u64;
+            assert_eq!(store.reap(6 * second), (0, Some(10 * second)));
+            // At 10 s a return to the full lane finds the room the expired first held.
+            clock.time.advance(Duration::from_secs(4));
+            pin_thread_lane(0);
+            drop(third);
+            let c = pool.stats().counters;
+            assert_eq!((c.closed_expired, c.closed_over_capacity), (1, 0), "{c:?}");
+            assert_eq!(idle(&pool, 7), 2);
+            // A reap finds an expired connection behind a fresh one too.
+            let (first, second) = (get(&pool, 0, 7), get(&pool, 0, 7));
+            return_out_of_order(&clock, first, second, Duration::from_secs(5));
+            clock.time.advance(Duration::from_secs(5));
+            assert_eq!(pool.reap(), 1);
+            assert_eq!(pool.stats().counters.closed_expired, 2);
         }
 
         #[test]
