@@ -12,6 +12,8 @@ pub(crate) struct Lru<T> {
     free: usize,
     head: usize,
     tail: usize,
+    /// How many nodes are in use.
+    len: usize,
 }
 
 /// A node in use has `prev != FREE`; a free one keeps its last value, which is never read.
@@ -31,6 +33,7 @@ impl<T: Copy> Lru<T> {
             free: NIL,
             head: NIL,
             tail: NIL,
+            len: 0,
         }
     }
 
@@ -59,6 +62,7 @@ impl<T: Copy> Lru<T> {
             None => self.head = key,
         }
         self.tail = key;
+        self.len += 1;
         key
     }
 
@@ -70,6 +74,7 @@ impl<T: Copy> Lru<T> {
         node.prev = FREE;
         node.next = self.free;
         self.free = key;
+        self.len -= 1;
         match self.nodes.get_mut(prev) {
             Some(prev) => prev.next = next,
             None => self.head = next,
@@ -90,13 +95,46 @@ impl<T: Copy> Lru<T> {
     /// How many values are in the list.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        let mut free = 0;
-        let mut at = self.free;
+        self.len
+    }
+
+    /// The bytes the list holds.
+    #[cfg(test)]
+    pub(crate) fn allocation_size(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Node<T>>()
+    }
+
+    /// Whether most of the memory is free nodes: a burst of values came and went.
+    pub(crate) fn is_sparse(&self) -> bool {
+        self.nodes.capacity() > 64 && self.len < self.nodes.capacity() / 4
+    }
+
+    /// Moves the values to the front in their order, with room for as many again, and gives the
+    /// rest of the memory back. Returns where each key went (`moved[old]`; a free key's entry is
+    /// never read), for the holders of the keys to follow.
+    #[cold]
+    pub(crate) fn compact(&mut self) -> Vec<LruKey> {
+        let mut moved = vec![NIL; self.nodes.len()];
+        let mut nodes: Vec<Node<T>> = Vec::with_capacity(self.len * 2);
+        let mut at = self.head;
         while let Some(node) = self.nodes.get(at) {
-            free += 1;
+            let key = nodes.len();
+            moved[at] = key;
+            if let Some(prev) = nodes.last_mut() {
+                prev.next = key;
+            }
+            nodes.push(Node {
+                value: node.value,
+                prev: key.checked_sub(1).unwrap_or(NIL),
+                next: NIL,
+            });
             at = node.next;
         }
-        self.nodes.len() - free
+        self.head = if nodes.is_empty() { NIL } else { 0 };
+        self.tail = nodes.len().checked_sub(1).unwrap_or(NIL);
+        self.free = NIL;
+        self.nodes = nodes;
+        moved
     }
 }
 
@@ -121,5 +159,36 @@ mod tests {
         assert_eq!(lru.remove(six), Some(6));
         assert!(lru.front().is_none());
         assert_eq!(lru.len(), 0);
+    }
+
+    #[test]
+    fn compacting_keeps_order_and_gives_the_memory_back() {
+        let mut lru = Lru::new();
+        let keys: Vec<_> = (0..1000).map(|i| lru.push_back(i)).collect();
+        // Keep every hundredth, out of their slots' order: 300 pushed again after 0.
+        for (i, key) in keys.iter().enumerate() {
+            if i % 100 != 0 || i == 300 {
+                lru.remove(*key);
+            }
+        }
+        let late = lru.push_back(300);
+        assert!(lru.is_sparse());
+        let moved = lru.compact();
+        assert!(!lru.is_sparse());
+        assert!(lru.nodes.capacity() <= 20, "{}", lru.nodes.capacity());
+        assert_eq!(lru.len(), 10);
+        let mut order = Vec::new();
+        while let Some((key, value)) = lru.front().map(|(key, value)| (key, *value)) {
+            order.push(value);
+            assert_eq!(lru.remove(key), Some(value));
+        }
+        assert_eq!(order, [0, 100, 200, 400, 500, 600, 700, 800, 900, 300]);
+        assert_eq!(moved[late], 9);
+        assert_eq!(moved[keys[100]], 1);
+        // And it goes on working: pushes after a compaction.
+        let a = lru.push_back(1);
+        let b = lru.push_back(2);
+        assert_eq!(lru.remove(a), Some(1));
+        assert_eq!(lru.front(), Some((b, &2)));
     }
 }

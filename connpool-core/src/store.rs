@@ -1178,7 +1178,7 @@ impl<D: Dialer> Store<D> {
             if !may_dial {
                 if bucket.is_empty() {
                     // Its expired connections went above; it holds nothing now.
-                    remove_bucket(entry);
+                    remove_bucket(entry, books);
                 }
                 return Checkout::Miss;
             }
@@ -1259,7 +1259,7 @@ impl<D: Dialer> Store<D> {
             bucket.expire(now, books, after);
             if bucket.idle.is_empty() {
                 if bucket.is_empty() {
-                    remove_bucket(entry);
+                    remove_bucket(entry, books);
                 }
                 continue;
             }
@@ -1277,7 +1277,7 @@ impl<D: Dialer> Store<D> {
                 continue;
             };
             if bucket.is_empty() {
-                remove_bucket(entry);
+                remove_bucket(entry, books);
             }
             own_books.counters.hits += 1;
             own_bucket.held += 1;
@@ -1328,7 +1328,7 @@ impl<D: Dialer> Store<D> {
         let result = f(bucket, now, books, &mut after);
         bucket.settle(self.limits.max_open_per_host, &mut after);
         if bucket.is_empty() {
-            remove_bucket(entry);
+            remove_bucket(entry, books);
         }
         self.evict_over_total(books, buckets, &mut after);
         drop(guard);
@@ -1382,7 +1382,7 @@ impl<D: Dialer> Store<D> {
             }
             bucket.settle(self.limits.max_open_per_host, after);
             if bucket.is_empty() {
-                remove_bucket(entry);
+                remove_bucket(entry, books);
             }
         }
     }
@@ -1523,7 +1523,7 @@ impl<D: Dialer> Store<D> {
             if let Ok(mut entry) = buckets.find_entry(dest.hash, |b| b.dest.is_for(&dest.addr)) {
                 entry.get_mut().expire(now, books, &mut after);
                 if entry.get().is_empty() {
-                    remove_bucket(entry);
+                    remove_bucket(entry, books);
                 }
             }
         }
@@ -1570,7 +1570,7 @@ impl<D: Dialer> Store<D> {
             }
         };
         if bucket.is_empty() {
-            remove_bucket(entry);
+            remove_bucket(entry, books);
         }
         drop(guards);
         kept
@@ -1666,7 +1666,7 @@ impl<D: Dialer> Store<D> {
                 bucket.settle(max_open, &mut after);
                 !bucket.is_empty()
             });
-            shrink_if_sparse(buckets);
+            shrink_if_sparse(buckets, books);
             reaped += before - books.idle;
         }
         (reaped, next)
@@ -1688,7 +1688,7 @@ impl<D: Dialer> Store<D> {
                 bucket.close_oldest(purged, Reason::Purged, books, &mut after);
                 bucket.settle(self.limits.max_open_per_host, &mut after);
                 if bucket.is_empty() {
-                    remove_bucket(entry);
+                    remove_bucket(entry, books);
                 }
                 purged
             })
@@ -1716,7 +1716,7 @@ impl<D: Dialer> Store<D> {
                 }
                 !bucket.is_empty()
             });
-            shrink_if_sparse(buckets);
+            shrink_if_sparse(buckets, books);
         }
     }
 
@@ -1801,17 +1801,27 @@ fn sure(timeout: Nanos, coarse: bool) -> Nanos {
 /// leaves it mostly empty: every path that empties a bucket ends here, so a burst of destinations
 /// gone by a return, a purge, a steal or an eviction shrinks the table at once, without waiting
 /// for a reap that a pool with nothing idle may never run.
-fn remove_bucket<D: Dialer>(entry: OccupiedEntry<'_, Bucket<D>>) {
+fn remove_bucket<D: Dialer>(entry: OccupiedEntry<'_, Bucket<D>>, books: &mut Books) {
     let (_bucket, rest) = entry.remove();
-    shrink_if_sparse(rest.into_table());
+    shrink_if_sparse(rest.into_table(), books);
 }
 
 /// Gives a table's memory back once it is mostly empty: a burst of destinations held at once grew
 /// it, and they are gone. Shrinking only below a quarter full, to twice what is left, keeps it
-/// rare: the table must lose three quarters again, or double, before it is resized again.
-fn shrink_if_sparse<D: Dialer>(buckets: &mut HashTable<Bucket<D>>) {
+/// rare: the table must lose three quarters again, or double, before it is resized again. The
+/// `max_idle_total` order, which a burst of idle connections grew, goes by the same rule.
+fn shrink_if_sparse<D: Dialer>(buckets: &mut HashTable<Bucket<D>>, books: &mut Books) {
     if buckets.capacity() > 64 && buckets.len() < buckets.capacity() / 4 {
         buckets.shrink_to(buckets.len() * 2, |b| b.dest.hash);
+    }
+    if let Some(lru) = books.lru.as_mut().filter(|lru| lru.is_sparse()) {
+        // One shard holds every destination under `max_idle_total`: every key is in this table.
+        let moved = lru.compact();
+        for bucket in buckets.iter_mut() {
+            for idle in &mut bucket.idle {
+                idle.lru = moved[idle.lru];
+            }
+        }
     }
 }
 
@@ -2143,6 +2153,70 @@ mod tests {
                 "{ending}: the tables keep {} of {grown} bytes",
                 size()
             );
+        }
+    }
+
+    /// Under `max_idle_total`, a burst of destinations each left with an idle connection grows
+    /// the order the cap keeps; every way they go gives its memory back with the table's, and
+    /// destinations left behind keep their connections in order.
+    #[test]
+    fn a_burst_of_idle_destinations_gives_the_idle_order_memory_back() {
+        let lru_bytes = |pool: &Pool<_>| {
+            let store = &pool.handle_inner().store;
+            let shard = super::lock(&store.shards[0].0);
+            shard
+                .books
+                .lru
+                .as_ref()
+                .map_or(0, |lru| lru.allocation_size())
+        };
+        for ending in ["expire", "purge", "release"] {
+            let clock = ManualClock::new();
+            let pool = Pool::builder(noop_dialer())
+                .capacity(2)
+                .max_idle_total(BURST as usize + 10)
+                .idle_timeout(Duration::from_secs(10))
+                .clock(clock.clone())
+                .build()
+                .unwrap();
+            // Two destinations that stay, one idle before the burst and one after it.
+            drop(block_on(pool.get(&(BURST + 1))));
+            drop(burst(&pool, false));
+            drop(block_on(pool.get(&(BURST + 2))));
+            let grown = lru_bytes(&pool);
+            assert!(grown >= BURST as usize * 16, "{ending}: {grown} bytes");
+            match ending {
+                "expire" => {
+                    clock.advance(Duration::from_secs(5));
+                    // The two keep theirs: got and returned again, newer than the burst.
+                    drop(block_on(pool.get(&(BURST + 1))));
+                    drop(block_on(pool.get(&(BURST + 2))));
+                    clock.advance(Duration::from_secs(5));
+                    assert_eq!(pool.reap(), BURST as usize);
+                }
+                "purge" => {
+                    for addr in 0..BURST {
+                        assert_eq!(pool.purge(&addr), 1);
+                    }
+                }
+                _ => {
+                    for addr in 0..BURST {
+                        block_on(pool.get(&addr)).unwrap().release();
+                    }
+                }
+            }
+            let stats = pool.stats();
+            assert_eq!(stats.destinations.len(), 2, "{ending}: {stats:?}");
+            assert!(
+                lru_bytes(&pool) < grown / 8,
+                "{ending}: the idle order keeps {} of {grown} bytes",
+                lru_bytes(&pool)
+            );
+            // The keys the two left keep were rewritten: each leaves the order by its own.
+            assert_eq!(pool.purge(&(BURST + 1)) + pool.purge(&(BURST + 2)), 2);
+            let store = &pool.handle_inner().store;
+            let shard = super::lock(&store.shards[0].0);
+            assert_eq!(shard.books.lru.as_ref().map(|lru| lru.len()), Some(0));
         }
     }
 
