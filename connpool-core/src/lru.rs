@@ -104,6 +104,11 @@ impl<T: Copy> Lru<T> {
         self.nodes.capacity() * std::mem::size_of::<Node<T>>()
     }
 
+    /// How many nodes the list has room for.
+    pub(crate) fn capacity(&self) -> usize {
+        self.nodes.capacity()
+    }
+
     /// Whether most of the memory is free nodes: a burst of values came and went.
     pub(crate) fn is_sparse(&self) -> bool {
         self.nodes.capacity() > 64 && self.len < self.nodes.capacity() / 4
