@@ -2519,13 +2519,7 @@ mod tests {
         #[test]
         fn a_connection_taken_from_another_lane_is_never_past_its_idle_time() {
             let clock = StalledClock::default();
-            let pool = Pool::builder(numbered())
-                .lanes(2)
-                .capacity(2)
-                .idle_timeout(Duration::from_secs(10))
-                .clock(clock.clone())
-                .build()
-                .unwrap();
+            let pool = stalled_pool(&clock, 2);
             let (first, second) = (get(&pool, 0, 7), get(&pool, 0, 7));
             let first_id = first.1;
             // The first goes back from another thread, which reads the time (0 s) and is held
@@ -2554,11 +2548,11 @@ mod tests {
             assert_eq!(pool.stats().counters.closed_expired, 1);
         }
 
-        /// Two lanes on `clock`, a 10 s idle timeout, room for two idle per lane.
-        fn stalled_pool(clock: &StalledClock) -> Pool<Dialer> {
+        /// Two lanes on `clock`, a 10 s idle timeout, `capacity` idle per destination.
+        fn stalled_pool(clock: &StalledClock, capacity: usize) -> Pool<Dialer> {
             Pool::builder(numbered())
                 .lanes(2)
-                .capacity(2)
+                .capacity(capacity)
                 .idle_timeout(Duration::from_secs(10))
                 .clock(clock.clone())
                 .build()
@@ -2589,7 +2583,7 @@ mod tests {
         #[test]
         fn a_get_keeps_a_fresh_connection_behind_an_expired_newest() {
             let clock = StalledClock::default();
-            let pool = stalled_pool(&clock);
+            let pool = stalled_pool(&clock, 2);
             let (first, second) = (get(&pool, 0, 7), get(&pool, 0, 7));
             let second_id = second.1;
             // Lane 0 keeps [second (5 s), first (0 s)].
@@ -2611,7 +2605,7 @@ mod tests {
         #[test]
         fn an_expired_connection_behind_a_fresh_one_is_reaped_and_makes_room() {
             let clock = StalledClock::default();
-            let pool = stalled_pool(&clock);
+            let pool = stalled_pool(&clock, 2);
             let (first, second, third) = (get(&pool, 0, 7), get(&pool, 0, 7), get(&pool, 0, 7));
             return_out_of_order(&clock, first, second, Duration::from_secs(5));
             let store = &pool.handle_inner().store;
@@ -2637,13 +2631,7 @@ mod tests {
         #[test]
         fn an_expired_connection_between_fresh_ones_is_reaped_and_makes_room() {
             let clock = StalledClock::default();
-            let pool = Pool::builder(numbered())
-                .lanes(2)
-                .capacity(3)
-                .idle_timeout(Duration::from_secs(10))
-                .clock(clock.clone())
-                .build()
-                .unwrap();
+            let pool = stalled_pool(&clock, 3);
             let (a, b, c, d) = (
                 get(&pool, 0, 7),
                 get(&pool, 0, 7),
