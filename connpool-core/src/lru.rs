@@ -98,20 +98,20 @@ impl<T: Copy> Lru<T> {
         self.len
     }
 
-    /// The bytes the list holds.
-    #[cfg(test)]
-    pub(crate) fn allocation_size(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<Node<T>>()
-    }
-
     /// How many nodes the list has room for.
     pub(crate) fn capacity(&self) -> usize {
         self.nodes.capacity()
     }
 
+    /// The bytes the list holds.
+    #[cfg(test)]
+    pub(crate) fn allocation_size(&self) -> usize {
+        self.capacity() * std::mem::size_of::<Node<T>>()
+    }
+
     /// Whether most of the memory is free nodes: a burst of values came and went.
     pub(crate) fn is_sparse(&self) -> bool {
-        self.nodes.capacity() > 64 && self.len < self.nodes.capacity() / 4
+        self.capacity() > 64 && self.len < self.capacity() / 4
     }
 
     /// Moves the values to the front in their order, with room for as many again, and gives the

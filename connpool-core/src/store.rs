@@ -1814,19 +1814,18 @@ fn shrink_if_sparse<D: Dialer>(buckets: &mut HashTable<Bucket<D>>, books: &mut B
     if buckets.capacity() > 64 && buckets.len() < buckets.capacity() / 4 {
         buckets.shrink_to(buckets.len() * 2, |b| b.dest.hash);
     }
+    let Some(lru) = books.lru.as_mut() else {
+        return;
+    };
     // Rewriting the keys walks the whole table: only when the table is no larger than the
     // order, so that the walk costs what the order's compaction does, paid for by the quarter of
     // it that left since the last one. With more destinations held than were ever idle at once,
     // the order's spare memory is below the table's own.
-    let sparse =
-        |lru: &&mut Lru<DestinationId>| lru.is_sparse() && buckets.capacity() <= lru.capacity();
-    if let Some(lru) = books.lru.as_mut().filter(sparse) {
+    if lru.is_sparse() && buckets.capacity() <= lru.capacity() {
         // One shard holds every destination under `max_idle_total`: every key is in this table.
         let moved = lru.compact();
-        for bucket in buckets.iter_mut() {
-            for idle in &mut bucket.idle {
-                idle.lru = moved[idle.lru];
-            }
+        for idle in buckets.iter_mut().flat_map(|bucket| &mut bucket.idle) {
+            idle.lru = moved[idle.lru];
         }
     }
 }
