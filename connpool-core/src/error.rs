@@ -8,6 +8,8 @@ use std::io;
 #[non_exhaustive]
 pub enum Error {
     /// The dialer failed; the io error says why (refused, unresolvable name, malformed address...).
+    /// Its message is part of this error's; match on the variant, or convert with
+    /// `io::Error::from`, for the io error itself.
     Dial(io::Error),
     /// The pool is closed: it hands out nothing more.
     Closed,
@@ -26,9 +28,12 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {
+    /// For [`Error::Dial`], what the io error's own [`source`](std::error::Error::source) gives:
+    /// the io error's message is already in this one's, and a reporter that walks the chain
+    /// would print it twice (std's `io::Error` skips what it prints the same way).
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Dial(err) => Some(err),
+            Error::Dial(err) => std::error::Error::source(err),
             Error::Closed | Error::Timeout => None,
         }
     }

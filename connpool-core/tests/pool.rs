@@ -419,7 +419,7 @@ fn idle_connections_expire_lazily_on_return_and_reap() {
 }
 
 #[test]
-fn a_dial_error_reaches_the_caller_with_its_source() {
+fn a_dial_error_reaches_the_caller_with_its_io_error() {
     let (pool, dialer, _) = pool(4);
     dialer.fail("down:1", io::ErrorKind::ConnectionRefused);
     let err = block_on(pool.get(&addr("down:1"))).unwrap_err();
@@ -428,8 +428,13 @@ fn a_dial_error_reaches_the_caller_with_its_source() {
     };
     assert_eq!(io_err.kind(), io::ErrorKind::ConnectionRefused);
     assert!(err.to_string().contains("cannot reach down:1"), "{err}");
-    let source = std::error::Error::source(&err).expect("the io error is the source");
-    assert!(source.to_string().contains("cannot reach down:1"));
+    // A reporter that walks the chain prints the io error's message once.
+    assert_eq!(
+        chain(&err).matches("cannot reach down:1").count(),
+        1,
+        "{}",
+        chain(&err)
+    );
     assert_eq!(
         io::Error::from(err).kind(),
         io::ErrorKind::ConnectionRefused
@@ -438,6 +443,39 @@ fn a_dial_error_reaches_the_caller_with_its_source() {
     assert!(pool.stats().destinations.is_empty());
     dialer.heal("down:1");
     assert!(block_on(pool.get(&addr("down:1"))).is_ok());
+}
+
+/// Every message of `err`'s chain, as an error reporter prints them.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        text += &format!("\ncaused by: {cause}");
+        next = cause.source();
+    }
+    text
+}
+
+#[test]
+fn a_dial_error_chain_names_each_cause_once() {
+    #[derive(Debug)]
+    struct Handshake(io::Error);
+    impl std::fmt::Display for Handshake {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("handshake failed")
+        }
+    }
+    impl std::error::Error for Handshake {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    let reset = io::Error::new(io::ErrorKind::ConnectionReset, "peer reset");
+    let err = Error::Dial(io::Error::other(Handshake(reset)));
+    assert_eq!(
+        chain(&err),
+        "could not connect: handshake failed\ncaused by: peer reset"
+    );
 }
 
 #[test]
