@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use connpool_core::{Dialer, Pool};
 use futures_io::{AsyncRead, AsyncWrite};
+use futures_util::future::try_join;
 use futures_util::io::{AsyncReadExt, AsyncWriteExt};
 
 #[cfg(feature = "smol")]
@@ -101,14 +102,22 @@ where
 }
 
 /// One request and its answer on `conn`.
+///
+/// Reads while it writes: an echo server sends back what it has read while the rest arrives, and
+/// a payload larger than what the sockets buffer would otherwise stall both ends, each waiting
+/// for the other to read. Both halves still go through `conn` (the guard), which sees a request
+/// cut off in either.
 async fn exchange<C>(conn: &mut C, payload: &[u8]) -> io::Result<Vec<u8>>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    conn.write_all(payload).await?;
-    conn.flush().await?;
+    let (mut reader, mut writer) = conn.split();
+    let send = async {
+        writer.write_all(payload).await?;
+        writer.flush().await
+    };
     let mut reply = vec![0; payload.len()];
-    conn.read_exact(&mut reply).await?;
+    try_join(send, reader.read_exact(&mut reply)).await?;
     Ok(reply)
 }
 
