@@ -2225,6 +2225,56 @@ mod tests {
         }
     }
 
+    /// The order's compaction rewrites every key by walking the destinations' table, so it waits
+    /// while the table is larger than the order: many destinations held beside a small idle set
+    /// that swings would otherwise pay that walk again and again. Once the held ones go, the order
+    /// gives its memory back.
+    #[test]
+    fn the_idle_order_is_compacted_only_when_the_table_is_no_larger() {
+        const IDLE: u32 = 1_000;
+        let lru_capacity = |pool: &Pool<_>| {
+            let store = &pool.handle_inner().store;
+            let shard = super::lock(&store.shards[0].0);
+            let table = shard.buckets.capacity();
+            (
+                shard.books.lru.as_ref().map_or(0, |lru| lru.capacity()),
+                table,
+            )
+        };
+        let pool = Pool::builder(noop_dialer())
+            .capacity(2)
+            .max_idle_total(IDLE as usize + 10)
+            .idle_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let held = burst(&pool, false);
+        // A small burst of idle destinations beside the held ones, then gone.
+        for addr in BURST..BURST + IDLE {
+            drop(block_on(pool.get(&addr)));
+        }
+        let (grown, table) = lru_capacity(&pool);
+        assert!(grown >= IDLE as usize && table > grown, "{grown} {table}");
+        for addr in BURST..BURST + IDLE {
+            assert_eq!(pool.purge(&addr), 1);
+        }
+        assert_eq!(
+            lru_capacity(&pool).0,
+            grown,
+            "compacted beside a larger table"
+        );
+        // Back under `max_idle_total`, most are closed as they return; the rest are purged.
+        drop(held);
+        for addr in 0..BURST {
+            pool.purge(&addr);
+        }
+        assert!(pool.stats().destinations.is_empty());
+        let (left, table) = lru_capacity(&pool);
+        assert!(
+            left < grown / 4,
+            "the order keeps {left} of {grown} nodes (table {table})"
+        );
+    }
+
     /// The return's fast path, which a pool with one lane takes from the first return (its bucket
     /// reserves the whole capacity at once): it keeps a connection only when nothing idle at its
     /// destination has reached its idle timeout and the connection has not reached its lifetime,
