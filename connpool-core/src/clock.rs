@@ -190,7 +190,8 @@ impl Timebase {
 /// The clock a pool uses when none is set: the system's monotonic clock, read at its coarse
 /// resolution where the system offers one (Linux: `CLOCK_MONOTONIC_COARSE`, a few milliseconds)
 /// and the pool's timeouts are long enough for it (256 of its ticks: 1.024 s at a 4 ms tick),
-/// else at its full resolution.
+/// else at its full resolution. Under Miri, which offers no clock's resolution, std's `Instant`,
+/// so that a library's tests run there with a pool on the default clock.
 ///
 /// A coarse reading costs a few nanoseconds where a precise one costs over twenty, and the pool
 /// reads the clock on every get and every return. It lags the time, so the pool counts its limits
@@ -199,15 +200,15 @@ impl Timebase {
 /// alone expires idle connections lazily (on get, return and [`Pool::reap`](crate::Pool::reap));
 /// a pool given a clock that reads the system's time sleeps on that clock.
 struct SystemClock {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(all(any(target_os = "linux", target_os = "android"), not(miri)))]
     epoch: Nanos,
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(all(any(target_os = "linux", target_os = "android"), not(miri)))]
     coarse: bool,
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(all(any(target_os = "linux", target_os = "android"), not(miri))))]
     epoch: Instant,
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), not(miri)))]
 impl SystemClock {
     /// How many of its ticks the shortest timeout must span for the pool to read the coarse
     /// clock: the store's margin, a 64th of the timeout, is then four ticks or more.
@@ -251,13 +252,13 @@ impl SystemClock {
     }
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), not(miri)))]
 #[inline]
 fn monotonic(id: rustix::time::ClockId) -> Nanos {
     nanos_of(rustix::time::clock_gettime(id))
 }
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
+#[cfg(all(any(target_os = "linux", target_os = "android"), not(miri)))]
 #[inline]
 fn nanos_of(ts: rustix::time::Timespec) -> Nanos {
     // The monotonic clock counts from boot, so neither field is negative, and it reaches 2^64
@@ -267,7 +268,7 @@ fn nanos_of(ts: rustix::time::Timespec) -> Nanos {
         .wrapping_add(ts.tv_nsec as u64)
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(not(all(any(target_os = "linux", target_os = "android"), not(miri))))]
 impl SystemClock {
     fn new(_shortest: Nanos) -> Self {
         SystemClock {
@@ -458,7 +459,7 @@ impl Future for ManualSleep {
     }
 }
 
-#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+#[cfg(all(test, any(target_os = "linux", target_os = "android"), not(miri)))]
 mod tests {
     use super::*;
 

@@ -894,18 +894,18 @@ fn on_the_system_clock_a_connection_idle_past_its_timeout_is_never_handed_out() 
 
 /// The tick of the system's coarse monotonic clock, where there is one.
 fn coarse_clock_tick() -> Option<Duration> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(all(any(target_os = "linux", target_os = "android"), not(miri)))]
     {
         let res = rustix::time::clock_getres(rustix::time::ClockId::MonotonicCoarse);
         Some(Duration::new(res.tv_sec as u64, res.tv_nsec as u32))
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(all(any(target_os = "linux", target_os = "android"), not(miri))))]
     None
 }
 
 /// How far the coarse monotonic clock is behind the precise one now (zero without one).
 fn coarse_clock_lag() -> Duration {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
+    #[cfg(all(any(target_os = "linux", target_os = "android"), not(miri)))]
     {
         use rustix::time::{clock_gettime, ClockId, Timespec};
         let nanos = |t: Timespec| t.tv_sec as i128 * 1_000_000_000 + t.tv_nsec as i128;
@@ -913,7 +913,7 @@ fn coarse_clock_lag() -> Duration {
         let precise = nanos(clock_gettime(ClockId::Monotonic));
         Duration::from_nanos((precise - coarse).max(0) as u64)
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(not(all(any(target_os = "linux", target_os = "android"), not(miri))))]
     Duration::ZERO
 }
 
