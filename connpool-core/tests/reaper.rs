@@ -274,7 +274,9 @@ fn a_lifetime_still_wakes_the_reaper_after_it_woke_on_its_own() {
 #[derive(Clone)]
 struct BusyClock {
     clock: ManualClock,
-    pool: Arc<std::sync::OnceLock<Pool<TestDialer>>>,
+    /// The pool it plays on, which holds this clock: taken back at the end of the test, or
+    /// neither would ever be freed.
+    pool: Arc<std::sync::Mutex<Option<Pool<TestDialer>>>>,
     /// Returns played so far, plus one; 0: not armed.
     armed: Arc<AtomicUsize>,
 }
@@ -285,7 +287,8 @@ impl Clock for BusyClock {
         // The get and the drop read the time too: play a return only for the reaper's reads.
         if (1..=100).contains(&armed) {
             self.armed.store(0, Ordering::SeqCst);
-            if let Some(pool) = self.pool.get() {
+            let pool = self.pool.lock().unwrap().clone();
+            if let Some(pool) = pool {
                 drop(block_on(pool.get(&addr("a:1"))).unwrap());
             }
             self.armed.store(armed + 1, Ordering::SeqCst);
@@ -313,7 +316,7 @@ fn returns_during_a_look_do_not_keep_the_reaper_looking() {
         .spawner(spawner.clone())
         .build()
         .unwrap();
-    let _ = clock.pool.set(pool.clone());
+    *clock.pool.lock().unwrap() = Some(pool.clone());
     spawner.run();
     let held = block_on(pool.get(&addr("a:1"))).unwrap(); // lives until 60 s
     clock.clock.advance(TIMEOUT);
@@ -328,6 +331,7 @@ fn returns_during_a_look_do_not_keep_the_reaper_looking() {
         "{looks} looks in a row at 10 s, nothing due before 60 s"
     );
     pool.close();
+    clock.pool.lock().unwrap().take();
 }
 
 #[test]
