@@ -190,8 +190,8 @@ impl Timebase {
 /// The clock a pool uses when none is set: the system's monotonic clock, read at its coarse
 /// resolution where the system offers one (Linux: `CLOCK_MONOTONIC_COARSE`, a few milliseconds)
 /// and the pool's timeouts are long enough for it (256 of its ticks: 1.024 s at a 4 ms tick),
-/// else at its full resolution. Under Miri, which offers no clock's resolution, std's `Instant`,
-/// so that a library's tests run there with a pool on the default clock.
+/// else at its full resolution. Under Miri, which cannot read a clock's resolution, it reads
+/// std's `Instant`, so that a library's tests run there with a pool on the default clock.
 ///
 /// A coarse reading costs a few nanoseconds where a precise one costs over twenty, and the pool
 /// reads the clock on every get and every return. It lags the time, so the pool counts its limits
