@@ -2571,19 +2571,8 @@ mod tests {
             let pool = stalled_pool(&clock, 2);
             let (first, second) = (get(&pool, 0, 7), get(&pool, 0, 7));
             let first_id = first.1;
-            // The first goes back from another thread, which reads the time (0 s) and is held
-            // before it takes the lock.
-            let (taken, stalled) = mpsc::channel();
-            let (go_on, held) = mpsc::channel();
-            *clock.stall.lock().unwrap() = Some((taken, held));
-            let returning = std::thread::spawn(move || drop(first));
-            stalled.recv().unwrap();
-            // Meanwhile the second goes back at 1 s; the first then goes behind it, stamped
-            // 0 s: the newest is the older.
-            clock.time.advance(Duration::from_secs(1));
-            drop(second);
-            go_on.send(()).unwrap();
-            returning.join().unwrap();
+            // Lane 0 keeps [second (1 s), first (0 s)]: the newest is the older.
+            return_out_of_order(&clock, first, second, Duration::from_secs(1));
             assert_eq!(idle(&pool, 7), 2);
             // At 10 s the first has been idle for the whole idle timeout, the second for 9 s.
             clock.time.advance(Duration::from_secs(9));
