@@ -277,10 +277,10 @@ impl<D: Dialer> Pool<D> {
     /// one.
     ///
     /// "Most recently returned first" holds exactly for the connections one thread both got and
-    /// returned. A connection goes back to the lane it was handed out from (a lane per core, each
-    /// thread given one: see the crate overview's "Threads"), and threads get first from their
-    /// own lane, then from the other lanes, so a get dials only when no usable connection is idle
-    /// anywhere. A connection a thread returns to another lane therefore comes, at that thread's
+    /// returned. A connection goes back to the lane it was handed out from (a lane per core, up
+    /// to 16, each thread given one and more threads than lanes sharing them: see the crate
+    /// overview's "Threads"), and threads get first from their own lane, then from the other
+    /// lanes, so a get dials only when no usable connection is idle anywhere. A connection a thread returns to another lane therefore comes, at that thread's
     /// next get, after those idle in its own lane.
     ///
     /// Idle connections whose idle time or lifetime is up are closed on the way, and with
