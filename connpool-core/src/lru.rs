@@ -111,7 +111,7 @@ impl<T: Copy> Lru<T> {
 
     /// Whether most of the memory is free nodes: a burst of values came and went.
     pub(crate) fn is_sparse(&self) -> bool {
-        self.capacity() > 64 && self.len < self.capacity() / 4
+        is_sparse(self.len, self.capacity())
     }
 
     /// Moves the values to the front in their order, with room for as many again, and gives the
@@ -141,6 +141,12 @@ impl<T: Copy> Lru<T> {
         self.nodes = nodes;
         moved
     }
+}
+
+/// Whether a collection holding `len` values in room for `capacity` should give memory back:
+/// less than a quarter full, past a small size. The destinations' tables and this list go by it.
+pub(crate) fn is_sparse(len: usize, capacity: usize) -> bool {
+    capacity > 64 && len < capacity / 4
 }
 
 #[cfg(test)]

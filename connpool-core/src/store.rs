@@ -34,7 +34,7 @@ use hashbrown::hash_table::OccupiedEntry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::clock::{nanos, Nanos};
-use crate::lru::{Lru, LruKey};
+use crate::lru::{self, Lru, LruKey};
 use crate::pool::PoolInner;
 use crate::stats::{Counters, DestinationStats, Stats};
 use crate::sync::{lock, Arc, AtomicBool, AtomicUsize, Mutex, Ordering};
@@ -1811,7 +1811,7 @@ fn remove_bucket<D: Dialer>(entry: OccupiedEntry<'_, Bucket<D>>, books: &mut Boo
 /// rare: the table must lose three quarters again, or double, before it is resized again. The
 /// `max_idle_total` order, which a burst of idle connections grew, goes by the same rule.
 fn shrink_if_sparse<D: Dialer>(buckets: &mut HashTable<Bucket<D>>, books: &mut Books) {
-    if buckets.capacity() > 64 && buckets.len() < buckets.capacity() / 4 {
+    if lru::is_sparse(buckets.len(), buckets.capacity()) {
         buckets.shrink_to(buckets.len() * 2, |b| b.dest.hash);
     }
     let Some(lru) = books.lru.as_mut() else {
