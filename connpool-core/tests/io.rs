@@ -1034,7 +1034,7 @@ fn a_buffered_read_consumed_in_part_is_unfinished_until_the_rest_is() {
             let (pool, _, mut conn) = answered();
             consume_in_parts(&mut conn, tokio, amts);
             drop(conn);
-            let what = format_args!("tokio: {tokio}, consumed {amts:?} of 3");
+            let what = format!("tokio: {tokio}, consumed {amts:?} of 3");
             assert_kept_or_closed(&pool, finished, what);
         }
     }
@@ -1100,7 +1100,7 @@ fn a_read_after_a_buffered_read_takes_from_what_it_handed_out() {
             consume_in_parts(&mut conn, tokio, &[consumed]);
             read_plainly(&mut conn, how, read);
             drop(conn);
-            let what = format_args!("{how}: consumed {consumed} of 3, then read {read}");
+            let what = format!("{how}: consumed {consumed} of 3, then read {read}");
             assert_kept_or_closed(&pool, finished, what);
         }
 
