@@ -62,6 +62,7 @@ pub trait Runtime: 'static {
     /// `TcpDialer::new().nodelay(yes)`.
     fn tcp_nodelay(yes: bool) -> Self::Tcp;
     /// `TcpDialer::new().connect_timeout(limit)`.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // Its tests need Linux's backlog.
     fn tcp_connect_timeout(limit: Duration) -> Self::Tcp;
     /// Whether `TCP_NODELAY` is set on `conn`.
     fn nodelay(conn: &<Self::Tcp as Dialer>::Conn) -> bool;
@@ -97,6 +98,7 @@ pub trait Runtime: 'static {
     fn unix() -> Self::Unix;
     /// `UnixDialer::new().connect_timeout(limit)`.
     #[cfg(unix)]
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))] // Its test needs Linux's backlog.
     fn unix_connect_timeout(limit: Duration) -> Self::Unix;
 }
 
@@ -781,6 +783,7 @@ pub fn unix_missing_socket_is_a_dial_error<R: Runtime>() {
 }
 
 /// Polls `fut` once, as the runtime's task, without waiting.
+#[cfg(target_os = "linux")]
 async fn poll_once<F: Future + Unpin>(fut: &mut F) -> std::task::Poll<F::Output> {
     std::future::poll_fn(|cx| std::task::Poll::Ready(std::pin::Pin::new(&mut *fut).poll(cx))).await
 }
