@@ -83,6 +83,8 @@
 mod clock;
 mod dial;
 mod error;
+#[cfg(all(test, connpool_loom))]
+mod loom_models;
 mod lru;
 mod pool;
 mod pooled;

@@ -724,7 +724,7 @@ pub struct Builder<D: Dialer> {
 impl<D: Dialer> Builder<D> {
     /// How many lanes the pool keeps when no per-destination limit asks for one (by default one
     /// per core; one under loom), so that tests and loom's models have several on any machine.
-    #[cfg(any(test, loom))]
+    #[cfg(any(test, connpool_loom))]
     #[doc(hidden)]
     pub fn lanes(mut self, n: usize) -> Self {
         self.limits.lanes = Some(n);

@@ -1865,21 +1865,21 @@ fn reserve_first<T>(idle: &mut Vec<T>) {
 /// One lane per core (a power of two, at most 16); one under loom, unless a model asks for more
 /// (`Builder::lanes`), so that each model explores only the shards it is about.
 fn lane_count() -> usize {
-    if cfg!(loom) {
+    if cfg!(connpool_loom) {
         return 1;
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     cores.next_power_of_two().min(16)
 }
 
-#[cfg(not(loom))]
+#[cfg(not(connpool_loom))]
 thread_local! {
     /// The calling thread's lane number, `usize::MAX` until it has one.
     static THREAD_LANE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
 }
 
 // Loom runs a model's threads on one thread of the system: each needs a lane of its own.
-#[cfg(loom)]
+#[cfg(connpool_loom)]
 loom::thread_local! {
     static THREAD_LANE: std::cell::Cell<usize> = std::cell::Cell::new(usize::MAX);
 }
@@ -1902,7 +1902,7 @@ fn thread_lane() -> usize {
 }
 
 /// The next thread's lane number.
-#[cfg(not(loom))]
+#[cfg(not(connpool_loom))]
 #[cold]
 fn next_lane() -> usize {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -1911,7 +1911,7 @@ fn next_lane() -> usize {
 
 /// The next thread's lane number, counted afresh in each of loom's executions so that they all
 /// number the threads alike.
-#[cfg(loom)]
+#[cfg(connpool_loom)]
 fn next_lane() -> usize {
     loom::lazy_static! {
         static ref NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -1921,7 +1921,7 @@ fn next_lane() -> usize {
 
 /// Enough shards that a handful of threads seldom share one, as a power of two.
 fn shard_count() -> usize {
-    if cfg!(loom) {
+    if cfg!(connpool_loom) {
         return 1;
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -1,5 +1,5 @@
 //! The one place the core takes its synchronisation primitives from, so that a model checker
-//! (loom) can replace them under `cfg(loom)` without touching the pool's logic.
+//! (loom) can replace them under `cfg(connpool_loom)` without touching the pool's logic.
 //!
 //! Only the primitives that carry the store's state are swapped: its mutexes and atomic flags.
 //! Reference counts stay `std`'s (loom has no `Weak`, and the reaper, which needs one, is not part
@@ -7,10 +7,10 @@
 
 pub(crate) use std::sync::{Arc, Weak};
 
-#[cfg(not(loom))]
+#[cfg(not(connpool_loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-#[cfg(loom)]
+#[cfg(connpool_loom)]
 pub(crate) use loom::sync::{
     atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     Mutex, MutexGuard,
@@ -20,14 +20,14 @@ pub(crate) use loom::sync::{
 /// half-way, so a panic elsewhere leaves it consistent. A user's `Hash` runs before any lock, and
 /// an address's `Eq` and `Clone` run under one only where the books add up, or under a guard that
 /// ends the count they would leave behind.
-#[cfg(loom)]
+#[cfg(connpool_loom)]
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-#[cfg(not(loom))]
+#[cfg(not(connpool_loom))]
 pub(crate) use short::{lock, Mutex};
 
 /// The store's lock: for critical sections of tens of nanoseconds, taken on every get and every
@@ -45,7 +45,7 @@ pub(crate) use short::{lock, Mutex};
 /// overshoot by that much, such as `stats` reading a shard of a thousand destinations. A waiter
 /// that sees the lock come free and loses it to another thread starts over with spinning, so only
 /// a lock held without a break sends it napping. There is no strict fairness and no poisoning.
-#[cfg(not(loom))]
+#[cfg(not(connpool_loom))]
 mod short {
     use std::hint;
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,9 +1,9 @@
 //! Model checking of the store with loom: every interleaving of a few threads on one destination.
 //!
-//! Run with `RUSTFLAGS="--cfg loom" cargo test -p connpool-core --test loom --release`
-//! (`.ci/run` does, in its own target directory, with bounded preemptions).
-
-#![cfg(loom)]
+//! Run with `RUSTFLAGS="--cfg connpool_loom" cargo test -p connpool-core --lib --release loom_models`
+//! (`.ci/run` does, in its own target directory, with bounded preemptions). The models live in
+//! the library, not under `tests/`, because loom is a dev-dependency: an integration test links
+//! the library built without it. As a dependency, loom would sit in every user's lockfile.
 
 use std::future::Future;
 use std::io;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use connpool_core::{Error, ManualClock, Pool};
+use crate::{Error, ManualClock, Pool};
 use loom::future::block_on;
 use loom::thread;
 
@@ -35,8 +35,8 @@ struct Dialer {
     live: Arc<AtomicUsize>,
 }
 
-#[connpool_core::async_trait]
-impl connpool_core::Dialer for Dialer {
+#[crate::async_trait]
+impl crate::Dialer for Dialer {
     type Addr = u8;
     type Conn = Conn;
 
