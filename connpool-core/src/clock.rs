@@ -105,6 +105,52 @@ pub trait Spawner: Send + Sync + 'static {
     fn spawn(&self, task: BoxFuture<'static, ()>);
 }
 
+/// A shared clock is the clock it shares: a library that keeps its user's clock as an
+/// `Arc<dyn Clock>` hands it to [`Builder::clock`](crate::Builder::clock) as it is.
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> Instant {
+        (**self).now()
+    }
+
+    fn sleep(&self, dur: Duration) -> BoxFuture<'static, ()> {
+        (**self).sleep(dur)
+    }
+
+    fn is_system_time(&self) -> bool {
+        (**self).is_system_time()
+    }
+}
+
+/// A boxed clock is the clock in the box.
+impl<C: Clock + ?Sized> Clock for Box<C> {
+    fn now(&self) -> Instant {
+        (**self).now()
+    }
+
+    fn sleep(&self, dur: Duration) -> BoxFuture<'static, ()> {
+        (**self).sleep(dur)
+    }
+
+    fn is_system_time(&self) -> bool {
+        (**self).is_system_time()
+    }
+}
+
+/// A shared spawner spawns as the spawner it shares: an `Arc<dyn Spawner>` goes to
+/// [`Builder::spawner`](crate::Builder::spawner) as it is.
+impl<S: Spawner + ?Sized> Spawner for Arc<S> {
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        (**self).spawn(task);
+    }
+}
+
+/// A boxed spawner spawns as the spawner in the box.
+impl<S: Spawner + ?Sized> Spawner for Box<S> {
+    fn spawn(&self, task: BoxFuture<'static, ()>) {
+        (**self).spawn(task);
+    }
+}
+
 /// A reading of a pool's clock: nanoseconds since the pool was built.
 ///
 /// The store compares and adds plain integers, which costs a fraction of `Instant` arithmetic on

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
-use connpool_core::{Builder, Clock, Error, ManualClock, Pool, Pooled};
+use connpool_core::{Builder, Clock, Error, ManualClock, Pool, Pooled, Spawner};
 use futures::executor::block_on;
 use futures::future::BoxFuture;
 use support::{addr, TestDialer, TestSpawner};
@@ -60,19 +60,35 @@ impl Clock for CountingClock {
     }
 }
 
+/// How a test hands its clock and spawner to the builder.
+type Give = fn(Builder<TestDialer>, CountingClock, TestSpawner) -> Builder<TestDialer>;
+
+/// As themselves, shared and boxed: a pool uses each the same way.
+const WAYS: [(&str, Give); 3] = [
+    ("as themselves", |b, clock, spawner| {
+        b.clock(clock).spawner(spawner)
+    }),
+    ("in an Arc<dyn _>", |b, clock, spawner| {
+        b.clock(Arc::new(clock) as Arc<dyn Clock>)
+            .spawner(Arc::new(spawner) as Arc<dyn Spawner>)
+    }),
+    ("in a Box<dyn _>", |b, clock, spawner| {
+        b.clock(Box::new(clock) as Box<dyn Clock>)
+            .spawner(Box::new(spawner) as Box<dyn Spawner>)
+    }),
+];
+
 #[test]
 fn a_clock_on_the_systems_time_is_slept_on_and_not_read() {
-    for system in [true, false] {
+    for (system, (way, give)) in [true, false].into_iter().flat_map(|s| WAYS.map(|w| (s, w))) {
         let clock = CountingClock {
             sleeps: ManualClock::new(),
             nows: Arc::default(),
             system,
         };
         let spawner = TestSpawner::default();
-        let pool = Pool::builder(TestDialer::new())
-            .idle_timeout(TIMEOUT)
-            .clock(clock.clone())
-            .spawner(spawner.clone())
+        let builder = Pool::builder(TestDialer::new()).idle_timeout(TIMEOUT);
+        let pool = give(builder, clock.clone(), spawner.clone())
             .build()
             .unwrap();
         let at_build = clock.nows.load(Ordering::SeqCst);
@@ -83,13 +99,16 @@ fn a_clock_on_the_systems_time_is_slept_on_and_not_read() {
         assert_eq!(
             clock.sleeps.pending_sleeps(),
             1,
-            "system time {system}: the reaper sleeps on the clock"
+            "system time {system}, {way}: the reaper sleeps on the clock"
         );
         let asked = clock.nows.load(Ordering::SeqCst) - at_build;
         if system {
-            assert_eq!(asked, 0, "the pool reads the system's clock itself");
+            assert_eq!(asked, 0, "{way}: the pool reads the system's clock itself");
         } else {
-            assert!(asked >= 20, "every get and return asks the clock: {asked}");
+            assert!(
+                asked >= 20,
+                "{way}: every get and return asks the clock: {asked}"
+            );
         }
     }
 }
