@@ -233,7 +233,9 @@ impl<D: Dialer> Pool<D> {
     /// A pool keeping at most `capacity` idle connections per destination, each for at most
     /// `idle_timeout`, on the system clock with no background task (idle connections expire lazily).
     ///
-    /// Fails when `idle_timeout` is zero.
+    /// # Errors
+    ///
+    /// [`BuildError`] when `idle_timeout` is zero.
     pub fn new(dialer: D, capacity: usize, idle_timeout: Duration) -> Result<Self, BuildError> {
         Pool::builder(dialer)
             .capacity(capacity)
@@ -290,6 +292,16 @@ impl<D: Dialer> Pool<D> {
     /// `wait_timeout`.
     ///
     /// Dropping the returned future at any point leaks nothing.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::Dial`]: there was no usable idle connection and the dialer failed.
+    /// - [`Error::Closed`]: the pool is closed, before the call or while it waited.
+    /// - [`Error::Timeout`]: the wait in line took longer than `wait_timeout`, or the dial longer
+    ///   than `dial_timeout`; [`Counters::wait_timeouts`](crate::Counters::wait_timeouts) and
+    ///   [`dial_timeouts`](crate::Counters::dial_timeouts) tell which.
+    ///
+    /// A panic in the dialer or the clock reaches the caller; the pool's counts stay exact.
     pub async fn get(&self, addr: &D::Addr) -> Result<Pooled<D>, Error> {
         // The common case, a usable idle connection, is served in this future's first step; the
         // rest of the path (and its future) is entered only when that fails.
@@ -310,6 +322,11 @@ impl<D: Dialer> Pool<D> {
     /// The new connection joins the pool like any other: dropping it puts it back if there is
     /// room. At `max_open_per_host` it closes the destination's oldest idle connection to make
     /// room, or waits in line for a slot when there is none.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Pool::get)'s: [`Error::Dial`] from the dialer, [`Error::Closed`], and
+    /// [`Error::Timeout`] after `wait_timeout` in line or `dial_timeout` in the dial.
     pub async fn dial(&self, addr: &D::Addr) -> Result<Pooled<D>, Error> {
         let store = &self.inner().store;
         self.checkout(store.lane(), addr, store.hash(addr), true)
@@ -880,6 +897,12 @@ impl<D: Dialer> Builder<D> {
     }
 
     /// Builds the pool, and starts its reaper when a clock and a spawner are set.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`], naming the setting, when `idle_timeout`, `max_lifetime` or `dial_timeout`
+    /// is zero, when `max_open_per_host` is zero, or when a `spawner`, a `wait_timeout` or a
+    /// `dial_timeout` is set without a [`clock`](Builder::clock) to sleep on.
     pub fn build(self) -> Result<Pool<D>, BuildError> {
         self.check()?;
         let limits = Limits {
