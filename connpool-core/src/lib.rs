@@ -73,6 +73,16 @@
 //! - Every dialed connection ends exactly once (idle, held, closed or detached), so
 //!   [`Counters`] add up; a destination with nothing held or idle takes no memory.
 //! - Bad input is an error, not a panic.
+//!
+//! # Cargo features
+//!
+//! - `tokio` (off by default): [`Pooled`] implements tokio's `AsyncRead`, `AsyncWrite` and
+//!   `AsyncBufRead` when its connection does, as it implements futures-io's whenever the
+//!   connection does. `connpool-tokio` turns it on. A crate that does tokio I/O through guards
+//!   should turn it on itself rather than count on another crate in the build to: without it,
+//!   tokio's `AsyncReadExt` and `AsyncWriteExt` calls on a guard over a tokio stream still
+//!   compile, and reach the stream through `DerefMut`, where the guard does not see them (a
+//!   request cut off midway then goes back to the pool; see [`Pooled`]).
 
 // Two items need `unsafe`, each measured on the hot path and explained where it is: the store's
 // lock (sync.rs) and the destination a guard borrows from its bucket (store.rs, `Lent`).

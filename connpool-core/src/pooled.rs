@@ -75,7 +75,51 @@ use crate::Dialer;
 /// rather than retry on it.
 ///
 /// When the connection implements futures-io's `AsyncRead`, `AsyncWrite` or `AsyncBufRead` (and
-/// is `Unpin`), so does the guard; with the `tokio` feature, tokio's too.
+/// is `Unpin`), so does the guard; with the `tokio` feature, tokio's too. Without that feature, a
+/// guard over a tokio stream has none of tokio's traits, and tokio's `AsyncReadExt` and
+/// `AsyncWriteExt` calls on it reach the stream through `DerefMut`, unseen: a crate doing tokio
+/// I/O through guards turns the feature on itself (the crate overview's "Cargo features").
+///
+/// # Example
+///
+/// A helper that takes the guard, so that its reads and writes go through it, and a caller that
+/// releases the connection when the exchange failed:
+///
+/// ```
+/// use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Cursor};
+/// use connpool_core::{dial_fn, Dialer, Pool, Pooled};
+/// use std::{io, time::Duration};
+///
+/// /// Reads the server's 5-byte greeting and answers it.
+/// async fn greet<D: Dialer>(conn: &mut Pooled<D>) -> io::Result<[u8; 5]>
+/// where
+///     D::Conn: AsyncRead + AsyncWrite + Unpin,
+/// {
+///     let mut greeting = [0; 5];
+///     conn.read_exact(&mut greeting).await?;
+///     conn.write_all(b"hi").await?;
+///     Ok(greeting)
+/// }
+///
+/// # futures::executor::block_on(async {
+/// // An in-memory stream that says hello, standing in for a socket.
+/// let dialer = dial_fn(|_: String| async { Ok(Cursor::new(b"hello".to_vec())) });
+/// let pool = Pool::new(dialer, 8, Duration::from_secs(90))?;
+///
+/// let mut conn = pool.get(&"10.0.0.7:25".to_string()).await?;
+/// // With a runtime, a time limit goes around the helper, not around the guard:
+/// // `timeout(limit, greet(&mut conn))`, and a release when it ran out.
+/// match greet(&mut conn).await {
+///     Ok(greeting) => {
+///         assert_eq!(&greeting, b"hello");
+///         drop(conn); // finished: back to the pool
+///     }
+///     Err(_) => conn.release(), // its state is unknown: closed for good
+/// }
+/// assert_eq!(pool.stats().idle(), 1);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
 // Made of whole words (no `bool` beside them): a guard is often moved right after it was written,
 // and copying a word that was written a byte at a time stalls the copy on store forwarding.
 pub struct Pooled<D: Dialer> {
@@ -448,6 +492,8 @@ impl<D: Dialer> Deref for Pooled<D> {
     }
 }
 
+/// The connection itself: I/O done on it this way goes around the guard, which does not see it
+/// (the type's documentation says what that leaves to the caller).
 impl<D: Dialer> DerefMut for Pooled<D> {
     fn deref_mut(&mut self) -> &mut D::Conn {
         self.conn_mut()
