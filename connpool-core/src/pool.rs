@@ -553,6 +553,7 @@ impl<D: Dialer> Pool<D> {
     }
 
     /// A snapshot of the connections per destination and of the counters.
+    #[must_use = "stats() copies every destination's counts; read them or do not ask"]
     pub fn stats(&self) -> Stats<D::Addr> {
         self.inner().store.stats()
     }
@@ -727,6 +728,7 @@ impl<D: Dialer> Drop for Queued<D> {
 /// # drop(pool);
 /// # Ok::<_, connpool_core::BuildError>(())
 /// ```
+#[must_use = "a Builder does nothing until build() is called"]
 pub struct Builder<D: Dialer> {
     dialer: D,
     limits: Limits,

@@ -297,6 +297,7 @@ impl<D: Dialer> Pooled<D> {
 
     /// Takes the connection out of the pool's accounting and hands it over (to upgrade a protocol,
     /// say). The pool no longer counts it.
+    #[must_use = "dropped, the connection closes, counted as detached; release() closes it"]
     pub fn detach(mut self) -> D::Conn {
         match self.held.take() {
             Some(Held { conn, dest }) => {
