@@ -136,6 +136,16 @@ where
     }
 }
 
+/// A copy with a copy of the function: one dialer for two pools, say.
+impl<A, C, F: Clone> Clone for DialFn<A, C, F> {
+    fn clone(&self) -> Self {
+        DialFn {
+            f: self.f.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
 impl<A, C, F> fmt::Debug for DialFn<A, C, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DialFn").finish_non_exhaustive()
