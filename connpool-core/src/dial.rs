@@ -48,6 +48,12 @@ use async_trait::async_trait;
 #[async_trait]
 pub trait Dialer: Send + Sync + 'static {
     /// The destination key: `"10.0.0.1:80"`, a `SocketAddr`, `(scheme, host, port)`, a path...
+    ///
+    /// The pool compares addresses (`==`) while it holds one of its internal locks, which a
+    /// thread cannot take twice: `==` must not call into the pool, nor wait for anything a
+    /// thread calling into the pool may hold. It hashes, clones and drops addresses with no lock
+    /// held, so those may (an address interned in a registry of the application's, say). Should
+    /// any of them panic, the panic reaches the caller, and the pool's counts stay exact.
     type Addr: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static;
     /// The connection the dialer opens.
     type Conn: Send + 'static;

@@ -455,13 +455,29 @@ impl<D: Dialer> Pool<D> {
         let store = &inner.store;
         let now = inner.time.now();
         let mut after = store.aftermath();
-        let checkout = match store.checkout(inner, lane, addr, hash, now, want, &mut after) {
-            Checkout::Miss => match store.steal(inner, lane, addr, hash, now, &mut after) {
-                Some(checkout) => checkout,
-                None => store.checkout(inner, lane, addr, hash, now, Want::Reuse, &mut after),
-            },
-            checkout => checkout,
+        // A destination with no bucket in this lane is made between two looks, with no lock
+        // held (it clones the address), and let go afterwards if the second look did not use it.
+        let mut made = None;
+        let checkout = loop {
+            let checkout = match store.checkout(lane, addr, hash, now, want, &mut made, &mut after)
+            {
+                Checkout::Miss => match store.steal(lane, addr, hash, now, &mut made, &mut after) {
+                    Some(checkout) => checkout,
+                    None => {
+                        let want = Want::Reuse;
+                        store.checkout(lane, addr, hash, now, want, &mut made, &mut after)
+                    }
+                },
+                checkout => checkout,
+            };
+            match checkout {
+                Checkout::Make => made = Some(store.destination(inner, lane, addr, hash)),
+                checkout => break checkout,
+            }
         };
+        if let Some(dest) = made {
+            after.let_go(dest);
+        }
         let begun = match checkout {
             Checkout::Reuse(dest, conn, born) => {
                 // Should a close panic, this connection is closed, then its count ends.
@@ -480,7 +496,9 @@ impl<D: Dialer> Pool<D> {
             }),
             Checkout::Full => return Err(Error::Timeout),
             Checkout::Closed => return Err(Error::Closed),
-            Checkout::Miss => unreachable!("a checkout that may dial never misses"),
+            Checkout::Miss | Checkout::Make => {
+                unreachable!("a checkout that may dial never misses, and one that made goes on")
+            }
         };
         // Here, while `begun` is a local, not as the function returns: a value on its way out is
         // not dropped should a local's drop panic.

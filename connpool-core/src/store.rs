@@ -30,7 +30,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use hashbrown::hash_table::OccupiedEntry;
+use hashbrown::hash_table::{Entry, OccupiedEntry};
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::clock::{nanos, Nanos};
@@ -340,6 +340,10 @@ pub(crate) enum Checkout<D: Dialer> {
     /// The destination is full and callers do not queue (a zero `wait_timeout`): counted as a
     /// wait that timed out.
     Full,
+    /// The destination has no bucket in this lane and the caller needs one: it makes the
+    /// destination ([`Store::destination`]) with no lock held, since that clones the address
+    /// (the caller's code), and looks again with it.
+    Make,
     /// The pool is closed.
     Closed,
 }
@@ -446,39 +450,52 @@ pub(crate) enum Leave {
     Cancelled,
 }
 
-/// What to do once a shard's lock is released: close connections, wake waiters, and tell
-/// `shutdown` callers to look again.
+/// What to do once a shard's lock is released: close connections, wake waiters, tell `shutdown`
+/// callers to look again, and let go of the destinations whose buckets left their tables.
 ///
 /// The hot path has nothing to do afterwards, so the lists live in a box made only when needed.
 ///
 /// An aftermath with connections to close is counted in [`DrainSignal`] from the moment its first
 /// connection leaves the books (under the lock) until the last is closed, so `shutdown` does not
 /// hear "all closed" while the store itself is still closing some.
-pub(crate) struct Aftermath<'a, C> {
-    work: Option<Box<Work<C>>>,
+///
+/// A destination whose bucket leaves its table is let go here too, not under the lock: its last
+/// reference may go with it, and with that the address, whose drop is the caller's code. Run
+/// under the lock, an address that calls into the pool as it drops (or waits for a lock of the
+/// application's that a thread calling into the pool holds) would wait for ever, and one whose
+/// drop panics would leave the operation half done.
+pub(crate) struct Aftermath<'a, D: Dialer> {
+    work: Option<Box<Work<D>>>,
     /// The pool's closed flag, read after the lock to tell whether to wake `shutdown` callers.
     closed: &'a AtomicBool,
     /// The pool's `shutdown` signal and its count of aftermaths still closing.
     drain: &'a DrainSignal,
 }
 
-struct Work<C> {
-    closing: Vec<C>,
+struct Work<D: Dialer> {
+    closing: Vec<D::Conn>,
     wake: Vec<Waker>,
+    letting_go: Vec<Arc<Destination<D>>>,
 }
 
-impl<C> Aftermath<'_, C> {
-    fn work(&mut self) -> &mut Work<C> {
+impl<D: Dialer> Aftermath<'_, D> {
+    fn work(&mut self) -> &mut Work<D> {
         self.work.get_or_insert_with(|| {
             Box::new(Work {
                 closing: Vec::new(),
                 wake: Vec::new(),
+                letting_go: Vec::new(),
             })
         })
     }
 
+    /// Drops `dest`, a bucket's reference, once the lock is released.
+    pub(crate) fn let_go(&mut self, dest: Arc<Destination<D>>) {
+        self.work().letting_go.push(dest);
+    }
+
     /// Closes `conn` once the lock is released.
-    fn close(&mut self, conn: C) {
+    fn close(&mut self, conn: D::Conn) {
         let drain = self.drain;
         let closing = &mut self.work().closing;
         if closing.is_empty() {
@@ -497,7 +514,7 @@ impl<C> Aftermath<'_, C> {
     }
 }
 
-impl<C> Drop for Aftermath<'_, C> {
+impl<D: Dialer> Drop for Aftermath<'_, D> {
     #[inline(always)]
     fn drop(&mut self) {
         // The flag is read now, after the lock: `close()` may have run while this operation
@@ -509,12 +526,12 @@ impl<C> Drop for Aftermath<'_, C> {
     }
 }
 
-impl<C> Aftermath<'_, C> {
+impl<D: Dialer> Aftermath<'_, D> {
     #[cold]
     fn act(&mut self, closed: bool) {
-        let (closing, wake) = match self.work.take() {
-            Some(work) => (work.closing, work.wake),
-            None => (Vec::new(), Vec::new()),
+        let (closing, wake, letting_go) = match self.work.take() {
+            Some(work) => (work.closing, work.wake, work.letting_go),
+            None => (Vec::new(), Vec::new(), Vec::new()),
         };
         // After the connections are closed, and even if closing one panics (in its own drop):
         // a waiter or a `shutdown` never waits for a wake-up that a panic skipped, nor for a
@@ -537,6 +554,14 @@ impl<C> Aftermath<'_, C> {
             }
         }
         drop(then);
+        // Last, when every count is settled and every wake-up sent: an address's drop is the
+        // caller's code, and may panic too. The caller holds a reference to the pool of its own
+        // (a handle, or a destination counted for the call), so none of these is the pool's last.
+        for dest in letting_go {
+            if let Err(panic) = panic::catch_unwind(AssertUnwindSafe(|| drop(dest))) {
+                first_panic.get_or_insert(panic);
+            }
+        }
         if let Some(panic) = first_panic {
             if !std::thread::panicking() {
                 panic::resume_unwind(panic);
@@ -756,7 +781,7 @@ impl<D: Dialer> Bucket<D> {
         n: usize,
         reason: Reason,
         books: &mut Books,
-        after: &mut Aftermath<'_, D::Conn>,
+        after: &mut Aftermath<'_, D>,
     ) {
         for _ in 0..n {
             if let Some(idle) = self.take_idle(0, books) {
@@ -770,7 +795,7 @@ impl<D: Dialer> Bucket<D> {
     /// (`take_fresh` and `put_fresh` read the ends alone), so it reads every stamp: they are in
     /// order of return only nearly (see `put_fresh`), and an expired one may sit anywhere.
     #[inline]
-    fn expire(&mut self, now: Now, books: &mut Books, after: &mut Aftermath<'_, D::Conn>) {
+    fn expire(&mut self, now: Now, books: &mut Books, after: &mut Aftermath<'_, D>) {
         if now.max_lifetime < Nanos::MAX || self.idle.iter().any(|idle| now.idle_expired(idle)) {
             self.expire_some(now, books, after);
         }
@@ -779,7 +804,7 @@ impl<D: Dialer> Bucket<D> {
     /// Looks at every idle connection: a return that waited for the lock may have stamped one
     /// earlier than those before it.
     #[cold]
-    fn expire_some(&mut self, now: Now, books: &mut Books, after: &mut Aftermath<'_, D::Conn>) {
+    fn expire_some(&mut self, now: Now, books: &mut Books, after: &mut Aftermath<'_, D>) {
         let mut index = 0;
         while index < self.idle.len() {
             let idle = &self.idle[index];
@@ -822,14 +847,14 @@ impl<D: Dialer> Bucket<D> {
 
     /// Gives the room this bucket has to its oldest waiters, as slots to dial.
     #[inline(always)]
-    fn settle(&mut self, max_open: usize, after: &mut Aftermath<'_, D::Conn>) {
+    fn settle(&mut self, max_open: usize, after: &mut Aftermath<'_, D>) {
         if !self.waiters.is_empty() {
             self.settle_waiters(max_open, after);
         }
     }
 
     #[cold]
-    fn settle_waiters(&mut self, max_open: usize, after: &mut Aftermath<'_, D::Conn>) {
+    fn settle_waiters(&mut self, max_open: usize, after: &mut Aftermath<'_, D>) {
         while !self.waiters.is_empty() && self.open() < max_open {
             if let Some(waiter) = self.waiters.pop_front() {
                 self.dialing += 1;
@@ -848,7 +873,7 @@ impl<D: Dialer> Bucket<D> {
         born: Nanos,
         now: Now,
         books: &mut Books,
-        after: &mut Aftermath<'_, D::Conn>,
+        after: &mut Aftermath<'_, D>,
     ) -> Result<bool, D::Conn> {
         if let Some(waiter) = self.waiters.pop_front() {
             if waiter.fresh {
@@ -1001,7 +1026,7 @@ impl<D: Dialer> Store<D> {
 
     /// An aftermath that also wakes `shutdown` callers if the pool is closed by the time the
     /// operation's lock is released.
-    pub(crate) fn aftermath(&self) -> Aftermath<'_, D::Conn> {
+    pub(crate) fn aftermath(&self) -> Aftermath<'_, D> {
         Aftermath {
             work: None,
             closed: &self.closed,
@@ -1130,13 +1155,13 @@ impl<D: Dialer> Store<D> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn checkout(
         &self,
-        pool: &Arc<PoolInner<D>>,
         lane: usize,
         addr: &D::Addr,
         hash: u64,
         now: Nanos,
         want: Want,
-        after: &mut Aftermath<'_, D::Conn>,
+        made: &mut Option<Arc<Destination<D>>>,
+        after: &mut Aftermath<'_, D>,
     ) -> Checkout<D> {
         let (fresh, may_dial) = (want == Want::Fresh, want != Want::ReuseHere);
         let now = self.now(now);
@@ -1150,8 +1175,10 @@ impl<D: Dialer> Store<D> {
             if !may_dial {
                 return Checkout::Miss;
             }
-            let bucket = self.new_bucket(pool, shard, addr, hash);
-            let dest = bucket.dest.clone();
+            let Some(dest) = made.take() else {
+                return Checkout::Make;
+            };
+            let bucket = self.new_bucket(dest.clone());
             let bucket = buckets.insert_unique(hash, bucket, |b| b.dest.hash);
             bucket.into_mut().dialing = 1;
             return Checkout::Dial(dest);
@@ -1178,7 +1205,7 @@ impl<D: Dialer> Store<D> {
             if !may_dial {
                 if bucket.is_empty() {
                     // Its expired connections went above; it holds nothing now.
-                    remove_bucket(entry, books);
+                    remove_bucket(entry, books, after);
                 }
                 return Checkout::Miss;
             }
@@ -1195,21 +1222,27 @@ impl<D: Dialer> Store<D> {
         Checkout::Wait(bucket.dest.clone(), waiter)
     }
 
-    /// An empty bucket for `addr` in shard `shard`.
-    fn new_bucket(
+    /// A new destination for `addr` (whose hash is `hash`), for a bucket in `lane`, after a
+    /// checkout answered [`Checkout::Make`]. Called with no lock held: it clones the address.
+    pub(crate) fn destination(
         &self,
         pool: &Arc<PoolInner<D>>,
-        shard: usize,
+        lane: usize,
         addr: &D::Addr,
         hash: u64,
-    ) -> Bucket<D> {
+    ) -> Arc<Destination<D>> {
+        Arc::new(Destination {
+            addr: addr.clone(),
+            hash,
+            shard: self.shard_index(lane, hash),
+            pool: pool.clone(),
+        })
+    }
+
+    /// An empty bucket for `dest`.
+    fn new_bucket(&self, dest: Arc<Destination<D>>) -> Bucket<D> {
         Bucket {
-            dest: Arc::new(Destination {
-                addr: addr.clone(),
-                hash,
-                shard,
-                pool: pool.clone(),
-            }),
+            dest,
             idle: Vec::new(),
             held: 0,
             dialing: 0,
@@ -1225,12 +1258,12 @@ impl<D: Dialer> Store<D> {
     /// `after`, as in [`Store::checkout`].
     pub(crate) fn steal(
         &self,
-        pool: &Arc<PoolInner<D>>,
         lane: usize,
         addr: &D::Addr,
         hash: u64,
         now: Nanos,
-        after: &mut Aftermath<'_, D::Conn>,
+        made: &mut Option<Arc<Destination<D>>>,
+        after: &mut Aftermath<'_, D>,
     ) -> Option<Checkout<D>> {
         let now = self.now(now);
         let own_shard = self.shard_index(lane, hash);
@@ -1259,25 +1292,30 @@ impl<D: Dialer> Store<D> {
             bucket.expire(now, books, after);
             if bucket.idle.is_empty() {
                 if bucket.is_empty() {
-                    remove_bucket(entry, books);
+                    remove_bucket(entry, books, after);
                 }
                 continue;
             }
-            // This lane's bucket before the connection moves: finding or making it runs the
-            // address's `Eq` and `Clone`, the caller's code, which may panic.
+            // This lane's bucket before the connection moves: finding it runs the address's
+            // `Eq`, the caller's code, which may panic. Making it would clone the address under
+            // both locks: the caller makes the destination with none held, and looks again.
             let Shard {
                 buckets: own_buckets,
                 books: own_books,
             } = &mut *own;
-            let own_bucket = own_buckets
-                .entry(hash, |b| b.dest.is_for(addr), |b| b.dest.hash)
-                .or_insert_with(|| self.new_bucket(pool, own_shard, addr, hash))
-                .into_mut();
+            let own_bucket = match own_buckets.entry(hash, |b| b.dest.is_for(addr), |b| b.dest.hash)
+            {
+                Entry::Occupied(entry) => entry.into_mut(),
+                Entry::Vacant(entry) => match made.take() {
+                    Some(dest) => entry.insert(self.new_bucket(dest)).into_mut(),
+                    None => return Some(Checkout::Make),
+                },
+            };
             let Some(idle) = bucket.pop_newest(books) else {
                 continue;
             };
             if bucket.is_empty() {
-                remove_bucket(entry, books);
+                remove_bucket(entry, books, after);
             }
             own_books.counters.hits += 1;
             own_bucket.held += 1;
@@ -1301,7 +1339,7 @@ impl<D: Dialer> Store<D> {
         &self,
         dest: &Arc<Destination<D>>,
         now: Nanos,
-        f: impl FnOnce(&mut Bucket<D>, Now, &mut Books, &mut Aftermath<'_, D::Conn>) -> R,
+        f: impl FnOnce(&mut Bucket<D>, Now, &mut Books, &mut Aftermath<'_, D>) -> R,
     ) -> Option<R> {
         let result = self.with_bucket_if_any(dest, now, f);
         debug_assert!(result.is_some(), "a destination in use has no bucket");
@@ -1315,7 +1353,7 @@ impl<D: Dialer> Store<D> {
         &self,
         dest: &Arc<Destination<D>>,
         now: Nanos,
-        f: impl FnOnce(&mut Bucket<D>, Now, &mut Books, &mut Aftermath<'_, D::Conn>) -> R,
+        f: impl FnOnce(&mut Bucket<D>, Now, &mut Books, &mut Aftermath<'_, D>) -> R,
     ) -> Option<R> {
         let now = self.now(now);
         let mut after = self.aftermath();
@@ -1328,7 +1366,7 @@ impl<D: Dialer> Store<D> {
         let result = f(bucket, now, books, &mut after);
         bucket.settle(self.limits.max_open_per_host, &mut after);
         if bucket.is_empty() {
-            remove_bucket(entry, books);
+            remove_bucket(entry, books, &mut after);
         }
         self.evict_over_total(books, buckets, &mut after);
         drop(guard);
@@ -1342,7 +1380,7 @@ impl<D: Dialer> Store<D> {
         &self,
         books: &mut Books,
         buckets: &mut HashTable<Bucket<D>>,
-        after: &mut Aftermath<'_, D::Conn>,
+        after: &mut Aftermath<'_, D>,
     ) {
         match self.limits.max_idle_total {
             Some(max_idle_total) if books.idle > max_idle_total => {
@@ -1358,7 +1396,7 @@ impl<D: Dialer> Store<D> {
         max_idle_total: usize,
         books: &mut Books,
         buckets: &mut HashTable<Bucket<D>>,
-        after: &mut Aftermath<'_, D::Conn>,
+        after: &mut Aftermath<'_, D>,
     ) {
         while books.idle > max_idle_total {
             let Some((key, id)) = books.lru.as_ref().and_then(|lru| lru.front()) else {
@@ -1382,7 +1420,7 @@ impl<D: Dialer> Store<D> {
             }
             bucket.settle(self.limits.max_open_per_host, after);
             if bucket.is_empty() {
-                remove_bucket(entry, books);
+                remove_bucket(entry, books, after);
             }
         }
     }
@@ -1468,7 +1506,7 @@ impl<D: Dialer> Store<D> {
         born: Nanos,
         now: Now,
         books: &mut Books,
-        after: &mut Aftermath<'_, D::Conn>,
+        after: &mut Aftermath<'_, D>,
     ) -> Result<bool, D::Conn> {
         // Under the shard lock, as in finish_dial.
         if self.is_closed() {
@@ -1523,7 +1561,7 @@ impl<D: Dialer> Store<D> {
             if let Ok(mut entry) = buckets.find_entry(dest.hash, |b| b.dest.is_for(&dest.addr)) {
                 entry.get_mut().expire(now, books, &mut after);
                 if entry.get().is_empty() {
-                    remove_bucket(entry, books);
+                    remove_bucket(entry, books, &mut after);
                 }
             }
         }
@@ -1570,7 +1608,7 @@ impl<D: Dialer> Store<D> {
             }
         };
         if bucket.is_empty() {
-            remove_bucket(entry, books);
+            remove_bucket(entry, books, &mut after);
         }
         drop(guards);
         kept
@@ -1664,7 +1702,12 @@ impl<D: Dialer> Store<D> {
                     next = Some(next.map_or(deadline, |next| next.min(deadline)));
                 }
                 bucket.settle(max_open, &mut after);
-                !bucket.is_empty()
+                let keep = !bucket.is_empty();
+                if !keep {
+                    // The table drops its reference here, this one once the lock is released.
+                    after.let_go(bucket.dest.clone());
+                }
+                keep
             });
             shrink_if_sparse(buckets, books);
             reaped += before - books.idle;
@@ -1688,7 +1731,7 @@ impl<D: Dialer> Store<D> {
                 bucket.close_oldest(purged, Reason::Purged, books, &mut after);
                 bucket.settle(self.limits.max_open_per_host, &mut after);
                 if bucket.is_empty() {
-                    remove_bucket(entry, books);
+                    remove_bucket(entry, books, &mut after);
                 }
                 purged
             })
@@ -1714,7 +1757,11 @@ impl<D: Dialer> Store<D> {
                 for waiter in bucket.waiters.take_all() {
                     after.wake(waiter.grant(Grant::Closed));
                 }
-                !bucket.is_empty()
+                let keep = !bucket.is_empty();
+                if !keep {
+                    after.let_go(bucket.dest.clone());
+                }
+                keep
             });
             shrink_if_sparse(buckets, books);
         }
@@ -1801,8 +1848,15 @@ fn sure(timeout: Nanos, coarse: bool) -> Nanos {
 /// leaves it mostly empty: every path that empties a bucket ends here, so a burst of destinations
 /// gone by a return, a purge, a steal or an eviction shrinks the table at once, without waiting
 /// for a reap that a pool with nothing idle may never run.
-fn remove_bucket<D: Dialer>(entry: OccupiedEntry<'_, Bucket<D>>, books: &mut Books) {
-    let (_bucket, rest) = entry.remove();
+///
+/// The bucket's destination is let go once the lock is released (see [`Aftermath`]).
+fn remove_bucket<D: Dialer>(
+    entry: OccupiedEntry<'_, Bucket<D>>,
+    books: &mut Books,
+    after: &mut Aftermath<'_, D>,
+) {
+    let (bucket, rest) = entry.remove();
+    after.let_go(bucket.dest);
     shrink_if_sparse(rest.into_table(), books);
 }
 
@@ -2794,7 +2848,7 @@ mod tests {
             assert_eq!(pool.stats().counters.closed_purged, 2);
         }
 
-        /// An address whose `==` and `clone` panic at the `n`th of their calls after
+        /// An address whose `==`, `clone` and drop panic at the `n`th of their calls after
         /// [`Touchy::arm`]`(n)`, on this thread.
         #[derive(Debug)]
         struct Touchy(u8);
@@ -2819,13 +2873,15 @@ mod tests {
                 CALLS_LEFT.with(|left| left.replace(0)) > 0
             }
 
-            /// Counts a call of `==` or `clone`; panics if it is the armed one.
+            /// Counts a call of `==`, `clone` or drop; panics if it is the armed one.
             fn call() {
                 CALLS_LEFT.with(|left| match left.get() {
                     0 => {}
                     1 => {
                         left.set(0);
-                        std::panic::resume_unwind(Box::new("an address's == or clone failed"));
+                        std::panic::resume_unwind(Box::new(
+                            "an address's ==, clone or drop failed",
+                        ));
                     }
                     n => left.set(n - 1),
                 });
@@ -2848,13 +2904,20 @@ mod tests {
 
         impl Eq for Touchy {}
 
-        /// With an address whose `==` or `clone` panics at each of its calls in turn, in the
-        /// return that finds no room in its lane and asks the others (`returning`), or in a get
-        /// that takes another lane's connection (into a lane that holds one, or none: a new
-        /// bucket, made with a clone): every connection is counted where it is, or closed and
-        /// counted as closed.
+        impl Drop for Touchy {
+            fn drop(&mut self) {
+                Touchy::call();
+            }
+        }
+
+        /// With an address whose `==`, `clone` or drop panics at each of its calls in turn, in
+        /// the return that finds no room in its lane and asks the others (`returning`), or in a
+        /// get that takes another lane's connection (into a lane that holds one, or none: a new
+        /// bucket, made with a clone; the other lane's bucket, emptied, lets its destination and
+        /// the address go): every connection is counted where it is, or closed and counted as
+        /// closed.
         #[test]
-        fn an_address_whose_eq_or_clone_panics_leaves_the_counts_exact() {
+        fn an_address_whose_eq_clone_or_drop_panics_leaves_the_counts_exact() {
             for (returning, second_held) in [(true, true), (false, true), (false, false)] {
                 for n in 1.. {
                     let live = Arc::new(AtomicU64::new(0));

@@ -854,6 +854,81 @@ fn a_close_whose_first_close_panics_empties_the_whole_pool() {
     assert!(block_on(pool.shutdown(Duration::ZERO)));
 }
 
+/// An address whose drop panics once, the first after [`ADDRESS_DROP_PANICS`] is set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FragileAddr(u8);
+
+static ADDRESS_DROP_PANICS: AtomicBool = AtomicBool::new(false);
+
+impl Drop for FragileAddr {
+    fn drop(&mut self) {
+        if ADDRESS_DROP_PANICS.swap(false, Ordering::SeqCst) {
+            std::panic::resume_unwind(Box::new("an address's drop failed"));
+        }
+    }
+}
+
+/// A connection that counts itself while it lives.
+struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A destination's address drops once its bucket is gone (with no guard or waiter holding it),
+/// after every shard is emptied and every waiter told: should that drop panic, the close has
+/// done all it does anyway.
+#[test]
+fn a_close_whose_first_address_drop_panics_empties_the_whole_pool() {
+    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = live.clone();
+    let dialer = connpool_core::dial_fn(move |_: FragileAddr| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        futures::future::ready(Ok::<_, io::Error>(Counted(counter.clone())))
+    });
+    // One lane, many shards: the destination whose address panics sits in one of them.
+    let pool = Pool::builder(dialer)
+        .clock(ManualClock::new())
+        .max_open_per_host(1)
+        .build()
+        .unwrap();
+    let busy: Vec<FragileAddr> = (1..=64).map(FragileAddr).collect();
+    let mut held = Vec::new();
+    let mut waiting = Vec::new();
+    for a in &busy {
+        held.push(block_on(pool.get(a)).unwrap());
+        let mut waiter = Box::pin(pool.get(a));
+        assert!(poll_once(&mut waiter).is_pending());
+        waiting.push(waiter);
+    }
+    for a in 65..=128 {
+        drop(block_on(pool.get(&FragileAddr(a))));
+    }
+    ADDRESS_DROP_PANICS.store(true, Ordering::SeqCst);
+    panics(|| pool.close());
+    assert!(
+        !ADDRESS_DROP_PANICS.load(Ordering::SeqCst),
+        "an address's drop panicked"
+    );
+    assert_eq!(pool.stats().idle(), 0, "every idle connection closed");
+    assert_eq!(
+        live.load(Ordering::SeqCst),
+        64,
+        "only the held ones are left"
+    );
+    for waiter in &mut waiting {
+        assert!(
+            matches!(poll_once(waiter), Poll::Ready(Err(Error::Closed))),
+            "every waiter told"
+        );
+    }
+    drop(held);
+    assert_eq!(live.load(Ordering::SeqCst), 0);
+    assert!(block_on(pool.shutdown(Duration::ZERO)));
+}
+
 #[test]
 fn a_reap_whose_first_close_panics_closes_every_expired_connection() {
     let (dialer, clock) = (Brittle::default(), ManualClock::new());
