@@ -793,7 +793,9 @@ impl<D: Dialer> Builder<D> {
     /// span 256 of its ticks: [`Clock::is_system_time`] says more). A clock that says
     /// [`Clock::is_system_time`] is slept on, and the pool reads the time as with the default.
     pub fn clock(mut self, c: impl Clock) -> Self {
-        self.clock = Some(std::sync::Arc::new(c));
+        self.clock = Some(shared(c, |c| {
+            std::sync::Arc::new(c) as std::sync::Arc<dyn Clock>
+        }));
         self
     }
 
@@ -810,7 +812,9 @@ impl<D: Dialer> Builder<D> {
     /// - those past `max_lifetime`, once a get or a return reaches them;
     /// - all of them at [`Pool::reap`].
     pub fn spawner(mut self, s: impl Spawner) -> Self {
-        self.spawner = Some(std::sync::Arc::new(s));
+        self.spawner = Some(shared(s, |s| {
+            std::sync::Arc::new(s) as std::sync::Arc<dyn Spawner>
+        }));
         self
     }
 
@@ -1005,6 +1009,24 @@ impl<D: Dialer> Builder<D> {
     }
 }
 
+/// `value` as an `Arc<T>`, by `wrap`; a `value` that is already an `Arc<T>` (a library's
+/// `Arc<dyn Clock>`) or a `Box<T>` is taken as it is, not put in a second pointer that each
+/// reading of a clock would go through too.
+fn shared<T: ?Sized + 'static, V: 'static>(
+    value: V,
+    wrap: impl FnOnce(V) -> std::sync::Arc<T>,
+) -> std::sync::Arc<T> {
+    let mut value = Some(value);
+    let any = &mut value as &mut dyn std::any::Any;
+    if let Some(arc) = any.downcast_mut::<Option<std::sync::Arc<T>>>() {
+        return arc.take().expect("taken once");
+    }
+    if let Some(boxed) = any.downcast_mut::<Option<Box<T>>>() {
+        return boxed.take().expect("taken once").into();
+    }
+    wrap(value.expect("taken once"))
+}
+
 impl<D: Dialer> fmt::Debug for Builder<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
@@ -1016,5 +1038,36 @@ impl<D: Dialer> fmt::Debug for Builder<D> {
             .field("wait_timeout", &self.wait_timeout)
             .field("dial_timeout", &self.dial_timeout)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoSpawner;
+
+    impl Spawner for NoSpawner {
+        fn spawn(&self, _: BoxFuture<'static, ()>) {}
+    }
+
+    /// A library's `Arc<dyn Clock>` and `Arc<dyn Spawner>` are kept as they are, not put in a
+    /// second `Arc` that each reading of the clock would go through too.
+    #[test]
+    fn a_shared_clock_or_spawner_is_kept_as_it_is() {
+        let clock: std::sync::Arc<dyn Clock> = std::sync::Arc::new(crate::ManualClock::new());
+        let spawner: std::sync::Arc<dyn Spawner> = std::sync::Arc::new(NoSpawner);
+        let dialer = crate::dial_fn(|n: u8| async move { Ok::<_, std::io::Error>(n) });
+        let builder = Pool::builder(dialer)
+            .clock(clock.clone())
+            .spawner(spawner.clone());
+        assert!(std::sync::Arc::ptr_eq(
+            builder.clock.as_ref().unwrap(),
+            &clock
+        ));
+        assert!(std::sync::Arc::ptr_eq(
+            builder.spawner.as_ref().unwrap(),
+            &spawner
+        ));
     }
 }
