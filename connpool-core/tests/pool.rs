@@ -617,18 +617,21 @@ fn a_dial_fn_prints_its_name_and_not_its_function() {
     assert_eq!(format!("{dialer:?}"), "DialFn { .. }");
 }
 
+/// A connection that cannot be cloned: a `DialFn` clones with its function alone.
+struct Port(u16);
+
 #[test]
 fn a_dial_fn_clones_with_its_function() {
     let dialed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = dialed.clone();
     let dialer = connpool_core::dial_fn(move |port: u16| {
         counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        async move { Ok::<_, io::Error>(port) }
+        async move { Ok::<_, io::Error>(Port(port)) }
     });
     let first = Pool::new(dialer.clone(), 1, MINUTE).unwrap();
     let second = Pool::new(dialer, 1, MINUTE).unwrap();
-    assert_eq!(*block_on(first.get(&1)).unwrap(), 1);
-    assert_eq!(*block_on(second.get(&2)).unwrap(), 2);
+    assert_eq!(block_on(first.get(&1)).unwrap().0, 1);
+    assert_eq!(block_on(second.get(&2)).unwrap().0, 2);
     assert_eq!(
         dialed.load(std::sync::atomic::Ordering::SeqCst),
         2,
