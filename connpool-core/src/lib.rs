@@ -77,8 +77,8 @@
 //! # Cargo features
 //!
 //! - `tokio` (off by default): [`Pooled`] implements tokio's `AsyncRead`, `AsyncWrite` and
-//!   `AsyncBufRead` when its connection does, as it implements futures-io's whenever the
-//!   connection does. `connpool-tokio` turns it on. A crate that does tokio I/O through guards
+//!   `AsyncBufRead` when its connection does (and is `Unpin`), as it implements futures-io's
+//!   whenever the connection does. `connpool-tokio` turns it on. A crate that does tokio I/O through guards
 //!   should turn it on itself rather than count on another crate in the build to: without it,
 //!   tokio's `AsyncReadExt` and `AsyncWriteExt` calls on a guard over a tokio stream still
 //!   compile, and reach the stream through `DerefMut`, where the guard does not see them (a
@@ -95,6 +95,12 @@ mod dial;
 mod error;
 #[cfg(all(test, connpool_loom))]
 mod loom_models;
+// loom is a dev-dependency: under its cfg, only the library's own unit tests build.
+#[cfg(all(connpool_loom, not(test)))]
+compile_error!(
+    "cfg(connpool_loom) runs the loom models, the library's unit tests: \
+     cargo test -p connpool-core --lib --release loom_models"
+);
 mod lru;
 mod pool;
 mod pooled;

@@ -296,7 +296,8 @@ impl<D: Dialer> Pool<D> {
     /// # Errors
     ///
     /// - [`Error::Dial`]: there was no usable idle connection and the dialer failed.
-    /// - [`Error::Closed`]: the pool is closed, before the call or while it waited.
+    /// - [`Error::Closed`]: the pool is closed, before the call, or while it waited in line or
+    ///   dialed (the new connection is then closed).
     /// - [`Error::Timeout`]: the wait in line took longer than `wait_timeout`, or the dial longer
     ///   than `dial_timeout`; [`Counters::wait_timeouts`](crate::Counters::wait_timeouts) and
     ///   [`dial_timeouts`](crate::Counters::dial_timeouts) tell which.
